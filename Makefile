@@ -1,0 +1,50 @@
+# Two commands matter: `make run` (the whole system on 127.0.0.1) and `make test`.
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-fast lint format bench soak seed clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+deps: $(STAMP) ## create .venv and install the project
+	@scripts/ensure-mosquitto.sh
+
+run: deps  ## fresh machine to running system: broker :1883, API :9000 (Ctrl-C stops both)
+	$(BIN)/python scripts/devstack.py
+
+test: deps  ## the full suite with line coverage
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90
+
+test-fast: deps  ## the suite without the slow end-to-end scenarios
+	$(BIN)/pytest -m 'not slow'
+
+lint: deps  ## ruff (format + lint) and mypy --strict
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: deps
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+seed: deps  ## create the schema and upsert demo accounts into var/tracker.db
+	$(BIN)/python data/seed.py
+
+bench: deps  ## end-to-end throughput, latency and zero-loss check (see docs/benchmarks.md)
+	$(BIN)/python -m bench
+
+soak: deps  ## 5-minute soak at half the peak rate: memory per worker must stay flat
+	$(BIN)/python -m bench --soak 300
+
+clean:  ## remove the venv and local state (database, broker data, credentials)
+	rm -rf $(VENV) var .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
