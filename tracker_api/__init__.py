@@ -1,0 +1,3 @@
+"""Tracker API: validates events over HTTP (and MQTT ingest) and publishes them to Mosquitto."""
+
+__version__ = "0.1.0"

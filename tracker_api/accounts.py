@@ -1,0 +1,94 @@
+"""Account lookup with a bounded TTL cache in front of the database.
+
+A hit costs a dict lookup on the event loop. A miss runs one query in a worker thread;
+concurrent misses for the same id share that query. Positive and negative answers are
+cached for ``ttl`` seconds, so a deactivated (or newly created) account takes effect
+within ``ttl`` seconds, and at most ``max_entries`` ids are held (oldest evicted first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import db
+from .errors import AccountInactive, AccountNotFound, DatabaseUnavailable
+
+
+class AccountState(enum.Enum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    UNKNOWN = "unknown"
+
+
+def state_from_database(engine: Engine, account_id: str) -> AccountState:
+    account = db.fetch_account(engine, account_id)
+    if account is None:
+        return AccountState.UNKNOWN
+    return AccountState.ACTIVE if account.is_active else AccountState.INACTIVE
+
+
+class AccountCache:
+    def __init__(
+        self,
+        load: Callable[[str], AccountState],
+        ttl: float = 5.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        # Insertion order is expiry order (one TTL for all), so the oldest is first.
+        self._entries: OrderedDict[str, tuple[float, AccountState]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[AccountState]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def state(self, account_id: str) -> AccountState:
+        entry = self._entries.get(account_id)
+        if entry is not None and entry[0] > self._clock():
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        pending = self._loading.get(account_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[AccountState] = asyncio.get_running_loop().create_future()
+        self._loading[account_id] = future
+        try:
+            state = await asyncio.to_thread(self._load, account_id)
+        except SQLAlchemyError as error:
+            future.set_exception(DatabaseUnavailable())
+            future.exception()  # retrieved: waiters get it, nobody else needs a log line
+            raise DatabaseUnavailable() from error
+        else:
+            future.set_result(state)
+            self._store(account_id, state)
+            return state
+        finally:
+            del self._loading[account_id]
+
+    def _store(self, account_id: str, state: AccountState) -> None:
+        entries = self._entries
+        entries.pop(account_id, None)
+        entries[account_id] = (self._clock() + self._ttl, state)
+        while len(entries) > self._max_entries:
+            entries.popitem(last=False)
+
+    async def require_active(self, account_id: str) -> None:
+        """Raise ``AccountNotFound`` / ``AccountInactive`` unless the account is active."""
+        state = await self.state(account_id)
+        if state is AccountState.ACTIVE:
+            return
+        raise AccountNotFound() if state is AccountState.UNKNOWN else AccountInactive()

@@ -1,0 +1,75 @@
+"""Application factory and lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from . import __version__, db
+from .accounts import AccountCache, state_from_database
+from .config import Settings, get_settings
+from .errors import TrackerError
+from .events import EventService
+from .fastpath import TrackerApp
+from .publisher import MqttPublisher, Publisher
+from .routes import events, health
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Validates tracking events and publishes them to subscribers over MQTT
+(`track/<accountId>`, QoS 1). A 200 means the broker acknowledged the event."""
+
+
+async def _tracker_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, TrackerError)
+    return JSONResponse({"detail": error.detail}, error.status, headers=error.headers)
+
+
+def create_api(
+    settings: Settings, publisher: Publisher | None = None, engine: Engine | None = None
+) -> FastAPI:
+    """The FastAPI application: docs, health, metrics and the event routes."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = engine or db.make_engine(settings.database_url)
+        mqtt = publisher or MqttPublisher(settings)
+        accounts = AccountCache(
+            lambda account_id: state_from_database(database, account_id),
+            ttl=settings.account_cache_ttl,
+            max_entries=settings.account_cache_size,
+        )
+        app.state.engine = database
+        app.state.service = EventService(accounts, mqtt, settings.max_data_bytes)
+        await mqtt.start()
+        logger.info("tracker started (broker connected: %s)", mqtt.connected)
+        try:
+            yield
+        finally:
+            await mqtt.stop()
+            if engine is None:
+                database.dispose()
+            logger.info("tracker stopped")
+
+    api = FastAPI(
+        title="Tracker API", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
+    api.add_exception_handler(TrackerError, _tracker_error)
+    api.include_router(health.router)
+    api.include_router(events.router)
+    return api
+
+
+def create_app(
+    settings: Settings | None = None,
+    publisher: Publisher | None = None,
+    engine: Engine | None = None,
+) -> TrackerApp:
+    """The ASGI application: the fast event path in front of the FastAPI app."""
+    settings = settings or get_settings()
+    return TrackerApp(create_api(settings, publisher, engine), fast_path=settings.fast_path)

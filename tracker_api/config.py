@@ -1,0 +1,96 @@
+"""Configuration from the environment (``TRACKER_*``, a ``.env`` file allowed)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .mqtt import BrokerAddress
+
+ENV_PREFIX = "TRACKER_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = Field(
+        "sqlite:///var/tracker.db", description="SQLAlchemy URL of the accounts database"
+    )
+    mqtt_url: str = Field(
+        "mqtt://127.0.0.1:1883", description="mqtt:// or mqtts://, optional user:password@"
+    )
+    mqtt_cafile: Path | None = Field(None, description="CA bundle for mqtts://")
+    mqtt_keepalive: int = Field(15, ge=2, le=3600)
+    client_id_prefix: str = Field("tracker", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    host: str = "127.0.0.1"
+    port: int = Field(9000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_data_bytes: int = Field(4096, ge=1, le=1_000_000)
+    publish_timeout: float = Field(1.0, gt=0, le=60, description="seconds to wait for PUBACK")
+    max_inflight: int = Field(10_000, ge=1, le=60_000)
+    account_cache_ttl: float = Field(5.0, ge=0, le=3600)
+    account_cache_size: int = Field(100_000, ge=1)
+    ingest: bool = Field(True, description="consume device events from ingest/<accountId>")
+    fast_path: bool = Field(True, description="serve the event routes with the lean ASGI path")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _check_urls(self) -> Settings:
+        self.broker  # noqa: B018 - parse now so a bad URL fails at start
+        if "://" not in self.database_url:
+            raise ValueError(f"TRACKER_DATABASE_URL is not a URL: {self.database_url!r}")
+        return self
+
+    @property
+    def broker(self) -> BrokerAddress:
+        url = urlsplit(self.mqtt_url)
+        if url.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"TRACKER_MQTT_URL must start with mqtt:// or mqtts://, got {url.scheme!r}")
+        try:
+            port = url.port
+        except ValueError:
+            raise ValueError("TRACKER_MQTT_URL has an invalid port") from None
+        if not url.hostname:
+            raise ValueError("TRACKER_MQTT_URL has no host")
+        tls = url.scheme == "mqtts"
+        return BrokerAddress(
+            host=url.hostname,
+            port=port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(url.username) if url.username else None,
+            password=unquote(url.password) if url.password else None,
+            cafile=str(self.mqtt_cafile) if self.mqtt_cafile else None,
+        )
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; the message is one readable line."""
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming each bad variable, e.g. ``TRACKER_PORT: must be <= 65535``."""
+    parts = []
+    for item in error.errors():
+        name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper() if item["loc"] else ""
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}: {message}" if name else message)
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(describe(error)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

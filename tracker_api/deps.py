@@ -1,0 +1,17 @@
+"""FastAPI dependencies, as ``Annotated`` aliases used by the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .events import EventService
+
+
+def get_service(request: Request) -> EventService:
+    service: EventService = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[EventService, Depends(get_service)]

@@ -1,0 +1,125 @@
+"""The event path shared by HTTP routes and MQTT ingest: validate, stamp, publish."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from datetime import UTC, datetime
+
+import orjson
+
+from . import metrics
+from .accounts import AccountCache
+from .errors import InvalidRequest, PayloadTooLarge, TrackerError
+from .publisher import Publisher
+
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+# First path segments that belong to fixed endpoints, never to an account.
+RESERVED = frozenset(
+    {"healthz", "readyz", "metrics", "docs", "redoc", "openapi.json", "favicon.ico"}
+)
+ACCEPTED_MESSAGE = "Request propagated to the subscribers!"
+TOPIC_PREFIX = "track/"
+
+
+class EventIds:
+    """UUIDv7 (RFC 9562) strings: millisecond time first, then a counter, then random bits,
+    so ids sort by creation time within a process and never collide across processes."""
+
+    def __init__(self) -> None:
+        self._last_ms = 0
+        self._counter = 0
+
+    def new(self) -> str:
+        ms = time.time_ns() // 1_000_000
+        if ms > self._last_ms:
+            self._last_ms, self._counter = ms, random.getrandbits(8)
+        else:
+            ms = self._last_ms  # clock stepped back: stay ordered
+            self._counter += 1
+            if self._counter > 0xFFF:
+                self._last_ms = ms = ms + 1
+                self._counter = 0
+        value = (
+            (ms << 80) | (0x7 << 76) | (self._counter << 64) | (0b10 << 62) | random.getrandbits(62)
+        )
+        h = f"{value:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class Clock:
+    """RFC 3339 UTC timestamps with milliseconds, e.g. ``2026-11-28T12:00:00.123Z``."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
+
+def check_account_id(account_id: str) -> None:
+    if ACCOUNT_ID.fullmatch(account_id) is None or account_id in RESERVED:
+        raise InvalidRequest(
+            "Invalid account id: 1-64 characters from A-Z a-z 0-9 _ . -, starting with a "
+            "letter or digit"
+        )
+
+
+class EventService:
+    """Turns ``(accountId, data)`` into a published event or a ``TrackerError``."""
+
+    def __init__(
+        self, accounts: AccountCache, publisher: Publisher, max_data_bytes: int = 4096
+    ) -> None:
+        self.accounts = accounts
+        self.publisher = publisher
+        self.max_data_bytes = max_data_bytes
+        self.ids = EventIds()
+        self.clock = Clock()
+        self._counters = {
+            (source, outcome): metrics.REQUESTS.labels(source, outcome)
+            for source in ("http", "mqtt")
+            for outcome in metrics.REQUEST_OUTCOMES
+        }
+
+    def validate(self, account_id: str, data: str | None, event_id: str | None) -> None:
+        check_account_id(account_id)
+        if data is None:
+            raise InvalidRequest("Missing data: pass it as ?data=<string> or /<accountId>/<data>")
+        # Cheap bound first: a str of n characters encodes to at most 4n UTF-8 bytes.
+        if len(data) * 4 > self.max_data_bytes and len(data.encode()) > self.max_data_bytes:
+            raise PayloadTooLarge(f"data is larger than {self.max_data_bytes} bytes (UTF-8)")
+        if event_id is not None and EVENT_ID.fullmatch(event_id) is None:
+            raise InvalidRequest(
+                "Invalid Idempotency-Key / eventId: 1-128 characters from A-Z a-z 0-9 _ . : -"
+            )
+
+    async def track(
+        self, account_id: str, data: str | None, event_id: str | None = None, source: str = "http"
+    ) -> bytes:
+        """Publish the event and return the JSON body of the 200 answer."""
+        try:
+            self.validate(account_id, data, event_id)
+            await self.accounts.require_active(account_id)
+            payload = orjson.dumps(
+                {
+                    "eventId": event_id or self.ids.new(),
+                    "accountId": account_id,
+                    "timestamp": self.clock.now(),
+                    "data": data,
+                }
+            )
+            await self.publisher.publish(TOPIC_PREFIX + account_id, payload)
+        except TrackerError as error:
+            self._counters[source, error.outcome].inc()
+            raise
+        self._counters[source, "accepted"].inc()
+        return b'{"message":"' + ACCEPTED_MESSAGE.encode() + b'","event":' + payload + b"}"

@@ -1,0 +1,77 @@
+"""Event routes as FastAPI sees them: documented in /docs, and served by FastAPI when the
+fast path is off. With the fast path on (the default) ``fastpath.py`` answers the same
+requests through the same ``EventService``, byte for byte."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query
+from fastapi.responses import Response
+
+from ..deps import ServiceDep
+
+router = APIRouter(tags=["events"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Inactive account: `{\"detail\": \"Inactive account!\"}`"},
+    404: {"description": "Unknown account: `{\"detail\": \"Account Id does not exist!\"}`"},
+    413: {"description": "data larger than TRACKER_MAX_DATA_BYTES"},
+    422: {"description": "Malformed account id, missing data or invalid event id"},
+    503: {"description": "Broker or database unavailable; nothing published. Retry-After: 1"},
+}
+OK = {
+    200: {
+        "description": "The broker acknowledged the event (QoS 1 PUBACK)",
+        "content": {
+            "application/json": {
+                "example": {
+                    "message": "Request propagated to the subscribers!",
+                    "event": {
+                        "eventId": "019ac9a4-3b2e-7c01-9f5e-2b1d4c6a8e90",
+                        "accountId": "42",
+                        "timestamp": "2026-11-28T12:00:00.123Z",
+                        "data": "hello",
+                    },
+                }
+            }
+        },
+    }
+}
+
+AccountId = Annotated[str, Path(description="`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(description="Becomes the eventId: a retried request is shown only once"),
+]
+EventIdParam = Annotated[
+    str | None, Query(alias="eventId", description="Same as the Idempotency-Key header")
+]
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+@router.get("/{account_id}", responses={**OK, **ERRORS})
+async def track(
+    account_id: AccountId,
+    service: ServiceDep,
+    data: Annotated[str | None, Query(description="The event's data (UTF-8)")] = None,
+    event_id: EventIdParam = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Publish `data` for the account on `track/<accountId>`; 200 only after the PUBACK."""
+    return _json(await service.track(account_id, data, idempotency_key or event_id))
+
+
+@router.get("/{account_id}/{data:path}", responses={**OK, **ERRORS})
+async def track_path(
+    account_id: AccountId,
+    data: str,
+    service: ServiceDep,
+    event_id: EventIdParam = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """The original path form: `data` is the rest of the path."""
+    return _json(await service.track(account_id, data, idempotency_key or event_id))

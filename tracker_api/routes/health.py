@@ -1,0 +1,44 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import db, metrics
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "broker or database not reachable"}})
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when connected to the broker and the accounts database answers."""
+    state = request.app.state
+    broker = state.service.publisher.connected
+    try:
+        await asyncio.wait_for(asyncio.to_thread(db.ping, state.engine), 2.0)
+        database = True
+    except (SQLAlchemyError, asyncio.TimeoutError):
+        database = False
+    ready = broker and database
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "broker": broker, "database": database},
+        status_code=200 if ready else 503,
+        headers=None if ready else {"Retry-After": "1"},
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    """Prometheus text format."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
