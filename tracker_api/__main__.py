@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import sys
 import tempfile
+from typing import Any
 
 import uvicorn
 
@@ -15,6 +17,22 @@ from .db import make_engine
 logger = logging.getLogger("tracker_api")
 
 
+def logging_config(level: str) -> dict[str, Any]:
+    """One line per notable event: time, level, logger, process, message."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "line": {"format": "%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s"}
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"}
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {"uvicorn.access": {"level": "WARNING"}},
+    }
+
+
 def main() -> None:
     try:
         settings = get_settings()
@@ -22,10 +40,8 @@ def main() -> None:
     except ConfigError as error:
         sys.stderr.write(f"tracker-api: invalid configuration: {error}\n")
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s",
-    )
+    log_config = logging_config(settings.log_level)
+    logging.config.dictConfig(log_config)
     if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers write their metrics here so /metrics on any worker shows the total.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tracker-metrics-")
@@ -41,7 +57,7 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
-        log_config=None,
+        log_config=log_config,  # applied again in every worker process
         server_header=False,
         lifespan="on",
     )

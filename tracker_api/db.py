@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from .config import ConfigError
@@ -17,8 +17,11 @@ def make_engine(database_url: str) -> Engine:
     """An engine for SQLite (file created on demand, WAL) or PostgreSQL (pooled)."""
     try:
         url = make_url(database_url)
+        url.get_dialect()
     except ArgumentError:
         raise ConfigError(f"TRACKER_DATABASE_URL is not a valid URL: {database_url!r}") from None
+    except (NoSuchModuleError, ImportError) as error:
+        raise ConfigError(f"TRACKER_DATABASE_URL: unsupported database: {error}") from None
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -35,17 +38,14 @@ def make_engine(database_url: str) -> Engine:
             cursor.close()
 
         return engine
-    try:
-        return create_engine(
-            url,
-            pool_pre_ping=True,
-            pool_size=4,
-            max_overflow=4,
-            pool_timeout=2,
-            connect_args={"connect_timeout": 2} if url.get_backend_name() == "postgresql" else {},
-        )
-    except ImportError as error:  # pragma: no cover - depends on installed drivers
-        raise ConfigError(f"no database driver for {url.drivername}: {error}") from None
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=4,
+        max_overflow=4,
+        pool_timeout=2,
+        connect_args={"connect_timeout": 2} if url.get_backend_name() == "postgresql" else {},
+    )
 
 
 def create_schema(engine: Engine) -> None:

@@ -1,0 +1,151 @@
+"""The account cache: hits, TTL expiry, negative entries, bound, single flight, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from tests.helpers.accounts import seeded_sqlite, set_active
+from tracker_api.accounts import AccountCache, AccountState, state_from_database
+from tracker_api.errors import AccountInactive, AccountNotFound, DatabaseUnavailable
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingLoader:
+    def __init__(self, states: dict[str, AccountState]) -> None:
+        self.states = states
+        self.calls: list[str] = []
+
+    def __call__(self, account_id: str) -> AccountState:
+        self.calls.append(account_id)
+        return self.states.get(account_id, AccountState.UNKNOWN)
+
+
+def test_hit_within_ttl_does_not_query_again() -> None:
+    loader = CountingLoader({"1": AccountState.ACTIVE})
+    cache = AccountCache(loader, ttl=5, clock=FakeClock())
+
+    async def scenario() -> list[AccountState]:
+        return [await cache.state("1") for _ in range(3)]
+
+    assert asyncio.run(scenario()) == [AccountState.ACTIVE] * 3
+    assert loader.calls == ["1"]
+    assert (cache.hits, cache.misses) == (2, 1)
+
+
+def test_entries_expire_after_ttl_so_changes_take_effect() -> None:
+    loader = CountingLoader({"1": AccountState.ACTIVE})
+    clock = FakeClock()
+    cache = AccountCache(loader, ttl=5, clock=clock)
+
+    async def scenario() -> list[AccountState]:
+        first = await cache.state("1")
+        loader.states["1"] = AccountState.INACTIVE
+        clock.now += 4.9
+        cached = await cache.state("1")
+        clock.now += 0.2
+        return [first, cached, await cache.state("1")]
+
+    assert asyncio.run(scenario()) == [
+        AccountState.ACTIVE,
+        AccountState.ACTIVE,
+        AccountState.INACTIVE,
+    ]
+    assert loader.calls == ["1", "1"]
+
+
+def test_unknown_accounts_are_cached_too() -> None:
+    loader = CountingLoader({})
+    cache = AccountCache(loader, ttl=5, clock=FakeClock())
+
+    async def scenario() -> None:
+        for _ in range(3):
+            with pytest.raises(AccountNotFound):
+                await cache.require_active("nobody")
+
+    asyncio.run(scenario())
+    assert loader.calls == ["nobody"]
+
+
+def test_cache_holds_at_most_max_entries_evicting_the_oldest() -> None:
+    loader = CountingLoader({})
+    cache = AccountCache(loader, ttl=60, max_entries=3, clock=FakeClock())
+
+    async def scenario() -> None:
+        for account_id in "abcde":
+            await cache.state(account_id)
+        await cache.state("e")  # still cached
+        await cache.state("a")  # evicted: queried again
+
+    asyncio.run(scenario())
+    assert len(cache) == 3
+    assert loader.calls == ["a", "b", "c", "d", "e", "a"]
+
+
+def test_concurrent_misses_for_one_id_share_a_single_query() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow_loader(account_id: str) -> AccountState:
+        calls.append(account_id)
+        release.wait(5)
+        return AccountState.ACTIVE
+
+    cache = AccountCache(slow_loader, ttl=5)
+
+    async def scenario() -> list[AccountState]:
+        tasks = [asyncio.create_task(cache.state("1")) for _ in range(20)]
+        await asyncio.sleep(0)  # let them all miss before the query returns
+        release.set()
+        return await asyncio.gather(*tasks)
+
+    assert asyncio.run(scenario()) == [AccountState.ACTIVE] * 20
+    assert calls == ["1"]
+
+
+def test_database_error_becomes_database_unavailable_for_every_waiter() -> None:
+    release = threading.Event()
+
+    def failing_loader(account_id: str) -> AccountState:
+        release.wait(5)
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    cache = AccountCache(failing_loader, ttl=5)
+
+    async def scenario() -> list[object]:
+        tasks = [asyncio.create_task(cache.state("1")) for _ in range(3)]
+        await asyncio.sleep(0)
+        release.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, DatabaseUnavailable) for r in results)
+    assert len(cache) == 0  # errors are not cached
+
+
+def test_deactivation_in_the_real_database_takes_effect_after_the_ttl(tmp_path: Path) -> None:
+    _, engine = seeded_sqlite(tmp_path / "accounts.db")
+    clock = FakeClock()
+    cache = AccountCache(lambda a: state_from_database(engine, a), ttl=5, clock=clock)
+
+    async def scenario() -> None:
+        await cache.require_active("1")
+        set_active(engine, "1", False)
+        await cache.require_active("1")  # still cached as active
+        clock.now += 5.1
+        with pytest.raises(AccountInactive):
+            await cache.require_active("1")
+
+    asyncio.run(scenario())
+    engine.dispose()

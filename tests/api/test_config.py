@@ -1,0 +1,93 @@
+"""Configuration: defaults, parsing of the broker URL, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tracker_api.config import ConfigError, load_settings
+
+
+def test_defaults_match_the_documented_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("TRACKER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir("/")  # no .env file here
+
+    settings = load_settings()
+
+    assert settings.database_url == "sqlite:///var/tracker.db"
+    assert settings.mqtt_url == "mqtt://127.0.0.1:1883"
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 9000, 1)
+    assert settings.max_data_bytes == 4096
+
+
+def test_environment_variables_use_the_tracker_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKER_PORT", "9123")
+    monkeypatch.setenv("TRACKER_WORKERS", "3")
+
+    settings = load_settings()
+
+    assert (settings.port, settings.workers) == (9123, 3)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://broker", ("broker", 1883, False, None, None)),
+        ("mqtts://broker", ("broker", 8883, True, None, None)),
+        ("mqtt://user:p%40ss@10.0.0.5:1999", ("10.0.0.5", 1999, False, "user", "p@ss")),
+    ],
+)
+def test_broker_url_is_parsed(url: str, expected: tuple[object, ...]) -> None:
+    broker = load_settings(mqtt_url=url).broker
+
+    assert (broker.host, broker.port, broker.tls, broker.username, broker.password) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"port": 70000}, "TRACKER_PORT: Input should be less than or equal to 65535"),
+        ({"workers": 0}, "TRACKER_WORKERS: Input should be greater than or equal to 1"),
+        ({"mqtt_url": "http://x"}, "TRACKER_MQTT_URL must start with mqtt:// or mqtts://"),
+        ({"mqtt_url": "mqtt://:1883"}, "TRACKER_MQTT_URL has no host"),
+        ({"mqtt_url": "mqtt://h:99999"}, "TRACKER_MQTT_URL has an invalid port"),
+        ({"database_url": "tracker.db"}, "TRACKER_DATABASE_URL is not a URL"),
+        ({"log_level": "LOUD"}, "TRACKER_LOG_LEVEL: Input should be"),
+    ],
+)
+def test_invalid_values_fail_with_one_readable_line(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(**overrides)
+
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("TRACKER_PORT", "not-a-port", "TRACKER_PORT"),
+        ("TRACKER_DATABASE_URL", "nosuchdb://x/y", "TRACKER_DATABASE_URL"),
+    ],
+)
+def test_the_server_refuses_to_start_with_one_line_and_no_traceback(
+    variable: str, value: str, message: str
+) -> None:
+    env = {**os.environ, variable: value}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tracker_api"], env=env, capture_output=True, text=True, timeout=30
+    )
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tracker-api: invalid configuration:")
+    assert message in lines[0]

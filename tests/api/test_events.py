@@ -1,0 +1,174 @@
+"""The event routes: every status code, its exact detail, and what gets published."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers.fakes import FakePublisher
+
+UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def test_accepted_event_is_published_on_the_account_topic_and_returned(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    response = client.get("/1", params={"data": "hello"})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["message"] == "Request propagated to the subscribers!"
+    event = body["event"]
+    assert set(event) == {"eventId", "accountId", "timestamp", "data"}
+    assert UUID7.fullmatch(event["eventId"])
+    assert TIMESTAMP.fullmatch(event["timestamp"])
+    assert (event["accountId"], event["data"]) == ("1", "hello")
+    assert publisher.published == [("track/1", orjson.dumps(event))]
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_path_form_publishes_the_rest_of_the_path_as_data(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    response = client.get("/acme.eu-1/some/path data")
+
+    assert response.status_code == 200
+    assert response.json()["event"]["data"] == "some/path data"
+    assert publisher.published[0][0] == "track/acme.eu-1"
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["", "héllo wörld", "日本語のテキスト", "emoji 🛰️👩‍🚀", 'quotes " and \\ back', "tab\tnl\nnul\x00"],
+    ids=["empty", "latin", "cjk", "emoji", "json-specials", "controls"],
+)
+def test_any_unicode_data_round_trips_intact(
+    client: TestClient, publisher: FakePublisher, data: str
+) -> None:
+    response = client.get("/2", params={"data": data})
+
+    assert response.status_code == 200
+    assert response.json()["event"]["data"] == data
+    assert orjson.loads(publisher.published[0][1])["data"] == data
+
+
+def test_unknown_account_returns_404_and_publishes_nothing(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    response = client.get("/999", params={"data": "x"})
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Account Id does not exist!"}
+    assert publisher.published == []
+
+
+def test_inactive_account_returns_403_and_publishes_nothing(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    response = client.get("/10", params={"data": "x"})
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Inactive account!"}
+    assert publisher.published == []
+
+
+@pytest.mark.parametrize(
+    "account_id",
+    ["a+b", "%23", "%2B", "-starts-with-dash", "x" * 65, "sp%20ace", "caf%C3%A9", ".hidden"],
+)
+def test_malformed_account_id_returns_422_and_publishes_nothing(
+    client: TestClient, publisher: FakePublisher, account_id: str
+) -> None:
+    response = client.get(f"/{account_id}", params={"data": "x"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("Invalid account id")
+    assert publisher.published == []
+
+
+def test_missing_data_returns_422(client: TestClient, publisher: FakePublisher) -> None:
+    response = client.get("/1")
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "Missing data: pass it as ?data=<string> or /<accountId>/<data>"
+    }
+    assert publisher.published == []
+
+
+def test_data_at_the_limit_is_accepted_and_one_byte_more_is_413(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    assert client.get("/1", params={"data": "a" * 4096}).status_code == 200
+
+    # 2049 two-byte characters: under 4096 characters, over 4096 bytes.
+    response = client.get("/1", params={"data": "é" * 2049})
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "data is larger than 4096 bytes (UTF-8)"}
+    assert len(publisher.published) == 1
+
+
+def test_idempotency_key_header_becomes_the_event_id(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    headers = {"Idempotency-Key": "order-1234:retry"}
+    first = client.get("/1", params={"data": "x"}, headers=headers)
+    second = client.get("/1", params={"data": "x"}, headers=headers)
+
+    assert first.json()["event"]["eventId"] == "order-1234:retry"
+    assert second.json()["event"]["eventId"] == "order-1234:retry"
+    assert [orjson.loads(p)["eventId"] for _, p in publisher.published] == ["order-1234:retry"] * 2
+
+
+def test_event_id_query_parameter_becomes_the_event_id(client: TestClient) -> None:
+    response = client.get("/1", params={"data": "x", "eventId": "abc-1"})
+
+    assert response.json()["event"]["eventId"] == "abc-1"
+
+
+def test_invalid_idempotency_key_returns_422(client: TestClient, publisher: FakePublisher) -> None:
+    response = client.get("/1", params={"data": "x"}, headers={"Idempotency-Key": "a b/c"})
+
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.json()["detail"]
+    assert publisher.published == []
+
+
+def test_broker_refusal_returns_503_with_retry_after(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    publisher.refuse = True
+
+    response = client.get("/1", params={"data": "x"})
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["detail"].startswith("Message broker unavailable")
+
+
+def test_generated_event_ids_are_unique(client: TestClient) -> None:
+    ids = {client.get("/1", params={"data": str(n)}).json()["event"]["eventId"] for n in range(50)}
+
+    assert len(ids) == 50
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json"])
+def test_fixed_endpoint_names_are_not_account_ids(
+    client: TestClient, publisher: FakePublisher, path: str
+) -> None:
+    response = client.get(path, params={"data": "x"})
+
+    assert response.status_code == 200
+    assert publisher.published == []
+
+
+def test_other_methods_are_not_event_routes(client: TestClient, publisher: FakePublisher) -> None:
+    response = client.post("/1", params={"data": "x"})
+
+    assert response.status_code == 405
+    assert publisher.published == []

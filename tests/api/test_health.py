@@ -1,0 +1,69 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from tests.helpers.fakes import FakePublisher
+
+
+def test_healthz_is_ok(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_with_broker_and_database(client: TestClient) -> None:
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "broker": True, "database": True}
+
+
+def test_readyz_is_503_without_the_broker(client: TestClient, publisher: FakePublisher) -> None:
+    publisher.connected = False
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"status": "unavailable", "broker": False, "database": True}
+
+
+def test_readyz_is_503_and_events_503_without_the_database(
+    client: TestClient, publisher: FakePublisher, database: tuple[str, Engine]
+) -> None:
+    url, engine = database
+    engine.dispose()
+    path = url.removeprefix("sqlite:///")
+    with open(path, "wb") as broken:  # not a database any more
+        broken.write(b"garbage" * 1000)
+
+    ready = client.get("/readyz")
+    event = client.get("/2", params={"data": "x"})
+
+    assert ready.status_code == 503
+    assert ready.json()["database"] is False
+    assert event.status_code == 503
+    assert event.json() == {"detail": "Account database unavailable; retry later"}
+    assert event.headers["retry-after"] == "1"
+    assert publisher.published == []
+
+
+def test_metrics_count_requests_by_outcome(client: TestClient) -> None:
+    client.get("/1", params={"data": "x"})
+    client.get("/999", params={"data": "x"})
+
+    text = client.get("/metrics").text
+
+    assert 'tracker_requests_total{outcome="accepted",source="http"}' in text
+    assert 'tracker_requests_total{outcome="unknown_account",source="http"}' in text
+    assert "tracker_publish_seconds_bucket" in text
+    assert "tracker_broker_connected" in text
+
+
+def test_docs_and_openapi_describe_the_event_routes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+
+    assert "/{account_id}" in spec["paths"]
+    assert "/{account_id}/{data}" in spec["paths"]
+    assert client.get("/docs").status_code == 200

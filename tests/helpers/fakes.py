@@ -1,0 +1,26 @@
+"""Test doubles behind the service's small interfaces."""
+
+from __future__ import annotations
+
+from tracker_api.errors import PublishFailed
+
+
+class FakePublisher:
+    """Records what would be published; can be told to refuse."""
+
+    def __init__(self) -> None:
+        self.connected = True
+        self.refuse = False
+        self.published: list[tuple[str, bytes]] = []
+        self.started = self.stopped = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        if self.refuse or not self.connected:
+            raise PublishFailed()
+        self.published.append((topic, payload))
