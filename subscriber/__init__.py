@@ -1,0 +1,1 @@
+"""mqtt-tail: watch the tracker's events live, each acknowledged event exactly once."""

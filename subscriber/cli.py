@@ -1,0 +1,311 @@
+"""The ``mqtt-tail`` command: options, wiring, exit codes. The work is done elsewhere."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, BinaryIO, TypeVar
+
+import click
+from click.core import ParameterSource
+from rich.console import Console
+
+from .aggregate import Aggregator
+from .dedup import DEFAULT_CAPACITY, Deduplicator
+from .pipeline import LiveView, Pipeline, TextView
+from .render import ColourRenderer, JsonRenderer, PlainRenderer, Renderer, TemplateRenderer
+from .session import ConnectOptions, Refused, Session
+
+logger = logging.getLogger("subscriber")
+
+EXIT_TIMEOUT = 3
+EXIT_REFUSED = 4
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RefusedError(click.ClickException):
+    exit_code = EXIT_REFUSED
+
+
+def connection_options(command: F) -> F:
+    """Where the broker is and who we are."""
+    for option in reversed(
+        [
+            click.option("--host", default="127.0.0.1", show_default=True, help="Broker host."),
+            click.option(
+                "--port",
+                type=click.IntRange(1, 65535),
+                help="Broker port  [default: 1883, 8883 with --tls]",
+            ),
+            click.option("--username", help="MQTT username."),
+            click.option(
+                "--password",
+                help="MQTT password; prefer MQTT_TAIL_PASSWORD (shell history keeps commands).",
+            ),
+            click.option("--tls", is_flag=True, help="Connect with TLS."),
+            click.option(
+                "--cafile",
+                type=click.Path(exists=True, dir_okay=False),
+                help="CA certificate for TLS (implies --tls).",
+            ),
+            click.option(
+                "--client-id",
+                help="Session id; the broker keeps the session under it. "
+                "Default: derived from user, host and accounts.",
+            ),
+            click.option(
+                "--clean", is_flag=True, help="Discard the stored session and start fresh."
+            ),
+            click.option(
+                "--keepalive",
+                type=click.IntRange(1, 3600),
+                default=5,
+                show_default=True,
+                help="Seconds; a silent connection is dropped within about twice this.",
+            ),
+            click.option(
+                "--reconnect-min",
+                type=click.FloatRange(0.01, 3600),
+                default=0.5,
+                show_default=True,
+                help="First reconnection delay, seconds (doubles per failure, with jitter).",
+            ),
+            click.option(
+                "--reconnect-max",
+                type=click.FloatRange(0.01, 3600),
+                default=30.0,
+                show_default=True,
+                help="Longest reconnection delay, seconds.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def output_options(command: F) -> F:
+    """What is shown and when the run ends."""
+    for option in reversed(
+        [
+            click.option(
+                "--account",
+                "accounts",
+                multiple=True,
+                default=["+"],
+                show_default=True,
+                help="Account id to watch, repeatable; + watches all.",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="One JSON object per line."),
+            click.option(
+                "--format",
+                "template",
+                help="Line template, e.g. '{timestamp} {accountId} {data}'; also {eventId}, "
+                "{topic}, {receivedAt}, {lag}.",
+            ),
+            click.option("--aggregate", is_flag=True, help="Per-account counts, rates and lags."),
+            click.option(
+                "--every",
+                type=click.IntRange(min=1),
+                default=500,
+                show_default=True,
+                help="With --aggregate: report every N events.",
+            ),
+            click.option(
+                "--window",
+                type=click.FloatRange(min=0.01),
+                help="With --aggregate: report every SECONDS instead.",
+            ),
+            click.option("--count", type=click.IntRange(min=1), help="Exit after N events."),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0.01),
+                help=f"Exit with code {EXIT_TIMEOUT} when nothing arrives for SECONDS.",
+            ),
+            click.option(
+                "--dedup-size",
+                type=click.IntRange(min=1),
+                default=DEFAULT_CAPACITY,
+                show_default=True,
+                help="How many recent eventIds are remembered to drop redeliveries.",
+            ),
+            click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@click.command(
+    context_settings={"auto_envvar_prefix": "MQTT_TAIL", "help_option_names": ["-h", "--help"]},
+    epilog=f"Exit codes: 0 done (Ctrl-C, SIGTERM, --count), 2 usage, {EXIT_TIMEOUT} --timeout, "
+    f"{EXIT_REFUSED} refused by the broker (credentials, ACL). "
+    "Every option can also be set as MQTT_TAIL_<OPTION>, e.g. MQTT_TAIL_PASSWORD.",
+)
+@connection_options
+@output_options
+def tail(**params: Any) -> None:
+    """Watch the tracker's events live: each acknowledged event shown exactly once,
+    including those published while mqtt-tail was not running.
+
+    \b
+    Examples:
+      mqtt-tail --account 42
+      mqtt-tail --json | jq .data
+      mqtt-tail --aggregate --window 5
+    """
+    with _stderr_logging(quiet=params["quiet"]):
+        status = run(params)
+    sys.exit(status)
+
+
+def main() -> None:
+    tail()
+
+
+def run(params: dict[str, Any]) -> int:
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("password") == ParameterSource.COMMANDLINE:
+        logger.warning(
+            "--password on the command line lands in shell history; use MQTT_TAIL_PASSWORD"
+        )
+    accounts = _accounts(params["accounts"])
+    if params["as_json"] and params["template"]:
+        raise click.UsageError("--json and --format cannot be combined")
+    if params["aggregate"] and params["template"]:
+        raise click.UsageError("--format does not apply to --aggregate")
+    if params["reconnect_max"] < params["reconnect_min"]:
+        raise click.UsageError("--reconnect-max must not be below --reconnect-min")
+    client_id = params["client_id"] or default_client_id(accounts)
+    if not params["client_id"]:
+        logger.info("client id %s (set --client-id to choose one)", client_id)
+    tls = params["tls"] or params["cafile"] is not None
+    options = ConnectOptions(
+        host=params["host"],
+        port=params["port"] or (8883 if tls else 1883),
+        client_id=client_id,
+        topics=[f"track/{account}" for account in accounts],
+        clean=params["clean"],
+        username=params["username"],
+        password=params["password"],
+        tls=tls,
+        cafile=params["cafile"],
+        keepalive=params["keepalive"],
+        reconnect_min=params["reconnect_min"],
+        reconnect_max=params["reconnect_max"],
+    )
+    out = _stdout()
+    terminal = out.isatty()
+    console = Console(file=sys.stdout, force_terminal=terminal or None)
+    pipeline = Pipeline(
+        out,
+        renderer=None if params["aggregate"] else _renderer(params, terminal, console),
+        aggregator=Aggregator(every=params["every"], window=params["window"], now=time.time())
+        if params["aggregate"]
+        else None,
+        dedup=Deduplicator(params["dedup_size"]),
+        count=params["count"],
+        timeout=params["timeout"],
+    )
+    if params["aggregate"]:
+        if terminal and not params["as_json"]:
+            pipeline.view = LiveView(console)
+        else:
+            pipeline.view = TextView(pipeline, json=params["as_json"])
+    session = Session(options, pipeline)
+    with _stop_on_signals() as stopped:
+        try:
+            session.run(lambda: stopped() or pipeline.stop_reason is not None)
+        except Refused as error:
+            raise RefusedError(str(error)) from None
+        finally:
+            pipeline.finish()
+    if pipeline.stop_reason == "broken-pipe":
+        _silence_stdout()
+        return 0
+    return EXIT_TIMEOUT if pipeline.stop_reason == "timeout" else 0
+
+
+def _accounts(values: tuple[str, ...]) -> list[str]:
+    accounts = sorted(set(values))
+    for account in accounts:
+        if account != "+" and not ACCOUNT_ID.match(account):
+            raise click.BadParameter(f"{account!r} is not an account id", param_hint="--account")
+    return ["+"] if "+" in accounts else accounts
+
+
+def default_client_id(accounts: list[str]) -> str:
+    """Stable across runs for the same user, host and filters, so the session resumes."""
+    digest = hashlib.sha256(" ".join(accounts).encode()).hexdigest()[:8]
+    user = re.sub(r"[^A-Za-z0-9_.-]", "", getpass.getuser())[:16] or "user"
+    host = re.sub(r"[^A-Za-z0-9_.-]", "", socket.gethostname().split(".")[0])[:16] or "host"
+    return f"mqtt-tail-{user}-{host}-{digest}"
+
+
+def _renderer(params: dict[str, Any], terminal: bool, console: Console) -> Renderer:
+    if params["as_json"]:
+        return JsonRenderer()
+    if params["template"]:
+        try:
+            return TemplateRenderer(params["template"])
+        except (ValueError, IndexError, KeyError) as error:
+            raise click.BadParameter(str(error), param_hint="--format") from None
+    if terminal:
+        return ColourRenderer(console)
+    return PlainRenderer()
+
+
+def _stdout() -> BinaryIO:
+    buffer = getattr(sys.stdout, "buffer", None)
+    return buffer if buffer is not None else sys.stdout  # type: ignore[return-value]
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, keep the interpreter's final flush from complaining."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C and SIGTERM end the run cleanly; a second one is not gentle any more."""
+    received: list[int] = []
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _stderr_logging(*, quiet: bool) -> Iterator[None]:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mqtt-tail: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)

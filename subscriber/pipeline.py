@@ -1,0 +1,175 @@
+"""What happens to each message: parse, drop duplicates, display or aggregate, and the
+conditions that end a run (--count, --timeout, a signal, a closed pipe)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import BinaryIO, Protocol
+
+from rich.console import Console
+from rich.live import Live
+
+from .aggregate import Aggregator, Snapshot
+from .dedup import Deduplicator
+from .render import (
+    Renderer,
+    lag_of,
+    parse_event,
+    raw_preview,
+    snapshot_json,
+    snapshot_table,
+    snapshot_text,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_RAW_WARNINGS = 20
+
+
+class AggregateView(Protocol):
+    def show(self, snapshot: Snapshot) -> None: ...
+
+    def close(self, summary: Snapshot) -> None: ...
+
+
+class TextView:
+    """Reports as JSON lines (``--json``) or plain tables, into the output buffer."""
+
+    def __init__(self, pipeline: Pipeline, *, json: bool) -> None:
+        self.pipeline = pipeline
+        self.encode = snapshot_json if json else snapshot_text
+
+    def show(self, snapshot: Snapshot) -> None:
+        self.pipeline.write(self.encode(snapshot))
+
+    def close(self, summary: Snapshot) -> None:
+        self.show(summary)
+
+
+class LiveView:
+    """A table redrawn in place on a terminal; the summary stays on screen at the end."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = Live(console=console, auto_refresh=False, transient=True)
+        self.live.start()
+
+    def show(self, snapshot: Snapshot) -> None:
+        self.live.update(snapshot_table(snapshot), refresh=True)
+
+    def close(self, summary: Snapshot) -> None:
+        self.live.stop()
+        self.console.print(snapshot_table(summary))
+
+
+class Pipeline:
+    """The session's handler. Output is buffered per batch and flushed before the batch
+    is acknowledged, so an acknowledged event has reached stdout."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        renderer: Renderer | None = None,
+        aggregator: Aggregator | None = None,
+        dedup: Deduplicator | None = None,
+        count: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.out = out
+        self.renderer = renderer
+        self.aggregator = aggregator
+        self.view: AggregateView | None = None
+        self.dedup = dedup or Deduplicator()
+        self.count = count
+        self.timeout = timeout
+        self.shown = 0
+        self.duplicates = 0
+        self.malformed = 0
+        self.stop_reason: str | None = None
+        self.last_arrival = time.monotonic()
+        self._buffer: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._buffer.append(data)
+
+    def on_message(self, topic: str, payload: bytes | bytearray) -> bool:
+        if self.stop_reason is not None:
+            return False  # not shown, so not acknowledged: the broker keeps it
+        received = time.time()
+        self.last_arrival = time.monotonic()
+        event = parse_event(payload)
+        if event is None:
+            self._raw(topic, payload, received)
+            return True
+        if self.dedup.seen(event["eventId"]):
+            self.duplicates += 1
+            return True
+        self.shown += 1
+        aggregator = self.aggregator
+        if aggregator is not None:
+            account = event.get("accountId")
+            if type(account) is not str:
+                account = topic.rpartition("/")[2]
+            aggregator.add(account, lag_of(event, received))
+            if self.view is not None and aggregator.due(received):
+                self.view.show(aggregator.snapshot(received))
+        elif self.renderer is not None:
+            self._buffer.append(self.renderer.event(event, topic, received))
+        if self.count is not None and self.shown >= self.count:
+            self.stop_reason = "count"
+        return True
+
+    def _raw(self, topic: str, payload: bytes | bytearray, received: float) -> None:
+        self.malformed += 1
+        line = None
+        if self.renderer is not None and self.aggregator is None:
+            line = self.renderer.raw(topic, payload, received)
+        if line is not None:
+            self._buffer.append(line)
+        if self.malformed <= MAX_RAW_WARNINGS:
+            logger.warning(
+                "not an event on %s (%d bytes): %s%s",
+                topic,
+                len(payload),
+                raw_preview(payload)[:80],
+                "" if line is not None else "; skipped",
+            )
+            if self.malformed == MAX_RAW_WARNINGS:
+                logger.warning("further payloads that are not events are only counted")
+
+    def on_batch_end(self) -> bool:
+        if not self._buffer:
+            return self.stop_reason != "broken-pipe"
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except BrokenPipeError:
+            self.stop_reason = "broken-pipe"
+            return False
+        return True
+
+    def on_tick(self, now: float) -> None:
+        aggregator = self.aggregator
+        if aggregator is not None and self.view is not None and aggregator.window is not None:
+            if aggregator.due(now):
+                self.view.show(aggregator.snapshot(now))
+        if self.timeout is not None and self.stop_reason is None:
+            if time.monotonic() - self.last_arrival >= self.timeout:
+                self.stop_reason = "timeout"
+
+    def finish(self) -> None:
+        """The final summary: a report on stdout with --aggregate, a line on stderr always."""
+        if self.aggregator is not None and self.view is not None:
+            if self.stop_reason != "broken-pipe":
+                self.view.close(self.aggregator.summary(time.time()))
+                self.on_batch_end()
+        logger.info(
+            "%d events shown, %d duplicates dropped, %d payloads were not events",
+            self.shown,
+            self.duplicates,
+            self.malformed,
+        )
