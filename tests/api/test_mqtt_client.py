@@ -1,0 +1,196 @@
+"""The lean MQTT client: wire encoding, framing, and behaviour against real and silent peers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from tests.helpers.broker import Mosquitto
+from tracker_api.mqtt import (
+    BrokerAddress,
+    ConnectionLost,
+    InflightFull,
+    Message,
+    MqttClient,
+    NotConnected,
+    Will,
+    _Link,
+    _remaining_length,
+    encode_connect,
+    encode_publish,
+)
+
+
+def test_connect_packet_carries_credentials_will_and_flags() -> None:
+    packet = encode_connect(
+        "c1", 30, True, "user", "pw", Will("tracker/status/c1", b"offline", qos=1, retain=True)
+    )
+
+    assert packet[0] == 0x10
+    flags = packet[2 + 7]
+    assert flags == 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02
+    assert packet.endswith(b"\x00\x04user\x00\x02pw")
+    assert b"\x00\x11tracker/status/c1\x00\x07offline" in packet
+
+
+def test_publish_packet_with_a_large_payload_has_a_multibyte_length() -> None:
+    payload = b"x" * 200_000
+    packet = encode_publish(b"track/1", payload, 1, False, 7)
+
+    length, start = _remaining_length(bytearray(packet), 1, len(packet))  # type: ignore[misc]
+    assert packet[0] == 0x32
+    assert length == len(packet) - start == 2 + 7 + 2 + 200_000
+
+
+def test_remaining_length_needs_more_bytes_or_rejects_garbage() -> None:
+    assert _remaining_length(bytearray(b"\x30\x80"), 1, 2) is None
+    assert _remaining_length(bytearray(b"\x30\xff\xff\xff\xff\x01"), 1, 6) == (-1, 5)
+
+
+def test_link_reassembles_packets_split_at_any_byte() -> None:
+    async def scenario() -> list[tuple[int, bytes]]:
+        packets: list[tuple[int, bytes]] = []
+        link = _Link(lambda header, body: packets.append((header, body)))
+        stream = encode_publish(b"t", b"a" * 300, 1, False, 1) + b"\x40\x02\x00\x01\xd0\x00"
+        for i in range(len(stream)):
+            link.data_received(stream[i : i + 1])
+        return packets
+
+    packets = asyncio.run(scenario())
+    assert [header for header, _ in packets] == [0x32, 0x40, 0xD0]
+    assert packets[0][1].endswith(b"a" * 300)
+
+
+@asynccontextmanager
+async def running(client: MqttClient, connect: bool = True) -> AsyncIterator[MqttClient]:
+    client.start()
+    if connect:
+        assert await client.wait_connected(5)
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+def make_client(port: int, **options: object) -> MqttClient:
+    defaults: dict[str, object] = {"keepalive": 5, "backoff": (0.05, 0.2)}
+    return MqttClient(BrokerAddress(port=port), "test-client", **{**defaults, **options})  # type: ignore[arg-type]
+
+
+def test_publish_resolves_on_puback_and_incoming_messages_wait_for_our_ack(
+    broker: Mosquitto,
+) -> None:
+    received: list[Message] = []
+
+    async def scenario() -> None:
+        reader = make_client(broker.port, subscriptions=[("ingest/#", 1)], on_message=received.append)
+        reader.client_id = "reader"
+        async with running(reader), running(make_client(broker.port)) as writer:
+            await asyncio.sleep(0.1)  # SUBACK
+            await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
+            for _ in range(200):
+                if received:
+                    break
+                await asyncio.sleep(0.01)
+            assert reader.ack(received[0])
+            assert writer.stats.acked >= 1
+
+    asyncio.run(scenario())
+    assert [(m.topic, m.payload, m.qos) for m in received] == [("ingest/1", b"payload", 1)]
+
+
+def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> None:
+    broker.stop()
+
+    async def scenario() -> None:
+        async with running(make_client(broker.port), connect=False) as client:
+            await asyncio.sleep(0.1)
+            with pytest.raises(NotConnected):
+                client.publish("track/1", b"x")
+            assert "unreachable" not in client.stats.last_error or client.stats.last_error
+
+    asyncio.run(scenario())
+
+
+class SilentBroker:
+    """Accepts, answers CONNACK (or a refusal), then never says anything again."""
+
+    def __init__(self, connack_code: int = 0) -> None:
+        self.connack_code = connack_code
+        self.connections = 0
+        self.received = bytearray()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await reader.read(1024)
+        writer.write(bytes([0x20, 2, 0, self.connack_code]))
+        while chunk := await reader.read(65536):
+            self.received += chunk
+        writer.close()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[int]:
+        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        try:
+            yield server.sockets[0].getsockname()[1]
+        finally:
+            server.close()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_keepalive_detects_a_silent_broker_and_reconnects() -> None:
+    silent = SilentBroker()
+
+    async def scenario() -> None:
+        async with silent.serving() as port:
+            async with running(make_client(port, keepalive=1)) as client:
+                await eventually(lambda: silent.connections >= 2, timeout=5)
+                assert client.stats.disconnects >= 1
+                assert b"\xc0\x00" in silent.received  # it did ping first
+
+    asyncio.run(scenario())
+
+
+def test_inflight_window_is_bounded_and_unacked_messages_fail_on_disconnect() -> None:
+    silent = SilentBroker()
+
+    async def scenario() -> None:
+        async with silent.serving() as port:
+            async with running(make_client(port, max_inflight=3)) as client:
+                pending = [client.publish("track/1", b"x") for _ in range(3)]
+                with pytest.raises(InflightFull):
+                    client.publish("track/1", b"x")
+                client.drop_connection("test")
+                results = await asyncio.gather(*pending, return_exceptions=True)
+                assert all(isinstance(r, ConnectionLost) for r in results)
+
+    asyncio.run(scenario())
+
+
+def test_refused_credentials_are_logged_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+    refusing = SilentBroker(connack_code=5)
+
+    async def scenario() -> None:
+        async with refusing.serving() as port:
+            async with running(make_client(port), connect=False) as client:
+                await eventually(lambda: refusing.connections >= 2, timeout=5)
+                assert not client.connected
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    assert "connection refused: not authorised" in caplog.text
+
+
+def test_invalid_window_is_rejected() -> None:
+    with pytest.raises(ValueError, match="max_inflight"):
+        MqttClient(BrokerAddress(), "x", max_inflight=70_000)
