@@ -101,15 +101,23 @@ def output_options(command: F) -> F:
             click.option(
                 "--account",
                 "accounts",
+                envvar="MQTT_TAIL_ACCOUNT",
                 multiple=True,
                 default=["+"],
                 show_default=True,
                 help="Account id to watch, repeatable; + watches all.",
             ),
-            click.option("--json", "as_json", is_flag=True, help="One JSON object per line."),
+            click.option(
+                "--json",
+                "as_json",
+                envvar="MQTT_TAIL_JSON",
+                is_flag=True,
+                help="One JSON object per line.",
+            ),
             click.option(
                 "--format",
                 "template",
+                envvar="MQTT_TAIL_FORMAT",
                 help="Line template, e.g. '{timestamp} {accountId} {data}'; also {eventId}, "
                 "{topic}, {receivedAt}, {lag}.",
             ),

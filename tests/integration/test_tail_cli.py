@@ -1,0 +1,187 @@
+"""mqtt-tail in-process (click's CliRunner) against a real broker: options, output modes,
+exit codes. The persistent session lets a first run subscribe and a second one read."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+
+from subscriber.cli import EXIT_REFUSED, EXIT_TIMEOUT, default_client_id, tail
+from tests.helpers.broker import Mosquitto
+from tests.helpers.tail import Publisher, assert_exactly_once, event
+
+FAST = ["--keepalive", "1", "--reconnect-min", "0.05", "--reconnect-max", "0.2"]
+
+
+def invoke(broker: Mosquitto, *args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(tail, ["--port", str(broker.port), *FAST, *args], env=env)
+
+
+def subscribe(broker: Mosquitto, client_id: str, *args: str) -> None:
+    """A short first run: creates the persistent session and its subscriptions."""
+    result = invoke(broker, "--client-id", client_id, "--timeout", "0.3", *args)
+    assert result.exit_code == EXIT_TIMEOUT, result.stderr
+    assert "subscribed to" in result.stderr
+
+
+def records(result: Result) -> list[dict]:
+    return [orjson.loads(line) for line in result.stdout_bytes.splitlines()]
+
+
+def test_json_lines_carry_the_event_fields_and_the_receive_time(broker: Mosquitto) -> None:
+    subscribe(broker, "json")
+    with Publisher(broker.port) as publisher:
+        sent = publisher.publish([event("42", n, "j") for n in range(50)])
+    result = invoke(broker, "--client-id", "json", "--json", "--count", "50")
+    assert result.exit_code == 0, result.stderr
+    lines = records(result)
+    assert_exactly_once([line["eventId"] for line in lines], sent)
+    assert set(lines[0]) == {"eventId", "accountId", "timestamp", "data", "receivedAt"}
+    assert "session resumed" in result.stderr
+
+
+def test_count_leaves_the_rest_queued_for_the_next_run(broker: Mosquitto) -> None:
+    subscribe(broker, "counted")
+    with Publisher(broker.port) as publisher:
+        sent = publisher.publish([event("1", n, "c") for n in range(30)])
+    first = invoke(broker, "--client-id", "counted", "--json", "--count", "10")
+    second = invoke(broker, "--client-id", "counted", "--json", "--count", "20")
+    shown = [line["eventId"] for line in records(first) + records(second)]
+    assert len(records(first)) == 10
+    assert_exactly_once(shown, sent)
+
+
+def test_account_filters_are_applied_by_the_broker(broker: Mosquitto) -> None:
+    subscribe(broker, "filtered", "--account", "1", "--account", "3")
+    with Publisher(broker.port) as publisher:
+        publisher.publish([event(str(n % 4), n, "f") for n in range(40)])
+    result = invoke(broker, "--client-id", "filtered", "--json", "--timeout", "0.5")
+    assert result.exit_code == EXIT_TIMEOUT
+    assert sorted({line["accountId"] for line in records(result)}) == ["1", "3"]
+    assert len(records(result)) == 20
+
+
+def test_plain_lines_and_templates_when_piped(broker: Mosquitto) -> None:
+    subscribe(broker, "plain")
+    subscribe(broker, "template")
+    with Publisher(broker.port) as publisher:
+        publisher.publish([event("7", n, "p", data=f"hello\x1b[31m{n}") for n in range(3)])
+    plain = invoke(broker, "--client-id", "plain", "--count", "3")
+    lines = plain.stdout.splitlines()
+    assert len(lines) == 3
+    assert "7" in lines[0] and "hello\\x1b[31m0" in lines[0]  # escapes cannot reach a terminal
+    templated = invoke(
+        broker, "--client-id", "template", "--count", "3", "--format", "{eventId}|{nope}"
+    )
+    assert templated.stdout.splitlines() == ["p-00000000|", "p-00000001|", "p-00000002|"]
+
+
+def test_aggregate_json_counts_match_what_was_sent(broker: Mosquitto) -> None:
+    subscribe(broker, "agg")
+    with Publisher(broker.port) as publisher:
+        publisher.publish([event(str(n % 3), n, "a") for n in range(300)])
+    result = invoke(
+        broker, "--client-id", "agg", "--aggregate", "--json", "--every", "100", "--count", "300"
+    )
+    assert result.exit_code == 0, result.stderr
+    reports = records(result)
+    assert [r["type"] for r in reports] == ["aggregate"] * 3 + ["summary"]
+    assert all(r["count"] == 100 for r in reports[:3])
+    summary = reports[-1]
+    assert summary["total"] == 300
+    assert {a["accountId"]: a["count"] for a in summary["accounts"]} == {
+        "0": 100,
+        "1": 100,
+        "2": 100,
+    }
+    assert all(a["lagMaxMs"] is not None for a in summary["accounts"])
+
+
+def test_aggregate_plain_table_by_time_window(broker: Mosquitto) -> None:
+    subscribe(broker, "window")
+    with Publisher(broker.port) as publisher:
+        publisher.publish([event("5", n, "w") for n in range(20)])
+    result = invoke(
+        broker, "--client-id", "window", "--aggregate", "--window", "0.2", "--timeout", "0.6"
+    )
+    assert result.exit_code == EXIT_TIMEOUT
+    assert "# summary" in result.stdout
+    assert any(line.startswith("5 ") and " 20 " in line for line in result.stdout.splitlines())
+
+
+def test_payloads_that_are_not_events_are_shown_raw_and_acknowledged(broker: Mosquitto) -> None:
+    subscribe(broker, "raw")
+    with Publisher(broker.port) as publisher:
+        publisher.publish_raw("track/9", [b"not json", b"", b"[1, 2]", b"\xff\xfe"])
+        sent = publisher.publish([event("9", 1, "ok")])
+    result = invoke(broker, "--client-id", "raw", "--count", "1")
+    assert result.exit_code == 0
+    assert result.stdout.count("RAW") == 4
+    assert "(empty payload)" in result.stdout
+    assert "not an event on track/9" in result.stderr
+    again = invoke(broker, "--client-id", "raw", "--json", "--timeout", "0.3")
+    assert again.stdout == ""  # all acknowledged: nothing loops back
+    assert sent
+
+
+def test_clean_discards_the_stored_session(broker: Mosquitto) -> None:
+    subscribe(broker, "fresh")
+    with Publisher(broker.port) as publisher:
+        publisher.publish([event("1", n, "old") for n in range(5)])
+    result = invoke(broker, "--client-id", "fresh", "--clean", "--json", "--timeout", "0.5")
+    assert result.exit_code == EXIT_TIMEOUT
+    assert result.stdout == ""
+    assert "discarding the stored session" in result.stderr
+
+
+def test_options_come_from_the_environment_and_the_client_id_is_derived(broker: Mosquitto) -> None:
+    env = {"MQTT_TAIL_ACCOUNT": "11 12", "MQTT_TAIL_TIMEOUT": "0.3"}
+    result = invoke(broker, env=env)
+    assert result.exit_code == EXIT_TIMEOUT
+    derived = default_client_id(["11", "12"])
+    assert f"client id {derived}" in result.stderr
+    assert "subscribed to track/11, track/12" in result.stderr
+    assert derived == default_client_id(["11", "12"]) != default_client_id(["+"])
+
+
+def test_password_on_the_command_line_is_warned_about(broker: Mosquitto) -> None:
+    result = invoke(broker, "--username", "u", "--password", "p", "--timeout", "0.2")
+    assert "shell history" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--account", "a/b"],
+        ["--account", "#"],
+        ["--json", "--format", "{data}"],
+        ["--aggregate", "--format", "{data}"],
+        ["--format", "{0}"],
+        ["--format", "{data"],
+        ["--reconnect-min", "5", "--reconnect-max", "1"],
+        ["--port", "0"],
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(broker: Mosquitto, args: list[str]) -> None:
+    result = invoke(broker, *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+def test_unreachable_broker_is_retried_until_the_timeout(broker: Mosquitto) -> None:
+    broker.stop()
+    result = invoke(broker, "--timeout", "0.5")
+    assert result.exit_code == EXIT_TIMEOUT
+    assert result.stderr.count("unreachable") == 1
+
+
+def test_help_shows_an_example() -> None:
+    result = CliRunner().invoke(tail, ["-h"])
+    assert result.exit_code == 0
+    assert "mqtt-tail --json | jq" in result.stdout
+    assert "MQTT_TAIL_" in result.stdout
+
+
+def test_refused_exit_code_is_distinct() -> None:
+    assert EXIT_REFUSED not in (0, 1, 2, EXIT_TIMEOUT)
