@@ -1,0 +1,95 @@
+"""mqtt-tail as a real process: filters, bad payloads, pipes, refusals."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import orjson
+
+from subscriber.cli import EXIT_REFUSED
+from tests.helpers.broker import Mosquitto
+from tests.helpers.tail import TAIL, Publisher, Tail, assert_exactly_once, event
+
+
+def test_wildcard_sees_every_account_and_filters_only_theirs(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    with (
+        Tail(tmp_path, "--json", port=broker.port) as everything,
+        Tail(tmp_path, "--json", "--account", "2", port=broker.port) as only_two,
+    ):
+        everything.wait_subscribed()
+        only_two.wait_subscribed()
+        with Publisher(broker.port) as publisher:
+            sent = publisher.publish([event(str(n % 4), n, "w") for n in range(200)])
+        everything.wait_for_events(200)
+        only_two.wait_for_events(50)
+        assert everything.terminate() == 0
+        assert only_two.terminate() == 0
+    assert_exactly_once(everything.event_ids(), sent)
+    assert {r["accountId"] for r in only_two.records()} == {"2"}
+    assert len(only_two.event_ids()) == 50
+    assert "client id mqtt-tail-" in everything.stderr()
+    assert everything.stdout().count("\n") == 200  # diagnostics never reach stdout
+
+
+def test_malformed_empty_and_huge_payloads_do_not_crash_it(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    huge = orjson.dumps(event("1", 2, "big", data="x" * 1_000_000))
+    with Tail(tmp_path, "--json", port=broker.port) as tail:
+        tail.wait_subscribed()
+        with Publisher(broker.port) as publisher:
+            publisher.publish_raw("track/1", [b"{not json", b"", b"\x00\xff" * 1000])
+            publisher.publish_raw("track/1", [huge])
+            sent = publisher.publish([event("1", 3, "after")])
+        tail.wait_for_events(2)
+        assert tail.alive
+        assert tail.terminate() == 0
+    assert tail.event_ids() == ["big-00000002", "after-00000003"]
+    assert len(tail.records()[0]["data"]) == 1_000_000
+    assert tail.stderr().count("not an event") == 3
+    assert sent
+
+
+def test_broken_pipe_exits_quietly(broker: Mosquitto, tmp_path: Path) -> None:
+    args = [str(TAIL), "--port", str(broker.port), "--client-id", "piped"]
+    with Tail(tmp_path, "--client-id", "piped", "--timeout", "0.3", port=broker.port) as first:
+        assert first.process.wait(10) == 3
+    with Publisher(broker.port) as publisher:
+        publisher.publish([event("1", n, "pipe") for n in range(2000)])
+    shell = f"{' '.join(args)} | head -n 1"
+    done = subprocess.run(shell, shell=True, capture_output=True, timeout=20, check=False)
+    assert done.returncode == 0
+    assert done.stdout.count(b"\n") == 1
+    assert b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr
+
+
+def _secured_broker(tmp_path: Path) -> Mosquitto:
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "reader", "secret"], check=True)
+    passwords.chmod(0o600)
+    acl = tmp_path / "acl"
+    acl.write_text("user reader\ntopic read track/1\n")
+    broker = Mosquitto(tmp_path / "secure", password_file=passwords, acl_file=acl)
+    broker.start()
+    return broker
+
+
+def test_wrong_password_exits_with_one_clear_line(tmp_path: Path) -> None:
+    # Mosquitto 2.0.11 grants an ACL-denied subscription (SUBACK 0, then delivers
+    # nothing), so the SUBACK 0x80 path is covered in tests/subscriber/test_session.py.
+    broker = _secured_broker(tmp_path)
+    try:
+        env = {"MQTT_TAIL_USERNAME": "reader"}
+        with Tail(tmp_path, port=broker.port, env={**env, "MQTT_TAIL_PASSWORD": "wrong"}) as bad:
+            assert bad.process.wait(10) == EXIT_REFUSED
+        assert bad.stderr().strip().splitlines()[-1].startswith("Error: connection refused")
+        allowed_env = {**env, "MQTT_TAIL_PASSWORD": "secret", "MQTT_TAIL_ACCOUNT": "1"}
+        with Tail(tmp_path, port=broker.port, env=allowed_env) as allowed:
+            allowed.wait_subscribed()
+            assert allowed.terminate() == 0
+        assert "shell history" not in allowed.stderr()
+    finally:
+        broker.kill()
