@@ -1,0 +1,118 @@
+import io
+
+import orjson
+import pytest
+from rich.console import Console
+
+from subscriber.aggregate import Aggregator
+from subscriber.render import (
+    ColourRenderer,
+    JsonRenderer,
+    PlainRenderer,
+    TemplateRenderer,
+    format_lag,
+    iso_time,
+    lag_of,
+    parse_event,
+    printable,
+    raw_preview,
+    snapshot_json,
+    snapshot_table,
+    snapshot_text,
+)
+
+EVENT = {"eventId": "e1", "accountId": "42", "timestamp": "2026-11-28T12:00:00.123Z", "data": "hi"}
+T0 = 1795867200.123  # 2026-11-28T12:00:00.123Z
+
+
+def test_only_json_objects_with_a_string_event_id_are_events() -> None:
+    assert parse_event(orjson.dumps(EVENT)) == EVENT
+    for payload in (b"", b"nope", b"[1]", b'{"eventId": 1}', b"\xff", b"{}"):
+        assert parse_event(payload) is None
+
+
+def test_lag_is_measured_from_the_event_timestamp() -> None:
+    assert iso_time(T0) == "2026-11-28T12:00:00.123Z"
+    assert lag_of(EVENT, T0 + 0.5) == pytest.approx(0.5, abs=1e-3)
+    assert lag_of({"timestamp": "yesterday"}, T0) is None
+    assert lag_of({"timestamp": 5}, T0) is None
+    assert lag_of({"timestamp": "2026-11-28T12:00:00"}, T0) == pytest.approx(0.123, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "?"),
+        (0.035, "+35ms"),
+        (-0.2, "-200ms"),
+        (2.5, "+2.5s"),
+        (125, "+2m05s"),
+        (7300, "+2h01m"),
+    ],
+)
+def test_lag_format(seconds: float | None, text: str) -> None:
+    assert format_lag(seconds) == text
+
+
+def test_control_characters_are_escaped_and_raw_payloads_previewed() -> None:
+    assert printable("ok text") == "ok text"
+    assert printable("a\x1b[2Jb\n") == "a\\x1b[2Jb\\n"
+    assert printable({"k": 1}) == '{"k":1}'
+    assert raw_preview(b"") == "(empty payload)"
+    assert raw_preview(b"x" * 500).endswith("... (500 bytes)")
+
+
+def test_plain_line_has_time_account_data_and_lag() -> None:
+    line = PlainRenderer().event(dict(EVENT), "track/42", T0 + 0.035).decode()
+    assert line == "12:00:00.123  42      hi  +35ms\n"
+    assert b"RAW {bad" in PlainRenderer().raw("track/1", b"{bad", T0)
+
+
+def test_plain_line_survives_missing_fields() -> None:
+    line = PlainRenderer().event({"eventId": "x"}, "track/7", T0).decode()
+    assert line.startswith("-  7 ")
+
+
+def test_json_line_is_the_event_plus_received_at() -> None:
+    renderer = JsonRenderer()
+    line = renderer.event(dict(EVENT), "track/42", T0)
+    assert line.endswith(b"\n")
+    assert orjson.loads(line) == {**EVENT, "receivedAt": "2026-11-28T12:00:00.123Z"}
+    assert renderer.raw("track/1", b"x", T0) is None
+
+
+def test_template_fields_and_unknown_names() -> None:
+    renderer = TemplateRenderer("{accountId}\\t{data} {lag} {topic} {missing}")
+    assert renderer.event(dict(EVENT), "track/42", T0 + 1).decode() == "42\thi +1.0s track/42 \n"
+    assert renderer.raw("track/1", b"x", T0) is not None
+    with pytest.raises(ValueError):
+        TemplateRenderer("{0}")
+    with pytest.raises(ValueError):
+        TemplateRenderer("{data")
+
+
+def test_colour_line_on_a_terminal() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=80)
+    renderer = ColourRenderer(console)
+    for lag in (0.1, 5, 50):
+        line = renderer.event(dict(EVENT), "track/42", T0 + lag).decode()
+        assert "\x1b[" in line and "hi" in line and line.endswith("\n")
+    assert b"RAW" in (renderer.raw("track/1", b"oops", T0) or b"")
+
+
+def test_snapshots_as_json_text_and_table() -> None:
+    agg = Aggregator(every=2, now=T0)
+    agg.add("1", 0.25)
+    agg.add("2", None)
+    snap = agg.snapshot(T0 + 2)
+    document = orjson.loads(snapshot_json(snap))
+    assert document["type"] == "aggregate" and document["count"] == 2
+    assert document["accounts"][0] == {
+        "accountId": "1", "count": 1, "total": 1, "rate": 0.5, "lagAvgMs": 250.0, "lagMaxMs": 250.0,
+    }  # fmt: skip
+    assert document["accounts"][1]["lagAvgMs"] is None
+    text = snapshot_text(snap).decode().splitlines()
+    assert text[0].startswith("# aggregate at 2026-11-28T12:00:02.123Z: 2 events")
+    assert text[1].split() == ["account", "count", "total", "rate/s", "lag", "avg", "lag", "max"]
+    assert text[2].split() == ["1", "1", "1", "0.5", "+250ms", "+250ms"]
+    assert snapshot_table(snap).row_count == 2
