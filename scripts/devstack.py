@@ -40,7 +40,9 @@ def say(message: str) -> None:
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/opt/homebrew/sbin")
+    found = shutil.which(name) or shutil.which(
+        name, path="/usr/sbin:/usr/local/sbin:/opt/homebrew/sbin"
+    )
     if not found:
         sys.exit(f"[make run] {name} not found: run scripts/ensure-mosquitto.sh")
     return found
@@ -50,7 +52,7 @@ def load_credentials() -> dict[str, str]:
     """Read var/credentials.env, creating it (and the password file) on first run."""
     if CREDENTIALS.exists() and PASSWD.exists():
         pairs = (line.split("=", 1) for line in CREDENTIALS.read_text().splitlines() if "=" in line)
-        return {key: value for key, value in pairs}
+        return dict(pairs)
     MQTT_DIR.mkdir(parents=True, exist_ok=True)
     passwords = {user: secrets.token_urlsafe(18) for user in USERS}
     PASSWD.unlink(missing_ok=True)
@@ -124,7 +126,9 @@ def wait_for(check: object, what: str, process: subprocess.Popen[bytes], timeout
 def main() -> None:
     for port, name in ((BROKER_PORT, "the broker"), (API_PORT, "the API")):
         if port_open(port):
-            sys.exit(f"[make run] port {port} ({name}) is already in use: stop what runs there first")
+            sys.exit(
+                f"[make run] port {port} ({name}) is already in use: stop what runs there first"
+            )
     credentials = load_credentials()
     env = {**os.environ, **credentials}
     env.setdefault("TRACKER_DATABASE_URL", f"sqlite:///{VAR / 'tracker.db'}")
@@ -147,7 +151,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
-    broker = subprocess.Popen([tool("mosquitto"), "-c", str(broker_config())], start_new_session=True)
+    broker = subprocess.Popen(
+        [tool("mosquitto"), "-c", str(broker_config())], start_new_session=True
+    )
     children.append(broker)
     wait_for(lambda: port_open(BROKER_PORT), "mosquitto", broker, 10)
     say(f"broker on 127.0.0.1:{BROKER_PORT} (log: {shown(MQTT_DIR / 'mosquitto.log')})")

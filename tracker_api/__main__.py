@@ -26,7 +26,11 @@ def logging_config(level: str) -> dict[str, Any]:
             "line": {"format": "%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s"}
         },
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"}
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "line",
+                "stream": "ext://sys.stderr",
+            }
         },
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {"uvicorn.access": {"level": "WARNING"}},

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from . import __version__, db
+from . import __version__, db, ingest
 from .accounts import AccountCache, state_from_database
 from .config import Settings, get_settings
 from .errors import TrackerError
@@ -38,19 +38,30 @@ def create_api(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = engine or db.make_engine(settings.database_url)
-        mqtt = publisher or MqttPublisher(settings)
+        mqtt = publisher or MqttPublisher(
+            settings,
+            client_id=settings.client_id,
+            subscriptions=[ingest.SUBSCRIPTION] if settings.ingest else (),
+        )
         accounts = AccountCache(
             lambda account_id: state_from_database(database, account_id),
             ttl=settings.account_cache_ttl,
             max_entries=settings.account_cache_size,
         )
         app.state.engine = database
-        app.state.service = EventService(accounts, mqtt, settings.max_data_bytes)
+        service = EventService(accounts, mqtt, settings.max_data_bytes)
+        app.state.service = service
+        consumer = None
+        if settings.ingest and isinstance(mqtt, MqttPublisher):
+            consumer = ingest.Ingest(service, mqtt.client)
+            mqtt.client.on_message = consumer.handle
         await mqtt.start()
         logger.info("tracker started (broker connected: %s)", mqtt.connected)
         try:
             yield
         finally:
+            if consumer is not None:
+                await consumer.drain(timeout=settings.publish_timeout * 2)
             await mqtt.stop()
             if engine is None:
                 database.dispose()

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     mqtt_cafile: Path | None = Field(None, description="CA bundle for mqtts://")
     mqtt_keepalive: int = Field(15, ge=2, le=3600)
     client_id_prefix: str = Field("tracker", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    client_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="fixed MQTT client id (one worker only); default <prefix>-<host>-<slot>",
+    )
     host: str = "127.0.0.1"
     port: int = Field(9000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
@@ -44,6 +49,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:
         self.broker  # noqa: B018 - parse now so a bad URL fails at start
+        if self.client_id and self.workers > 1:
+            raise ValueError("TRACKER_CLIENT_ID needs TRACKER_WORKERS=1: client ids must be unique")
         if "://" not in self.database_url:
             raise ValueError(f"TRACKER_DATABASE_URL is not a URL: {self.database_url!r}")
         return self
@@ -52,7 +59,9 @@ class Settings(BaseSettings):
     def broker(self) -> BrokerAddress:
         url = urlsplit(self.mqtt_url)
         if url.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"TRACKER_MQTT_URL must start with mqtt:// or mqtts://, got {url.scheme!r}")
+            raise ValueError(
+                f"TRACKER_MQTT_URL must start with mqtt:// or mqtts://, got {url.scheme!r}"
+            )
         try:
             port = url.port
         except ValueError:

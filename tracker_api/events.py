@@ -90,6 +90,9 @@ class EventService:
             for outcome in metrics.REQUEST_OUTCOMES
         }
 
+    def count(self, source: str, outcome: str) -> None:
+        self._counters[source, outcome].inc()
+
     def validate(self, account_id: str, data: str | None, event_id: str | None) -> None:
         check_account_id(account_id)
         if data is None:
@@ -119,7 +122,7 @@ class EventService:
             )
             await self.publisher.publish(TOPIC_PREFIX + account_id, payload)
         except TrackerError as error:
-            self._counters[source, error.outcome].inc()
+            self.count(source, error.outcome)
             raise
-        self._counters[source, "accepted"].inc()
+        self.count(source, "accepted")
         return b'{"message":"' + ACCEPTED_MESSAGE.encode() + b'","event":' + payload + b"}"

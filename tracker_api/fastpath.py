@@ -26,7 +26,9 @@ def parse_query(query_string: bytes) -> tuple[str | None, str | None]:
     data = event_id = None
     if query_string:
         try:
-            pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, errors="strict")
+            pairs = parse_qsl(
+                query_string.decode("latin-1"), keep_blank_values=True, errors="strict"
+            )
         except UnicodeDecodeError:
             raise InvalidRequest("The query string is not valid UTF-8") from None
         for key, value in pairs:
@@ -69,7 +71,9 @@ class TrackerApp:
             status = 200
         except TrackerError as error:
             status, body = error.status, error.body
-            headers = JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+            headers = JSON_HEADERS + [
+                (k.lower().encode(), v.encode()) for k, v in error.headers.items()
+            ]
         await send(
             {
                 "type": "http.response.start",

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 logger = logging.getLogger(__name__)
 
@@ -399,7 +399,11 @@ class MqttClient:
                 self._connack.set_result((bool(body[0] & 1), body[1]))
         elif kind == SUBACK:
             self._inflight.pop(int.from_bytes(body[:2], "big"), None)
-            refused = [t.topic for t, code in zip(self.subscriptions, body[2:]) if code == 0x80]
+            refused = [
+                t.topic
+                for t, code in zip(self.subscriptions, body[2:], strict=False)
+                if code == 0x80
+            ]
             if refused:
                 logger.error("broker refused subscription to %s", ", ".join(refused))
         elif kind != PINGRESP:
@@ -444,7 +448,7 @@ class MqttClient:
             try:
                 await self._run_connection(loop)
                 delay = self.backoff[0]  # it was connected: start the backoff afresh
-            except (OSError, MqttError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, MqttError) as exc:
                 reason = str(exc) or type(exc).__name__
                 if reason != self.stats.last_error:
                     logger.warning(
@@ -486,8 +490,9 @@ class MqttClient:
                 )
             )
             closed_early = asyncio.ensure_future(asyncio.shield(link.closed))
+            waiters: set[asyncio.Future[Any]] = {self._connack, closed_early}
             done, _ = await asyncio.wait(
-                {self._connack, closed_early},
+                waiters,
                 timeout=self.connect_timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -496,9 +501,7 @@ class MqttClient:
                 raise ConnectionLost("no CONNACK from the broker")
             session_present, code = self._connack.result()
             if code:
-                raise MqttError(
-                    f"connection refused: {CONNACK_REASONS.get(code, f'code {code}')}"
-                )
+                raise MqttError(f"connection refused: {CONNACK_REASONS.get(code, f'code {code}')}")
             if self.subscriptions:
                 link.write(
                     encode_subscribe(
@@ -542,9 +545,11 @@ class MqttClient:
             try:
                 await asyncio.wait_for(asyncio.shield(link.closed), interval)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if time.monotonic() - link.last_received > self.keepalive * 1.5:
-                logger.warning("broker silent for %.1f s: connection is half-open", self.keepalive * 1.5)
+                logger.warning(
+                    "broker silent for %.1f s: connection is half-open", self.keepalive * 1.5
+                )
                 return
             link.write(bytes([PINGREQ, 0]))

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import fcntl
 import socket
+import tempfile
 import time
-from typing import Protocol
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Protocol
 
 from . import metrics
 from .config import Settings
 from .errors import PublishFailed
-from .mqtt import ConnectionLost, InflightFull, Message, MqttClient, NotConnected, Will
+from .mqtt import ConnectionLost, InflightFull, MqttClient, NotConnected, Will
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +38,46 @@ class Publisher(Protocol):
         """Return once the broker acknowledged; raise ``PublishFailed`` otherwise."""
 
 
-def make_client_id(prefix: str) -> str:
-    """Unique per process and readable in the broker's log: prefix-host-pid."""
-    host = socket.gethostname().split(".")[0][:20] or "host"
-    return f"{prefix}-{host}-{os.getpid()}"
+class ClientIdSlot:
+    """A client id unique among live processes on this host and stable across restarts:
+    ``<prefix>-<host>-<slot>``, where the slot is the lowest free one (an flock'ed file).
+
+    Stability matters for ingest: the broker keeps the persistent session of a worker that
+    died, with the device messages it had not acknowledged, and hands them to the worker
+    that takes the same slot next.
+    """
+
+    def __init__(self, prefix: str, lock_dir: Path | None = None, max_slots: int = 1024) -> None:
+        host = socket.gethostname().split(".")[0][:20] or "host"
+        directory = lock_dir or Path(tempfile.gettempdir()) / f"{prefix}-client-slots"
+        directory.mkdir(parents=True, exist_ok=True)
+        for slot in range(max_slots):
+            handle = open(directory / f"{host}-{slot}.lock", "w")  # noqa: SIM115 - held open
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            self._handle: IO[str] | None = handle
+            self.client_id = f"{prefix}-{host}-{slot}"
+            return
+        raise RuntimeError(f"no free client id slot in {directory}")  # pragma: no cover
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing drops the lock
+            self._handle = None
 
 
 class MqttPublisher:
-    def __init__(self, settings: Settings, client_id: str | None = None) -> None:
-        self.client_id = client_id or make_client_id(settings.client_id_prefix)
+    def __init__(
+        self,
+        settings: Settings,
+        client_id: str | None = None,
+        subscriptions: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        self._slot = None if client_id else ClientIdSlot(settings.client_id_prefix)
+        self.client_id = client_id or self._slot.client_id  # type: ignore[union-attr]
         self.status_topic = STATUS_TOPIC.format(client_id=self.client_id)
         self.timeout = settings.publish_timeout
         self.client = MqttClient(
@@ -53,6 +87,10 @@ class MqttPublisher:
             will=Will(self.status_topic, b"offline", qos=1, retain=True),
             max_inflight=settings.max_inflight,
             on_connect=self._announce_online,
+            # Subscribed (ingest): keep the session, so unacknowledged device messages
+            # survive a crash of this worker.
+            clean_session=not subscriptions,
+            subscriptions=subscriptions,
         )
         self.client.stats.state_listeners.append(self._on_state)
 
@@ -81,9 +119,11 @@ class MqttPublisher:
                 await asyncio.wait_for(
                     self.client.publish(self.status_topic, b"offline", qos=1, retain=True), 1.0
                 )
-            except (ConnectionLost, NotConnected, InflightFull, asyncio.TimeoutError):
+            except (TimeoutError, ConnectionLost, NotConnected, InflightFull):
                 pass
         await self.client.stop(drain_timeout=self.timeout)
+        if self._slot is not None:
+            self._slot.release()
 
     async def publish(self, topic: str, payload: bytes) -> None:
         started = time.perf_counter()
@@ -93,7 +133,7 @@ class MqttPublisher:
             raise PublishFailed() from error
         try:
             await asyncio.wait_for(future, self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # Nothing at all from the broker for a whole timeout while we wait: the link
             # is half-open. Don't wait for the keepalive to notice.
             if self.client.link_silent_for() >= self.timeout:
@@ -102,4 +142,3 @@ class MqttPublisher:
         except ConnectionLost as error:
             raise PublishFailed() from error
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-

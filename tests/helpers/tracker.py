@@ -15,7 +15,16 @@ from .waiting import wait_until
 
 
 class TrackerProcess:
-    def __init__(self, workdir: Path, mqtt_url: str, database_url: str, **env: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        mqtt_url: str,
+        database_url: str,
+        *,
+        wait_for: str = "/readyz",
+        **env: str,
+    ) -> None:
+        self.wait_for = wait_for
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"tracker-{self.port}.log"
@@ -37,17 +46,29 @@ class TrackerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(self.ready, timeout=20, message=f"tracker not ready:\n{self.log()}")
+        wait_until(
+            lambda: self.get_ok(self.wait_for), timeout=20, message=f"tracker not up:\n{self.log()}"
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def ready(self) -> bool:
+    def get_ok(self, path: str) -> bool:
         try:
-            return httpx.get(self.base_url + "/readyz", timeout=1).status_code == 200
+            return httpx.get(self.base_url + path, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from /metrics (0 when absent)."""
+        text = httpx.get(self.base_url + "/metrics", timeout=2).text
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -14,13 +14,13 @@ from ..deps import ServiceDep
 router = APIRouter(tags=["events"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"description": "Inactive account: `{\"detail\": \"Inactive account!\"}`"},
-    404: {"description": "Unknown account: `{\"detail\": \"Account Id does not exist!\"}`"},
+    403: {"description": 'Inactive account: `{"detail": "Inactive account!"}`'},
+    404: {"description": 'Unknown account: `{"detail": "Account Id does not exist!"}`'},
     413: {"description": "data larger than TRACKER_MAX_DATA_BYTES"},
     422: {"description": "Malformed account id, missing data or invalid event id"},
     503: {"description": "Broker or database unavailable; nothing published. Retry-After: 1"},
 }
-OK = {
+OK: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The broker acknowledged the event (QoS 1 PUBACK)",
         "content": {

@@ -27,7 +27,7 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         await asyncio.wait_for(asyncio.to_thread(db.ping, state.engine), 2.0)
         database = True
-    except (SQLAlchemyError, asyncio.TimeoutError):
+    except (TimeoutError, SQLAlchemyError):
         database = False
     ready = broker and database
     return JSONResponse(

@@ -1,0 +1,147 @@
+"""MQTT-native ingestion against a real broker: devices publish to ingest/<accountId>."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.broker import Mosquitto
+from tests.helpers.mqtt_peer import Peer
+from tests.helpers.tracker import TrackerProcess
+from tests.helpers.waiting import wait_until
+from tracker_api.app import create_app
+from tracker_api.config import load_settings
+
+
+class Device:
+    """A device publishing at QoS 1 and waiting for the broker's acknowledgement."""
+
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def send(self, account_id: str, payload: bytes | str) -> None:
+        self.client.publish(f"ingest/{account_id}", payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def device(broker: Mosquitto) -> Iterator[Device]:
+    device = Device(broker.port)
+    yield device
+    device.close()
+
+
+@pytest.fixture
+def tracker(broker: Mosquitto, tmp_path: Path) -> Iterator[TestClient]:
+    url, engine = seeded_sqlite(tmp_path / "tracker.db")
+    engine.dispose()
+    settings = load_settings(database_url=url, mqtt_url=broker.url, max_data_bytes=64)
+    with TestClient(create_app(settings)) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5)
+        yield client
+
+
+def test_raw_device_message_is_republished_as_an_envelope(
+    tracker: TestClient, broker: Mosquitto, device: Device
+) -> None:
+    with Peer(broker.port, "track/#") as peer:
+        device.send("1", "temperature=21.5 °C")
+        (message,) = peer.wait_for(1)
+
+    assert message.topic == "track/1"
+    assert set(message.event) == {"eventId", "accountId", "timestamp", "data"}
+    assert message.event["accountId"] == "1"
+    assert message.event["data"] == "temperature=21.5 °C"
+
+
+def test_json_device_message_keeps_its_event_id(
+    tracker: TestClient, broker: Mosquitto, device: Device
+) -> None:
+    with Peer(broker.port, "track/#") as peer:
+        device.send("2", orjson.dumps({"data": "door open", "eventId": "dev-2-000017"}))
+        (message,) = peer.wait_for(1)
+
+    assert (message.event["eventId"], message.event["data"]) == ("dev-2-000017", "door open")
+
+
+def test_invalid_device_messages_are_counted_and_never_propagated(
+    tracker: TestClient, broker: Mosquitto, device: Device
+) -> None:
+    with Peer(broker.port, "track/#") as peer:
+        device.send("999", "unknown account")
+        device.send("10", "inactive account")
+        device.send(".bad", "malformed account id")
+        device.send("1", b"\xff\xfe not utf-8")
+        device.send("1", "x" * 65)  # over max_data_bytes=64
+        device.send("1", b"x" * 1_000_000)  # far over: refused before decoding
+        device.send("1", orjson.dumps({"data": 5}))
+        device.send("1", "marker")
+        peer.wait_for(1)
+        wait_until(
+            lambda: (
+                'source="mqtt"' in tracker.get("/metrics").text
+                and _mqtt_outcomes(tracker.get("/metrics").text) == 7
+            ),
+            timeout=5,
+        )
+        events = peer.events()
+
+    assert [e["data"] for e in events] == ["marker"]
+
+
+def _mqtt_outcomes(metrics: str) -> int:
+    total = 0
+    for line in metrics.splitlines():
+        if line.startswith("tracker_requests_total{") and 'source="mqtt"' in line:
+            if 'outcome="accepted"' not in line:
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+@pytest.mark.slow
+def test_tracker_killed_before_republishing_loses_nothing_once_restarted(
+    broker: Mosquitto, tmp_path: Path, device: Device
+) -> None:
+    good_url, engine = seeded_sqlite(tmp_path / "good.db")
+    engine.dispose()
+    live = tmp_path / "live.db"
+    live.write_bytes(b"not a database" * 100)  # lookups fail: the tracker holds the message
+    env = {"TRACKER_CLIENT_ID": "tracker-ingest-test", "TRACKER_ACCOUNT_CACHE_TTL": "0"}
+
+    with Peer(broker.port, "track/#") as peer:
+        first = TrackerProcess(
+            tmp_path, broker.url, f"sqlite:///{live}", wait_for="/healthz", **env
+        )
+        with first:
+            device.send("1", "held while the database is down")
+            # The tracker received it and is holding it (unacknowledged) while it retries.
+            wait_until(
+                lambda: (
+                    first.metric(
+                        "tracker_requests_total", outcome="database_unavailable", source="mqtt"
+                    )
+                    >= 1
+                ),
+                timeout=10,
+            )
+            first.kill()
+        assert peer.events() == []
+
+        shutil.copy(tmp_path / "good.db", live)
+        with TrackerProcess(tmp_path, broker.url, f"sqlite:///{live}", **env):
+            (message,) = peer.wait_for(1, timeout=10)
+
+    assert message.event["data"] == "held while the database is down"
