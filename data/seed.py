@@ -59,12 +59,26 @@ def upsert(session: Session, accounts: list[Account], chunk: int = 500) -> tuple
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--count", default=100, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="How many demo accounts (ids 1..N).")
-@click.option("--inactive-every", default=10, show_default=True, type=click.IntRange(0),
-              help="Every Nth account is inactive (0: none).")
-@click.option("--database-url", envvar="TRACKER_DATABASE_URL", show_envvar=True,
-              help="SQLAlchemy URL [default: sqlite:///var/tracker.db]")
+@click.option(
+    "--count",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="How many demo accounts (ids 1..N).",
+)
+@click.option(
+    "--inactive-every",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Every Nth account is inactive (0: none).",
+)
+@click.option(
+    "--database-url",
+    envvar="TRACKER_DATABASE_URL",
+    show_envvar=True,
+    help="SQLAlchemy URL [default: sqlite:///var/tracker.db]",
+)
 def main(count: int, inactive_every: int, database_url: str | None) -> None:
     """Create the `accounts` table and upsert demo accounts."""
     try:
@@ -78,7 +92,9 @@ def main(count: int, inactive_every: int, database_url: str | None) -> None:
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     except SQLAlchemyError as error:
-        raise click.ClickException(f"database error: {error.__class__.__name__}: {error.orig or error}") from None
+        raise click.ClickException(
+            f"database error: {error.__class__.__name__}: {error.orig or error}"
+        ) from None
     click.echo(
         f"seeded {engine.url.render_as_string(hide_password=True)}: {count} accounts "
         f"({inactive} inactive): {created} created, {updated} updated, {unchanged} unchanged"

@@ -7,8 +7,8 @@ the real one (one connection per worker process), tests may pass their own.
 from __future__ import annotations
 
 import asyncio
-import logging
 import fcntl
+import logging
 import socket
 import tempfile
 import time

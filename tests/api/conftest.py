@@ -23,9 +23,7 @@ def database(tmp_path: Path) -> Iterator[tuple[str, Engine]]:
 @pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
 def settings(request: pytest.FixtureRequest, database: tuple[str, Engine]) -> Settings:
     """Every API test runs against both ways of serving the event routes."""
-    return load_settings(
-        database_url=database[0], fast_path=request.param, account_cache_ttl=60.0
-    )
+    return load_settings(database_url=database[0], fast_path=request.param, account_cache_ttl=60.0)
 
 
 @pytest.fixture

@@ -43,7 +43,14 @@ def test_path_form_publishes_the_rest_of_the_path_as_data(
 
 @pytest.mark.parametrize(
     "data",
-    ["", "héllo wörld", "日本語のテキスト", "emoji 🛰️👩‍🚀", 'quotes " and \\ back', "tab\tnl\nnul\x00"],
+    [
+        "",
+        "héllo wörld",
+        "日本語のテキスト",
+        "emoji 🛰️👩‍🚀",
+        'quotes " and \\ back',
+        "tab\tnl\nnul\x00",
+    ],
     ids=["empty", "latin", "cjk", "emoji", "json-specials", "controls"],
 )
 def test_any_unicode_data_round_trips_intact(

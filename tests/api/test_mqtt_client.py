@@ -87,7 +87,9 @@ def test_publish_resolves_on_puback_and_incoming_messages_wait_for_our_ack(
     received: list[Message] = []
 
     async def scenario() -> None:
-        reader = make_client(broker.port, subscriptions=[("ingest/#", 1)], on_message=received.append)
+        reader = make_client(
+            broker.port, subscriptions=[("ingest/#", 1)], on_message=received.append
+        )
         reader.client_id = "reader"
         async with running(reader), running(make_client(broker.port)) as writer:
             await asyncio.sleep(0.1)  # SUBACK

@@ -55,7 +55,9 @@ class Peer:
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.port = port
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object
+    ) -> None:
         client.subscribe([(topic, 1) for topic in self.topics])
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
@@ -82,6 +84,10 @@ class Peer:
         return [event["eventId"] for event in self.events()]
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
-        wait_until(lambda: len(self.messages) >= count, timeout, message=f"expected {count} messages, got {len(self.messages)}")
+        wait_until(
+            lambda: len(self.messages) >= count,
+            timeout,
+            message=f"expected {count} messages, got {len(self.messages)}",
+        )
         with self._lock:
             return list(self.messages)

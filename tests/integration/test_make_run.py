@@ -44,8 +44,10 @@ class DevStack:
                 stderr=subprocess.STDOUT,
             )
         wait_until(
-            lambda: "Ctrl-C stops everything" in self.output.read_text()[offset:]
-            or process.poll() is not None,
+            lambda: (
+                "Ctrl-C stops everything" in self.output.read_text()[offset:]
+                or process.poll() is not None
+            ),
             timeout=40,
         )
         assert process.poll() is None, self.output.read_text()

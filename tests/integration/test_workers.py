@@ -53,7 +53,9 @@ def test_two_workers_each_publish_with_their_own_client_id(
         delivered = peer.event_ids()
 
     clients = set(re.findall(r"as (tracker-\S+)", verbose_broker.log()))
-    publishers = set(re.findall(r"Received PUBLISH from (tracker-\S+) .*'track/1'", verbose_broker.log()))
+    publishers = set(
+        re.findall(r"Received PUBLISH from (tracker-\S+) .*'track/1'", verbose_broker.log())
+    )
     assert len(clients) == 2
     assert publishers == clients
     assert sorted(delivered) == sorted(ids)
@@ -68,4 +70,6 @@ def test_a_killed_tracker_is_reported_offline_by_its_last_will(
     with tracker, Peer(broker.port, "tracker/status/+") as peer:
         wait_until(lambda: [m.payload for m in peer.messages] == [b"online"], timeout=5)
         tracker.kill()
-        wait_until(lambda: [m.payload for m in peer.messages] == [b"online", b"offline"], timeout=10)
+        wait_until(
+            lambda: [m.payload for m in peer.messages] == [b"online", b"offline"], timeout=10
+        )
