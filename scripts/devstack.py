@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tracker_api.users import PasswordFile  # noqa: E402
+
 VAR = Path(os.environ.get("VAR_DIR", REPO / "var")).resolve()
 MQTT_DIR = VAR / "mqtt"
 CREDENTIALS = VAR / "credentials.env"
@@ -56,9 +60,10 @@ def load_credentials() -> dict[str, str]:
     MQTT_DIR.mkdir(parents=True, exist_ok=True)
     passwords = {user: secrets.token_urlsafe(18) for user in USERS}
     PASSWD.unlink(missing_ok=True)
-    PASSWD.touch(mode=0o600)
+    password_file = PasswordFile(PASSWD)
     for user, password in passwords.items():
-        subprocess.run([tool("mosquitto_passwd"), "-b", str(PASSWD), user, password], check=True)
+        password_file.set(user, password)
+    password_file.save()
     values = {
         "TRACKER_MQTT_URL": f"mqtt://tracker:{passwords['tracker']}@127.0.0.1:{BROKER_PORT}",
         "MQTT_TAIL_USERNAME": "reader",

@@ -1,18 +1,22 @@
-"""``python -m tracker_api`` / ``tracker-api``: serve the API with uvicorn."""
+"""`tracker-api`: serve the API (the default), or manage MQTT logins (`tracker-api users`)."""
 
 from __future__ import annotations
 
 import logging
 import logging.config
 import os
+import secrets
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
+import click
 import uvicorn
 
 from .config import ConfigError, get_settings
 from .db import make_engine
+from .users import PasswordFile, describe_role
 
 logger = logging.getLogger("tracker_api")
 
@@ -37,7 +41,7 @@ def logging_config(level: str) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def serve() -> None:
     try:
         settings = get_settings()
         make_engine(settings.database_url).dispose()  # a bad URL or driver fails here
@@ -65,6 +69,102 @@ def main() -> None:
         server_header=False,
         lifespan="on",
     )
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+PASSWORD_FILE = click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("var/mqtt/passwd"),
+    envvar="MQTT_PASSWORD_FILE",
+    show_default=True,
+    show_envvar=True,
+    help="Mosquitto password file to change.",
+)
+
+
+@click.group(invoke_without_command=True, context_settings=CONTEXT)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Tracker API. Without a command, serve it (configured by TRACKER_* variables).
+
+    \b
+    tracker-api                         # serve on TRACKER_HOST:TRACKER_PORT
+    tracker-api users add 42            # a login for account 42 (reader and device)
+    """
+    if ctx.invoked_subcommand is None:
+        serve()
+
+
+@cli.command("serve")
+def serve_command() -> None:
+    """Serve the API (the default)."""
+    serve()
+
+
+@cli.group(context_settings=CONTEXT)
+def users() -> None:
+    """Manage MQTT logins in Mosquitto's password file (roles come from mqtt/acl)."""
+
+
+@users.command("add")
+@click.argument("username")
+@PASSWORD_FILE
+@click.option(
+    "--password",
+    envvar="MQTT_USER_PASSWORD",
+    show_envvar=True,
+    help="The password; prompted for when not given, generated with --generate.",
+)
+@click.option("--generate", is_flag=True, help="Generate a random password and print it once.")
+def users_add(username: str, password_file: Path, password: str | None, generate: bool) -> None:
+    """Add a login or change its password.
+
+    \b
+    tracker    publishes track/#, reads ingest/#  (the service)
+    reader     reads track/#                      (dashboards, mqtt-tail)
+    <account>  reads track/<account>, publishes ingest/<account>
+    """
+    if generate:
+        password = secrets.token_urlsafe(18)
+    elif password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    passwords = PasswordFile(password_file)
+    try:
+        created = passwords.set(username, password or "")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    passwords.save()
+    click.echo(f"{'added' if created else 'updated'} {username} ({describe_role(username)})")
+    if generate:
+        click.echo(f"password: {password}")
+    click.echo(
+        f"reload the broker to apply: kill -HUP <mosquitto pid>  ({password_file})", err=True
+    )
+
+
+@users.command("remove")
+@click.argument("username")
+@PASSWORD_FILE
+def users_remove(username: str, password_file: Path) -> None:
+    """Remove a login."""
+    passwords = PasswordFile(password_file)
+    if not passwords.remove(username):
+        raise click.ClickException(f"no user {username!r} in {password_file}")
+    passwords.save()
+    click.echo(f"removed {username}")
+
+
+@users.command("list")
+@PASSWORD_FILE
+def users_list(password_file: Path) -> None:
+    """List logins and what each may do."""
+    for username in sorted(PasswordFile(password_file).entries):
+        click.echo(f"{username:<20} {describe_role(username)}")
+
+
+def main() -> None:
+    cli()
 
 
 if __name__ == "__main__":
