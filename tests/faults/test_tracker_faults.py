@@ -1,0 +1,73 @@
+"""The tracker when the path to the broker breaks: cut, or silently black-holed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.broker import Mosquitto
+from tests.helpers.mqtt_peer import Peer
+from tests.helpers.proxy import Proxy
+from tests.helpers.waiting import wait_until
+from tracker_api.app import create_app
+from tracker_api.config import load_settings
+
+
+@pytest.fixture
+def proxy(broker: Mosquitto) -> Iterator[Proxy]:
+    with Proxy(broker.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def api(proxy: Proxy, tmp_path: Path) -> Iterator[TestClient]:
+    url, engine = seeded_sqlite(tmp_path / "tracker.db")
+    engine.dispose()
+    settings = load_settings(
+        database_url=url,
+        mqtt_url=f"mqtt://127.0.0.1:{proxy.port}",
+        publish_timeout=0.5,
+        mqtt_keepalive=5,
+    )
+    with TestClient(create_app(settings)) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5)
+        yield client
+
+
+def timed_get(api: TestClient, data: str) -> tuple[int, float]:
+    started = time.monotonic()
+    status = api.get("/1", params={"data": data}).status_code
+    return status, time.monotonic() - started
+
+
+def test_half_open_broker_gives_503_within_the_timeout_and_recovers(
+    api: TestClient, proxy: Proxy, broker: Mosquitto
+) -> None:
+    with Peer(broker.port, "track/#") as peer:
+        proxy.blackhole()  # no FIN, no RST: the broker just stops answering
+        status, elapsed = timed_get(api, "into the void")
+        assert status == 503
+        assert elapsed < 1.0
+
+        proxy.restore()
+        # The silent link was dropped at once, not after the keepalive: reconnects quickly.
+        wait_until(lambda: timed_get(api, "after")[0] == 200, timeout=5)
+        wait_until(lambda: "after" in [e["data"] for e in peer.events()], timeout=5)
+
+
+def test_cut_connection_gives_503_and_recovers_by_itself(api: TestClient, proxy: Proxy) -> None:
+    proxy.cut()
+    proxy.blackhole()  # and refuse new ones for a while
+
+    wait_until(lambda: api.get("/readyz").status_code == 503, timeout=5)
+    status, elapsed = timed_get(api, "while cut")
+    assert (status, elapsed < 1.0) == (503, True)
+
+    proxy.restore()
+    wait_until(lambda: api.get("/readyz").status_code == 200, timeout=10)
+    assert api.get("/1", params={"data": "back"}).status_code == 200

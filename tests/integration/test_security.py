@@ -1,0 +1,133 @@
+"""The broker's security model with real clients: logins, roles from mqtt/acl."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.broker import REPO, Mosquitto
+from tests.helpers.mqtt_peer import Peer
+from tests.helpers.waiting import wait_until
+from tracker_api.app import create_app
+from tracker_api.config import load_settings
+from tracker_api.users import PasswordFile
+
+PASSWORDS = {"tracker": "t-secret", "reader": "r-secret", "1": "one-secret", "2": "two-secret"}
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[Mosquitto]:
+    passwords = PasswordFile(tmp_path / "passwd")
+    for user, password in PASSWORDS.items():
+        passwords.set(user, password)
+    passwords.save()
+    broker = Mosquitto(
+        tmp_path / "broker", password_file=passwords.path, acl_file=REPO / "mqtt" / "acl"
+    )
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+@pytest.fixture
+def tracker(secured: Mosquitto, tmp_path: Path) -> Iterator[TestClient]:
+    url, engine = seeded_sqlite(tmp_path / "tracker.db")
+    engine.dispose()
+    mqtt_url = f"mqtt://tracker:{PASSWORDS['tracker']}@127.0.0.1:{secured.port}"
+    with TestClient(create_app(load_settings(database_url=url, mqtt_url=mqtt_url))) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5)
+        yield client
+
+
+def login(user: str) -> dict[str, str]:
+    return {"username": user, "password": PASSWORDS[user]}
+
+
+class Client:
+    def __init__(self, port: int, username: str | None = None, password: str | None = None):
+        self.results: list[str] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda c, u, f, rc, p: self.results.append(str(rc))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_until(lambda: self.results, timeout=5)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.mark.parametrize(
+    ("username", "password"), [(None, None), ("reader", "wrong"), ("nobody", "x")]
+)
+def test_anonymous_and_wrong_logins_are_refused(
+    secured: Mosquitto, username: str | None, password: str | None
+) -> None:
+    client = Client(secured.port, username, password)
+    client.close()
+
+    assert client.results == ["Not authorized"]
+
+
+def test_readers_cannot_publish_events(secured: Mosquitto, tracker: TestClient) -> None:
+    with Peer(secured.port, "track/#", **login("reader")) as watcher:
+        forger = Client(secured.port, **login("reader"))
+        forger.publish("track/1", b'{"eventId":"forged"}')
+        forger.close()
+        marker = tracker.get("/1", params={"data": "genuine"}).json()["event"]
+        wait_until(lambda: watcher.events(), timeout=5)
+        events = watcher.events()
+
+    assert events == [marker]
+
+
+def test_an_account_reader_sees_only_its_own_account(
+    secured: Mosquitto, tracker: TestClient
+) -> None:
+    with (
+        Peer(secured.port, "track/#", **login("1")) as own,
+        Peer(secured.port, "track/#", **login("reader")) as everything,
+    ):
+        for account in ("2", "1", "2"):
+            tracker.get(f"/{account}", params={"data": f"for {account}"})
+        everything.wait_for(3)
+        wait_until(lambda: own.events(), timeout=5)
+        mine = own.events()
+
+    assert [event["accountId"] for event in mine] == ["1"]
+
+
+def test_a_device_can_ingest_only_for_its_own_account(
+    secured: Mosquitto, tracker: TestClient
+) -> None:
+    with Peer(secured.port, "track/#", **login("reader")) as watcher:
+        device = Client(secured.port, **login("1"))
+        device.publish("ingest/2", b"impersonating account 2")
+        device.publish("ingest/1", b"from device 1")
+        device.close()
+        wait_until(lambda: watcher.events(), timeout=5)
+        events = watcher.events()
+
+    assert [(e["accountId"], e["data"]) for e in events] == [("1", "from device 1")]
+
+
+def test_the_tracker_announces_its_status_to_readers(
+    secured: Mosquitto, tracker: TestClient
+) -> None:
+    with Peer(secured.port, "tracker/status/+", **login("reader")) as watcher:
+        (status,) = watcher.wait_for(1)
+
+    assert status.payload == b"online"
+    assert orjson.dumps(status.topic).startswith(b'"tracker/status/')
