@@ -156,9 +156,14 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
-    broker = subprocess.Popen(
-        [tool("mosquitto"), "-c", str(broker_config())], start_new_session=True
-    )
+    config = broker_config()
+    with open(MQTT_DIR / "mosquitto.log", "ab") as broker_log:  # start-up chatter, too
+        broker = subprocess.Popen(
+            [tool("mosquitto"), "-c", str(config)],
+            stdout=broker_log,
+            stderr=broker_log,
+            start_new_session=True,
+        )
     children.append(broker)
     wait_for(lambda: port_open(BROKER_PORT), "mosquitto", broker, 10)
     say(f"broker on 127.0.0.1:{BROKER_PORT} (log: {shown(MQTT_DIR / 'mosquitto.log')})")
