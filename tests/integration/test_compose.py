@@ -1,0 +1,535 @@
+"""docker-compose.yml, Dockerfile and .env.example: the container deployment, without Docker.
+
+No Docker engine runs here, so nothing is started in a container. Each check runs against
+every validator available, most faithful first; the test id names the one that ran:
+
+- ``docker-compose``: the Debian package (v1.29, ``apt-get install docker-compose``). Its
+  ``config`` is the real parser: YAML anchors and merges, interpolation including
+  ``${VAR:?message}``, validation against the compose-spec JSON schema it ships
+  (``service_completed_successfully`` included), relative paths resolved. We assert on the
+  configuration it prints.
+- ``docker compose``: the v2 plugin, when installed (machines with Docker). Its long-syntax
+  output is normalised below; not exercised on the development machine (no plugin there).
+- ``pyyaml``: always. PyYAML (anchors, merges) plus the interpolation rules reimplemented
+  below, and, when the Debian package's ``compose_spec.json`` is present, ``jsonschema``
+  against it. Weaker, but keeps the checks alive on a machine without either tool.
+
+Beyond what ``config`` can say, one test boots the production ``mqtt/mosquitto.conf`` on a
+real ``mosquitto`` with the container paths mapped to the compose mounts, writes its
+password file with the ``mqtt-users`` job's own script, and runs the compose healthcheck
+against it. Everything here takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers.net import free_port, port_open
+from tests.helpers.waiting import wait_until
+from tracker_api.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DEBIAN_COMPOSE_SCHEMA = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
+SECRETS = {
+    "MQTT_TRACKER_PASSWORD": "tracker-secret",
+    "MQTT_READER_PASSWORD": "reader-secret",
+    "POSTGRES_PASSWORD": "postgres-secret",
+}
+SERVICES = {"mqtt-users", "mosquitto", "postgres", "seed", "tracker"}
+DEPENDS_ON = {
+    "mqtt-users": {},
+    "mosquitto": {"mqtt-users": "service_completed_successfully"},
+    "postgres": {},
+    "seed": {"postgres": "service_healthy"},
+    "tracker": {
+        "mosquitto": "service_healthy",
+        "postgres": "service_healthy",
+        "seed": "service_completed_successfully",
+    },
+}
+REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def compose_variables() -> set[str]:
+    text = COMPOSE_FILE.read_text()
+    return set(REFERENCE.findall(text.replace("$$", "")))
+
+
+# --- validators ---------------------------------------------------------------------------
+
+
+@dataclass
+class Resolved:
+    returncode: int
+    config: dict[str, Any] | None
+    errors: str
+
+
+def isolated_env(**values: str) -> dict[str, str]:
+    """The caller's environment without anything compose could pick up from it."""
+    drop = compose_variables() | set(SECRETS)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in drop and not key.startswith(("TRACKER_", "COMPOSE_"))
+    }
+    return {**env, **values}
+
+
+def run_compose(command: list[str], env: dict[str, str], empty_env_file: Path) -> Resolved:
+    # --env-file: a developer's own .env must not satisfy (or spoil) what we test.
+    result = subprocess.run(
+        [*command, "--env-file", str(empty_env_file), "-f", str(COMPOSE_FILE), "config"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    config: dict[str, Any] | None = None
+    if result.returncode == 0:
+        config = yaml.safe_load(result.stdout)
+    return Resolved(result.returncode, config, result.stderr)
+
+
+INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's interpolation rules; ``$$`` stays escaped, as ``config`` prints it."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$$"
+        name = match["braced"] or match["named"]
+        op, arg = match["op"], match["arg"] or ""
+        current = env.get(name)
+        missing = current is None or (op is not None and op.startswith(":") and current == "")
+        if op in ("-", ":-"):
+            return arg if missing else str(current)
+        if op in ("?", ":?") and missing:
+            raise MissingVariable(f"required variable {name} is missing a value: {arg}")
+        return current or ""
+
+    return INTERPOLATION.sub(replace, value)
+
+
+def resolve_with_pyyaml(env: dict[str, str]) -> Resolved:
+    document = yaml.safe_load(COMPOSE_FILE.read_text())  # expands anchors and `<<` merges
+    document = {key: value for key, value in document.items() if not key.startswith("x-")}
+    try:
+        document = interpolate(document, env)
+    except MissingVariable as error:
+        return Resolved(1, None, str(error))
+    if DEBIAN_COMPOSE_SCHEMA.exists():
+        import jsonschema
+
+        schema = json.loads(DEBIAN_COMPOSE_SCHEMA.read_text())
+        problems = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(document)]
+        if problems:
+            return Resolved(1, None, "; ".join(problems))
+    for service in document["services"].values():
+        volumes = service.get("volumes", [])
+        for index, volume in enumerate(volumes):
+            if isinstance(volume, str) and volume.startswith("."):
+                source, rest = volume.split(":", 1)
+                volumes[index] = f"{(REPO / source).resolve()}:{rest}"
+    return Resolved(0, document, "")
+
+
+def docker_compose_v2_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+VALIDATORS = ["docker-compose", "docker compose", "pyyaml"]
+
+
+@pytest.fixture(scope="module", params=VALIDATORS)
+def validator(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "docker-compose" and not shutil.which("docker-compose"):
+        pytest.skip("docker-compose (v1) not installed: apt-get install docker-compose")
+    if name == "docker compose" and not docker_compose_v2_available():
+        pytest.skip("the docker compose v2 plugin is not installed")
+    return name
+
+
+Resolver = Callable[..., Resolved]
+
+
+@pytest.fixture(scope="module")
+def resolver(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Resolver]:
+    """resolver(validator)(**variables) -> Resolved; each answer computed once per module
+    (docker-compose takes about a second per run)."""
+    empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
+    empty_env_file.write_text("")
+    answers: dict[tuple[str, tuple[tuple[str, str], ...]], Resolved] = {}
+
+    def for_validator(validator: str) -> Resolver:
+        def run(**values: str) -> Resolved:
+            key = (validator, tuple(sorted(values.items())))
+            if key not in answers:
+                env = isolated_env(**values)
+                if validator == "pyyaml":
+                    answers[key] = resolve_with_pyyaml(env)
+                else:
+                    answers[key] = run_compose(validator.split(), env, empty_env_file)
+            return answers[key]
+
+        return run
+
+    return for_validator
+
+
+def without(variable: str) -> dict[str, str]:
+    return {key: value for key, value in SECRETS.items() if key != variable}
+
+
+# Every resolution the tests below ask for, so they can run side by side up front.
+VARIANTS = [SECRETS, {**SECRETS, "POSTGRES_PASSWORD": ""}, *(without(v) for v in SECRETS)]
+
+
+@pytest.fixture(scope="module")
+def resolve(validator: str, resolver: Callable[[str], Resolver]) -> Resolver:
+    run = resolver(validator)
+    with ThreadPoolExecutor(len(VARIANTS)) as pool:  # one compose process each, in parallel
+        list(pool.map(lambda values: run(**values), VARIANTS))
+    return run
+
+
+@pytest.fixture(scope="module")
+def config(resolve: Resolver) -> dict[str, Any]:
+    resolved = resolve(**SECRETS)
+    assert resolved.returncode == 0, resolved.errors
+    assert resolved.config is not None
+    return resolved.config
+
+
+# --- normalising the two output shapes (v1 short syntax, v2 long syntax) ---------------
+
+
+@dataclass
+class Mount:
+    type: str  # "bind" or "volume"
+    source: str
+    target: str
+    read_only: bool
+
+
+def mounts(service: dict[str, Any]) -> list[Mount]:
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            found.append(
+                Mount(
+                    volume["type"],
+                    str(volume.get("source", "")),
+                    volume["target"],
+                    bool(volume.get("read_only", False)),
+                )
+            )
+        else:
+            source, target, *mode = volume.split(":")
+            kind = "bind" if source.startswith(("/", ".")) else "volume"
+            found.append(Mount(kind, source, target, mode == ["ro"]))
+    return found
+
+
+def published_ports(service: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(host ip, published port or range, container port) for each published port."""
+    found = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            found.append((port.get("host_ip", ""), str(port["published"]), int(port["target"])))
+        else:
+            spec = str(port).split("/")[0]
+            *host, target = spec.split(":")
+            host_ip, published = ["", "", *host][-2:]
+            found.append((host_ip, published, int(target)))
+    return found
+
+
+def healthcheck_command(service: dict[str, Any]) -> str:
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL", test
+    return str(test[1]).replace("$$", "$")
+
+
+def shell_script(service: dict[str, Any]) -> str:
+    command = service["command"]
+    return str(command[-1] if isinstance(command, list) else command).replace("$$", "$")
+
+
+# --- the resolved configuration -------------------------------------------------------------
+
+
+def test_compose_file_resolves_to_the_five_services(config: dict[str, Any]) -> None:
+    assert set(config["services"]) == SERVICES
+
+
+def test_services_start_in_order_through_depends_on_conditions(config: dict[str, Any]) -> None:
+    for name, expected in DEPENDS_ON.items():
+        depends_on = config["services"][name].get("depends_on", {})
+        assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
+        conditions = {dependency: spec["condition"] for dependency, spec in depends_on.items()}
+        assert conditions == expected, name
+
+
+def test_broker_and_database_have_healthchecks_that_use_credentials(
+    config: dict[str, Any],
+) -> None:
+    services = config["services"]
+    broker_check = healthcheck_command(services["mosquitto"])
+    assert broker_check.startswith("mosquitto_sub ")
+    assert "-u reader" in broker_check and '-P "$MQTT_READER_PASSWORD"' in broker_check
+    assert services["mosquitto"]["environment"]["MQTT_READER_PASSWORD"] == "reader-secret"
+    assert healthcheck_command(services["postgres"]).startswith("pg_isready ")
+
+
+def test_tracker_gets_credentialed_mqtt_url_and_postgres_url(config: dict[str, Any]) -> None:
+    environment = config["services"]["tracker"]["environment"]
+    assert environment["TRACKER_MQTT_URL"] == "mqtt://tracker:tracker-secret@mosquitto:1883"
+    assert environment["TRACKER_DATABASE_URL"] == (
+        "postgresql+psycopg://tracker:postgres-secret@postgres:5432/tracker"
+    )
+    assert environment["TRACKER_HOST"] == "0.0.0.0"
+    assert str(environment["TRACKER_PORT"]) == "9000"
+    # The values must pass the service's own validation, as they would at start.
+    settings = load_settings(
+        database_url=environment["TRACKER_DATABASE_URL"], mqtt_url=environment["TRACKER_MQTT_URL"]
+    )
+    assert (settings.broker.username, settings.broker.password) == ("tracker", "tracker-secret")
+
+
+def test_seed_job_runs_in_the_tracker_image_against_postgres(config: dict[str, Any]) -> None:
+    seed, tracker = config["services"]["seed"], config["services"]["tracker"]
+    assert seed["image"] == tracker["image"]
+    assert seed["command"] == ["python", "data/seed.py"]
+    assert (
+        seed["environment"]["TRACKER_DATABASE_URL"]
+        == (tracker["environment"]["TRACKER_DATABASE_URL"])
+    )
+    build = tracker["build"]
+    context = build if isinstance(build, str) else build["context"]
+    assert (REPO / context).resolve() == REPO
+    assert (REPO / "Dockerfile").is_file()
+
+
+def test_tracker_scales_without_host_port_conflicts(config: dict[str, Any]) -> None:
+    tracker = config["services"]["tracker"]
+    assert "container_name" not in tracker
+    for _host_ip, published, target in published_ports(tracker):
+        assert target == 9000
+        first, _, last = published.partition("-")
+        assert last and int(last) > int(first), f"a fixed host port {published} cannot scale"
+
+
+def test_every_path_mounted_from_the_repo_exists(config: dict[str, Any]) -> None:
+    binds = [m for s in config["services"].values() for m in mounts(s) if m.type == "bind"]
+    assert binds
+    for mount in binds:
+        source = Path(mount.source)
+        assert source.is_relative_to(REPO), f"{source} is outside the repository"
+        assert source.exists(), f"{source.relative_to(REPO)} is mounted but does not exist"
+        # The image's entrypoint chowns /mosquitto recursively: never our checkout.
+        assert mount.read_only, f"{source.relative_to(REPO)} must be mounted read-only"
+
+
+def test_broker_config_paths_all_land_on_mounts(config: dict[str, Any]) -> None:
+    services = config["services"]
+    targets = {m.target: m for m in mounts(services["mosquitto"])}
+    paths = broker_paths()
+    assert set(paths) == {"password_file", "acl_file", "persistence_location", "include_dir"}
+    for key, path in paths.items():
+        assert any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets), (
+            f"{key} {path} is not on any mount of the mosquitto service"
+        )
+    # The password file lives on the volume the mqtt-users job writes, under the same path.
+    password_dir = str(Path(paths["password_file"]).parent)
+    writer = {m.target: m for m in mounts(services["mqtt-users"])}[password_dir]
+    assert writer.type == "volume" and not writer.read_only
+    assert targets[password_dir].source == writer.source
+    assert f'mv -f "$new" {paths["password_file"]}' in shell_script(services["mqtt-users"])
+
+
+@pytest.mark.parametrize("variable", sorted(SECRETS))
+def test_missing_secret_stops_compose_with_its_message(resolve: Resolver, variable: str) -> None:
+    resolved = resolve(**without(variable))
+    assert resolved.returncode != 0
+    assert f"set {variable}" in resolved.errors
+
+
+def test_empty_secret_counts_as_missing(resolve: Resolver) -> None:
+    resolved = resolve(**{**SECRETS, "POSTGRES_PASSWORD": ""})
+    assert resolved.returncode != 0
+    assert "set POSTGRES_PASSWORD" in resolved.errors
+
+
+# --- files next to the compose file -------------------------------------------------------
+
+
+def broker_paths() -> dict[str, str]:
+    keys = ("password_file", "acl_file", "persistence_location", "include_dir")
+    found = {}
+    for line in (REPO / "mqtt" / "mosquitto.conf").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key in keys:
+            found[key] = value.strip()
+    return found
+
+
+def test_dockerfile_runs_tracker_api_as_non_root_with_a_python_healthcheck() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    instructions = [line.strip() for line in dockerfile.splitlines() if line.strip()]
+    froms = [line.split()[1] for line in instructions if line.startswith("FROM ")]
+    assert froms and all(image == "python:3.11-slim" for image in froms)
+    users = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert instructions[-1] == 'CMD ["tracker-api"]'
+    healthcheck = dockerfile[dockerfile.index("HEALTHCHECK") :].split("\n\n")[0]
+    assert '"python"' in healthcheck and "/healthz" in healthcheck and "curl" not in healthcheck
+    assert "pip install --no-deps ." in dockerfile  # the project itself, from pyproject.toml
+
+
+def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert patterns[0] == "*", "an allow-list: everything is excluded first"
+    allowed = {p.removeprefix("!").rstrip("/") for p in patterns if p.startswith("!")}
+    assert not allowed & {".env", "var", ".venv"}
+    copied = re.findall(r"^COPY (?!--from)(\S+)", (REPO / "Dockerfile").read_text(), re.M)
+    for source in copied:
+        if source != ".":
+            assert source.rstrip("/") in allowed, f"Dockerfile copies {source}, ignored"
+
+
+def test_env_example_names_every_variable_compose_and_the_tracker_use() -> None:
+    assigned: dict[str, bool] = {}  # name -> commented out
+    for line in (REPO / ".env.example").read_text().splitlines():
+        match = re.match(r"^(# )?([A-Z][A-Z0-9_]*)=", line)
+        if match:
+            assigned[match[2]] = bool(match[1])
+    for variable in compose_variables():
+        assert variable in assigned, f".env.example lacks {variable}"
+    for variable in SECRETS:
+        assert assigned[variable] is False, f"{variable} must be set, not commented"
+    for field in Settings.model_fields:
+        variable = f"TRACKER_{field.upper()}"
+        assert variable in assigned, f".env.example lacks {variable}"
+        assert assigned[variable], f"{variable}: keep the tracker's defaults commented"
+
+
+# --- the production broker configuration, booted for real ---------------------------------
+
+
+def tool(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+
+
+@pytest.fixture
+def production_broker(
+    resolver: Callable[[str], Resolver], tmp_path: Path
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    if not (tool("mosquitto") and tool("mosquitto_passwd") and tool("mosquitto_sub")):
+        pytest.skip("mosquitto is not installed: run scripts/ensure-mosquitto.sh")
+    # The most faithful resolution available (docker-compose's own when installed).
+    validator = "docker-compose" if shutil.which("docker-compose") else "pyyaml"
+    resolved = resolver(validator)(**SECRETS)
+    assert resolved.config is not None, resolved.errors
+    services = resolved.config["services"]
+    # Container path -> host path: binds to the checkout, named volumes to temp dirs.
+    mapping = {}
+    for mount in mounts(services["mosquitto"]):
+        if mount.type == "bind":
+            mapping[mount.target] = mount.source
+        else:
+            host = tmp_path / mount.source
+            host.mkdir(exist_ok=True)
+            mapping[mount.target] = str(host)
+
+    def to_host(text: str) -> str:
+        for target in sorted(mapping, key=len, reverse=True):
+            text = text.replace(target, mapping[target])
+        return text
+
+    # The mqtt-users job's own script; chown is a no-op (no `mosquitto` user needed here).
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "chown").write_text("#!/bin/sh\nexit 0\n")
+    (shims / "chown").chmod(0o755)
+    passwd_dir = str(Path(tool("mosquitto_passwd") or "").parent)
+    env = {
+        "PATH": f"{shims}:{passwd_dir}:{os.environ['PATH']}",
+        **{key: str(value) for key, value in services["mqtt-users"]["environment"].items()},
+    }
+    script = to_host(shell_script(services["mqtt-users"]))
+    subprocess.run(["sh", "-euc", script], env=env, check=True, capture_output=True, timeout=10)
+
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    lines = [f"user {getpass.getuser()}"]  # stay the test's user: it owns the temp dirs
+    for line in to_host((REPO / "mqtt" / "mosquitto.conf").read_text()).splitlines():
+        if line.startswith("listener 1883"):
+            line = f"listener {port} 127.0.0.1"
+        elif line.startswith("log_dest"):
+            line = f"log_dest file {tmp_path / 'mosquitto.log'}"
+        lines.append(line)
+    conf.write_text("\n".join(lines) + "\n")
+    broker = subprocess.Popen([tool("mosquitto") or "", "-c", str(conf)], start_new_session=True)
+    try:
+        wait_until(
+            lambda: port_open(port) or broker.poll() is not None, timeout=5, message="broker"
+        )
+        assert broker.poll() is None, (tmp_path / "mosquitto.log").read_text()
+        yield port, services
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        broker.wait(5)
+
+
+def test_production_broker_config_boots_on_the_compose_mounts_and_passes_its_healthcheck(
+    production_broker: tuple[int, dict[str, Any]],
+) -> None:
+    port, services = production_broker
+    check = healthcheck_command(services["mosquitto"]).replace("-p 1883", f"-p {port}")
+
+    def run_check(password: str) -> int:
+        env = {**os.environ, "MQTT_READER_PASSWORD": password}
+        return subprocess.run(
+            ["sh", "-c", check], env=env, capture_output=True, timeout=10
+        ).returncode
+
+    assert run_check("reader-secret") == 0
+    assert run_check("wrong") != 0  # the healthcheck notices a broken password file
