@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint format bench soak seed clean
+.PHONY: help deps run test test-fast lint format bench soak seed clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,7 @@ run: deps  ## fresh machine to running system: broker :1883, API :9000 (Ctrl-C s
 	$(BIN)/python scripts/devstack.py
 
 test: deps  ## the full suite with line coverage
+	@scripts/ensure-test-tools.sh docker-compose openssl
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90
 
 test-fast: deps  ## the suite without the slow end-to-end scenarios
@@ -41,9 +42,11 @@ seed: deps  ## create the schema and upsert demo accounts into var/tracker.db
 	$(BIN)/python data/seed.py
 
 bench: deps  ## end-to-end throughput, latency and zero-loss check (see docs/benchmarks.md)
+	@scripts/ensure-test-tools.sh wrk hey
 	$(BIN)/python -m bench
 
 soak: deps  ## 5-minute soak at half the peak rate: memory per worker must stay flat
+	@scripts/ensure-test-tools.sh wrk hey
 	$(BIN)/python -m bench --soak 300
 
 clean:  ## remove the venv and local state (database, broker data, credentials)
