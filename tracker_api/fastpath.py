@@ -10,7 +10,7 @@ else (docs, health, metrics, other methods, lifespan) to the FastAPI app.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI
 
@@ -22,21 +22,30 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 def parse_query(query_string: bytes) -> tuple[str | None, str | None]:
-    """``data`` and ``eventId`` from a query string (the last one wins, as in FastAPI)."""
+    """``data`` and ``eventId`` from a query string (the last one wins, as in FastAPI).
+
+    Same decoding as ``urllib.parse.parse_qsl`` (``+`` is a space, %-escapes are UTF-8),
+    at a fraction of its cost for the usual one or two parameters.
+    """
     data = event_id = None
-    if query_string:
-        try:
-            pairs = parse_qsl(
-                query_string.decode("latin-1"), keep_blank_values=True, errors="strict"
-            )
-        except UnicodeDecodeError:
-            raise InvalidRequest("The query string is not valid UTF-8") from None
-        for key, value in pairs:
-            if key == "data":
-                data = value
-            elif key == "eventId":
-                event_id = value
+    try:
+        for part in query_string.split(b"&"):
+            key, _, value = part.partition(b"=")
+            if b"%" in key or b"+" in key:
+                key = _unquote(key).encode()
+            if key == b"data":
+                data = _unquote(value)
+            elif key == b"eventId":
+                event_id = _unquote(value)
+    except UnicodeDecodeError:
+        raise InvalidRequest("The query string is not valid UTF-8") from None
     return data, event_id
+
+
+def _unquote(raw: bytes) -> str:
+    if b"%" in raw or b"+" in raw:
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode()
+    return raw.decode()
 
 
 def idempotency_key(scope: Scope) -> str | None:

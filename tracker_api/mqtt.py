@@ -18,6 +18,7 @@ import logging
 import random
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -46,6 +47,10 @@ class NotConnected(MqttError):
 
 class InflightFull(MqttError):
     """The in-flight window is full; nothing was sent."""
+
+
+class PublishTimeout(MqttError):
+    """No PUBACK within the acknowledgement timeout."""
 
 
 class ConnectionLost(MqttError):
@@ -137,8 +142,11 @@ def encode_subscribe(mid: int, topics: Sequence[tuple[str, int]]) -> bytes:
 class _Link(asyncio.Protocol):
     """One TCP (or TLS) connection: frames packets in, coalesces writes out."""
 
-    def __init__(self, on_packet: Callable[[int, bytes], None]) -> None:
+    def __init__(
+        self, on_packet: Callable[[int, bytes], None], on_puback: Callable[[int], None]
+    ) -> None:
         self._on_packet = on_packet
+        self._on_puback = on_puback
         self._buffer = bytearray()
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -181,7 +189,15 @@ class _Link(asyncio.Protocol):
         buf = self._buffer
         buf += data
         pos, end = 0, len(buf)
+        on_puback = self._on_puback
         while end - pos >= 2:
+            if buf[pos] == PUBACK and buf[pos + 1] == 2:
+                # The hot path: one PUBACK per event published.
+                if end - pos < 4:
+                    break
+                on_puback((buf[pos + 2] << 8) | buf[pos + 3])
+                pos += 4
+                continue
             header = _remaining_length(buf, pos + 1, end)
             if header is None:
                 break  # incomplete packet: wait for more bytes
@@ -253,6 +269,7 @@ class MqttClient:
         on_connect: Callable[[], None] | None = None,
         backoff: tuple[float, float] = (0.1, 5.0),
         connect_timeout: float = 5.0,
+        ack_timeout: float | None = None,
     ) -> None:
         if not 0 < max_inflight < 65_535:
             raise ValueError("max_inflight must be between 1 and 65534")
@@ -272,6 +289,9 @@ class MqttClient:
         self._connected = False
         self._connack: asyncio.Future[tuple[bool, int]] | None = None
         self._inflight: dict[int, asyncio.Future[None]] = {}
+        # (deadline, future) in publish order: one sweep replaces a timer per publish.
+        self.ack_timeout = ack_timeout
+        self._deadlines: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._next_mid = 0
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -359,6 +379,8 @@ class MqttClient:
                 raise InflightFull(f"{len(self._inflight)} messages await acknowledgement")
             mid = self._allocate_mid()
             self._inflight[mid] = future
+            if self.ack_timeout is not None:
+                self._deadlines.append((time.monotonic() + self.ack_timeout, future))
             link.write(encode_publish(encoded_topic, payload, 1, retain, mid))
         self.stats.published += 1
         return future
@@ -373,10 +395,6 @@ class MqttClient:
         link.write(bytes([PUBACK, 2]) + message.mid.to_bytes(2, "big"))
         return True
 
-    def link_silent_for(self) -> float:
-        """Seconds since the broker last sent anything on the current connection."""
-        return time.monotonic() - self._link.last_received if self._link else 0.0
-
     def drop_connection(self, reason: str) -> None:
         """Abort the current connection (the supervisor reconnects)."""
         if self._link is not None:
@@ -385,13 +403,16 @@ class MqttClient:
 
     # -- incoming ----------------------------------------------------------------------
 
+    def _on_puback(self, mid: int) -> None:
+        future = self._inflight.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+        self.stats.acked += 1
+
     def _on_packet(self, header: int, body: bytes) -> None:
         kind = header & 0xF0
         if kind == PUBACK:
-            future = self._inflight.pop(int.from_bytes(body[:2], "big"), None)
-            if future is not None and not future.done():
-                future.set_result(None)
-            self.stats.acked += 1
+            self._on_puback(int.from_bytes(body[:2], "big"))
         elif kind == PUBLISH:
             self._on_publish(header, body)
         elif kind == CONNACK:
@@ -435,6 +456,7 @@ class MqttClient:
         self._set_connected(False)
         self._link = None
         inflight, self._inflight = self._inflight, {}
+        self._deadlines.clear()
         for future in inflight.values():
             if not future.done():
                 future.set_exception(error)
@@ -468,7 +490,7 @@ class MqttClient:
         address = self.address
         _, link = await asyncio.wait_for(
             loop.create_connection(
-                lambda: _Link(self._on_packet),
+                lambda: _Link(self._on_packet, self._on_puback),
                 address.host,
                 address.port,
                 ssl=self._ssl,
@@ -539,17 +561,44 @@ class MqttClient:
         return mid
 
     async def _keep_alive(self, link: _Link) -> None:
-        """PINGREQ every keepalive/2; a broker silent for 1.5 x keepalive is dead."""
-        interval = max(self.keepalive / 2, 0.05)
+        """Return when the connection must go: closed by the peer, silent for 1.5 x
+        keepalive despite our PINGREQs (half-open), or silent while publishes time out."""
+        ping_every = max(self.keepalive / 2, 0.05)
+        tick = min(ping_every, 0.05) if self.ack_timeout is not None else ping_every
+        last_ping = last_tick = time.monotonic()
         while True:
             try:
-                await asyncio.wait_for(asyncio.shield(link.closed), interval)
+                await asyncio.wait_for(asyncio.shield(link.closed), tick)
                 return
             except TimeoutError:
                 pass
-            if time.monotonic() - link.last_received > self.keepalive * 1.5:
-                logger.warning(
-                    "broker silent for %.1f s: connection is half-open", self.keepalive * 1.5
-                )
+            now = time.monotonic()
+            late, last_tick = now - last_tick > tick * 2 + 0.1, now
+            if late:
+                # Our own loop was blocked: what the broker sent may still sit unread in
+                # the socket. Judge silence and deadlines on the next tick.
+                continue
+            silent = now - link.last_received
+            if silent > self.keepalive * 1.5:
+                logger.warning("broker silent for %.1f s: connection is half-open", silent)
                 return
-            link.write(bytes([PINGREQ, 0]))
+            if self._expire(now) and silent >= self.ack_timeout:  # type: ignore[operator]
+                # Nothing at all from the broker while acknowledgements are overdue:
+                # don't wait for the keepalive to notice.
+                logger.warning("no answer from the broker for %.1f s: dropping the link", silent)
+                return
+            if now - last_ping >= ping_every:
+                link.write(bytes([PINGREQ, 0]))
+                last_ping = now
+
+    def _expire(self, now: float) -> bool:
+        """Fail publishes whose PUBACK is overdue (their packet ids stay reserved until
+        the PUBACK or the end of the connection); True when any was still waiting."""
+        deadlines = self._deadlines
+        expired = False
+        while deadlines and deadlines[0][0] <= now:
+            _, future = deadlines.popleft()
+            if not future.done():
+                future.set_exception(PublishTimeout("no PUBACK within the timeout"))
+                expired = True
+        return expired

@@ -19,7 +19,7 @@ from typing import IO, Protocol
 from . import metrics
 from .config import Settings
 from .errors import PublishFailed
-from .mqtt import ConnectionLost, InflightFull, MqttClient, NotConnected, Will
+from .mqtt import MqttClient, MqttError, Will
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class MqttPublisher:
             keepalive=settings.mqtt_keepalive,
             will=Will(self.status_topic, b"offline", qos=1, retain=True),
             max_inflight=settings.max_inflight,
+            ack_timeout=settings.publish_timeout,
             on_connect=self._announce_online,
             # Subscribed (ingest): keep the session, so unacknowledged device messages
             # survive a crash of this worker.
@@ -119,7 +120,7 @@ class MqttPublisher:
                 await asyncio.wait_for(
                     self.client.publish(self.status_topic, b"offline", qos=1, retain=True), 1.0
                 )
-            except (TimeoutError, ConnectionLost, NotConnected, InflightFull):
+            except (MqttError, TimeoutError):
                 pass
         await self.client.stop(drain_timeout=self.timeout)
         if self._slot is not None:
@@ -128,17 +129,7 @@ class MqttPublisher:
     async def publish(self, topic: str, payload: bytes) -> None:
         started = time.perf_counter()
         try:
-            future = self.client.publish(topic, payload)
-        except (NotConnected, InflightFull) as error:
-            raise PublishFailed() from error
-        try:
-            await asyncio.wait_for(future, self.timeout)
-        except TimeoutError:
-            # Nothing at all from the broker for a whole timeout while we wait: the link
-            # is half-open. Don't wait for the keepalive to notice.
-            if self.client.link_silent_for() >= self.timeout:
-                self.client.drop_connection("no answer from the broker within the publish timeout")
-            raise PublishFailed() from None
-        except ConnectionLost as error:
+            await self.client.publish(topic, payload)
+        except MqttError as error:  # not connected, window full, timed out, link lost
             raise PublishFailed() from error
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)

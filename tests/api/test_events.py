@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.fakes import FakePublisher
+from tracker_api.config import Settings
 
 UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -179,3 +180,33 @@ def test_other_methods_are_not_event_routes(client: TestClient, publisher: FakeP
 
     assert response.status_code == 405
     assert publisher.published == []
+
+
+@pytest.mark.parametrize(
+    ("query", "data"),
+    [
+        ("data=a+b%20c", "a b c"),
+        ("d%61ta=encoded-key", "encoded-key"),
+        ("x=1&data=first&data=last", "last"),
+        ("data=", ""),
+        ("data=%E2%9C%93", "✓"),
+    ],
+)
+def test_query_strings_decode_like_any_form_encoder(
+    client: TestClient, publisher: FakePublisher, query: str, data: str
+) -> None:
+    response = client.get(f"/1?{query}")
+
+    assert response.json()["event"]["data"] == data
+
+
+def test_query_string_that_is_not_utf8_is_refused_by_the_fast_path(
+    client: TestClient, settings: Settings
+) -> None:
+    response = client.get("/1?data=%FF%FE")
+
+    if settings.fast_path:
+        assert response.status_code == 422
+        assert response.json() == {"detail": "The query string is not valid UTF-8"}
+    else:  # Starlette decodes with replacement characters
+        assert response.json()["event"]["data"] == "\ufffd\ufffd"

@@ -54,7 +54,10 @@ def test_remaining_length_needs_more_bytes_or_rejects_garbage() -> None:
 def test_link_reassembles_packets_split_at_any_byte() -> None:
     async def scenario() -> list[tuple[int, bytes]]:
         packets: list[tuple[int, bytes]] = []
-        link = _Link(lambda header, body: packets.append((header, body)))
+        link = _Link(
+            lambda header, body: packets.append((header, body)),
+            lambda mid: packets.append((0x40, mid.to_bytes(2, "big"))),
+        )
         stream = encode_publish(b"t", b"a" * 300, 1, False, 1) + b"\x40\x02\x00\x01\xd0\x00"
         for i in range(len(stream)):
             link.data_received(stream[i : i + 1])
