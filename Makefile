@@ -42,11 +42,11 @@ seed: deps  ## create the schema and upsert demo accounts into var/tracker.db
 	$(BIN)/python data/seed.py
 
 bench: deps  ## end-to-end throughput, latency and zero-loss check (see docs/benchmarks.md)
-	@scripts/ensure-test-tools.sh wrk hey
+	@scripts/ensure-test-tools.sh wrk
 	$(BIN)/python -m bench
 
 soak: deps  ## 5-minute soak at half the peak rate: memory per worker must stay flat
-	@scripts/ensure-test-tools.sh wrk hey
+	@scripts/ensure-test-tools.sh wrk
 	$(BIN)/python -m bench --soak 300
 
 clean:  ## remove the venv and local state (database, broker data, credentials)

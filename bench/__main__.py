@@ -1,0 +1,601 @@
+"""`make bench`: end-to-end throughput, latency and a zero-loss check, on 127.0.0.1 only.
+
+1. a durable, secured Mosquitto (the project's shared settings, passwords and ACL);
+2. the ceiling: a bare ASGI app served like the tracker (uvicorn, uvloop, httptools,
+   same worker count), driven by wrk;
+3. the tracker with N workers and a lean counting subscriber; wrk at full speed; the
+   tracker's own count of acknowledged events is compared with the unique eventIds the
+   subscriber received (exit 1 on any loss);
+4. latency at 25 / 50 / 75 % of the measured peak: wrk paced by bench/paced.lua, p50 /
+   p99 / p99.9 from wrk's full histogram;
+5. the real `mqtt-tail`, in --json mode and in --aggregate mode, subscribed during a
+   full-speed run: did it keep up, did it lose anything;
+6. optionally (--soak SECONDS) a run at half the peak rate sampling each worker's RSS.
+
+Results go to bench/results/<time>.json, a row in docs/benchmarks.md and a chart,
+docs/bench-latency.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx2 as httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.helpers.broker import Mosquitto  # noqa: E402
+from tests.helpers.net import free_port, port_open  # noqa: E402
+from tracker_api.users import PasswordFile  # noqa: E402
+
+BIN = Path(sys.executable).parent
+RESULTS = REPO / "bench" / "results"
+DOC = REPO / "docs" / "benchmarks.md"
+CHART = REPO / "docs" / "bench-latency.png"
+MARK = "<!-- results: one row per `make bench`, newest first -->"
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+@contextmanager
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used by named processes between start() and stop()."""
+
+    pids: dict[str, int]
+    before: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self, seconds: float) -> dict[str, float]:
+        """Percent of one core per process."""
+        return {
+            name: round(100 * (cpu_seconds(pid) - self.before[name]) / seconds, 1)
+            for name, pid in self.pids.items()
+        }
+
+
+# -- load generators ----------------------------------------------------------------------
+
+
+def wrk(url: str, seconds: float, connections: int) -> dict[str, Any]:
+    started = time.monotonic()
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", url],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    ).stdout  # fmt: skip
+    elapsed = time.monotonic() - started
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def latency(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        return round(float(match.group(1)) * units[match.group(2)], 3) if match else float("nan")
+
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "requests": total,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "seconds": round(elapsed, 2),
+    }
+
+
+def wrk_at_rate(url: str, rate: float, seconds: float, connections: int = 64) -> dict[str, Any]:
+    """A fixed offered load: each connection pauses between requests (bench/paced.lua),
+    so the latency of each request is measured without the queueing a saturated
+    closed-loop run adds. wrk's own histogram gives p50 / p99 / p99.9."""
+    pause_ms = max(1, round(connections / rate * 1000))
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "-s", str(REPO / "bench" / "paced.lua"), url],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+        env={**os.environ, "WRK_DELAY_MS": str(pause_ms)},
+    ).stdout  # fmt: skip
+    match = re.search(r"^PACED (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.M)
+    if match is None:
+        raise click.ClickException(f"unexpected wrk output:\n{out}")
+    requests, micros, bad, p50, p99, p999, worst = (int(g) for g in match.groups())
+    return {
+        "offered_rps": round(connections * 1000 / pause_ms),
+        "achieved_rps": round(requests / (micros / 1e6)),
+        "requests": requests,
+        "non_2xx": bad,
+        "p50_ms": round(p50 / 1000, 3),
+        "p99_ms": round(p99 / 1000, 3),
+        "p999_ms": round(p999 / 1000, 3),
+        "max_ms": round(worst / 1000, 3),
+    }
+
+
+# -- the system under test ----------------------------------------------------------------
+
+
+class Stack:
+    def __init__(self, workdir: Path, workers: int, broker_extra: str = "") -> None:
+        self.workdir = workdir
+        self.workers = workers
+        self.passwords = {user: secrets.token_urlsafe(12) for user in ("tracker", "reader")}
+        passwd = PasswordFile(workdir / "passwd")
+        for user, password in self.passwords.items():
+            passwd.set(user, password)
+        passwd.save()
+        self.broker = Mosquitto(
+            workdir / "broker",
+            password_file=passwd.path,
+            acl_file=REPO / "mqtt" / "acl",
+            extra=broker_extra,
+        )
+        self.database_url = f"sqlite:///{workdir / 'tracker.db'}"
+        subprocess.run(
+            [sys.executable, str(REPO / "data" / "seed.py"), "--database-url", self.database_url],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def serve_env(self, port: int) -> dict[str, str]:
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")},
+            "TRACKER_PORT": str(port),
+            "TRACKER_WORKERS": str(self.workers),
+            "TRACKER_DATABASE_URL": self.database_url,
+            "TRACKER_MQTT_URL": (
+                f"mqtt://tracker:{self.passwords['tracker']}@127.0.0.1:{self.broker.port}"
+            ),
+            "TRACKER_LOG_LEVEL": "WARNING",
+        }
+
+    def reader_env(self) -> dict[str, str]:
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MQTT_TAIL_")},
+            "MQTT_TAIL_USERNAME": "reader",
+            "MQTT_TAIL_PASSWORD": self.passwords["reader"],
+            "BENCH_COUNTER_PASSWORD": self.passwords["reader"],
+        }
+
+
+def accepted(base_url: str) -> int:
+    text = httpx.get(base_url + "/metrics", timeout=5).text
+    match = re.search(
+        r'^tracker_requests_total\{outcome="accepted",source="http"\} ([\d.e+]+)', text, re.M
+    )
+    return int(float(match.group(1))) if match else 0
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {"unique": 0, "messages": 0, "connected": False}
+
+
+def drain(count: Callable[[], int], target: int, timeout: float) -> tuple[int, float]:
+    """Wait until count() reaches target (or stops moving); (final count, seconds)."""
+    started = time.monotonic()
+    last, last_change = count(), started
+    while True:
+        value = count()
+        now = time.monotonic()
+        if value >= target or now - last_change > timeout:
+            return value, round(now - started, 2)
+        if value != last:
+            last, last_change = value, now
+        time.sleep(0.05)
+
+
+def tail_json_count(path: Path) -> tuple[int, int]:
+    ids = set()
+    lines = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.endswith(b"\n"):
+                lines += 1
+                start = line.find(b'"eventId":"') + 11
+                ids.add(line[start : line.find(b'"', start)])
+    return len(ids), lines
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def measure_ceiling(stack: Stack, seconds: float, connections: int, logs: Path) -> dict[str, Any]:
+    port = free_port()
+    args = [str(BIN / "uvicorn"), "bench.hello:app", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(stack.workers), "--loop", "uvloop", "--http", "httptools",
+            "--no-access-log", "--no-proxy-headers", "--no-server-header",
+            "--log-level", "warning"]  # fmt: skip
+    with process(args, logs / "hello.log", env={**os.environ, "PYTHONPATH": str(REPO)}):
+        wait_until(lambda: port_open(port), 20, "the hello app")
+        wrk(f"http://127.0.0.1:{port}/", 2, connections)  # warm-up
+        return wrk(f"http://127.0.0.1:{port}/", seconds, connections)
+
+
+def run(options: dict[str, Any]) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="tracker-bench-"))
+    logs = workdir
+    seconds, connections, workers = options["duration"], options["connections"], options["workers"]
+    stack = Stack(workdir, workers, options["broker_extra"])
+    stack.broker.start()
+    result: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu": cpu_model(),
+            "python": platform.python_version(),
+            "mosquitto": mosquitto_version(),
+        },
+        "workers": workers,
+        "connections": connections,
+        "duration_s": seconds,
+    }
+    try:
+        say(f"ceiling: bare ASGI hello, {workers} worker(s), wrk -c{connections} {seconds:.0f}s")
+        result["ceiling"] = measure_ceiling(stack, seconds, connections, logs)
+        say(f"  {result['ceiling']['rps']:,.0f} req/s")
+
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        url = f"{base}/1?data=benchmark-event-payload"
+        status = workdir / "counter.json"
+        with (
+            process(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.counter",
+                    "--port",
+                    str(stack.broker.port),
+                    "--username",
+                    "reader",
+                    "--status",
+                    str(status),
+                ],
+                logs / "counter.log",
+                env={**stack.reader_env(), "PYTHONPATH": str(REPO)},
+            ) as counter,  # fmt: skip
+            process(
+                [sys.executable, "-m", "tracker_api"],
+                logs / "tracker.log",
+                env=stack.serve_env(port),
+            ) as tracker,
+        ):
+            wait_until(lambda: read_status(status)["connected"], 20, "the counter")
+            wait_until(
+                lambda: port_open(port) and httpx.get(base + "/readyz").status_code == 200,
+                30,
+                "the tracker",
+            )
+            worker_pids = children(tracker.pid)
+            wrk(url, 2, connections)  # warm-up: caches, JIT-free but allocators settle
+
+            pids = {f"worker{i + 1}": pid for i, pid in enumerate(worker_pids)}
+            pids |= {"mosquitto": stack.broker.process.pid, "counter": counter.pid}  # type: ignore[union-attr]
+            meter = CpuMeter(pids)
+            say(f"peak: tracker, {workers} worker(s), wrk -c{connections} {seconds:.0f}s")
+            meter.start()
+            started = time.monotonic()
+            peak = wrk(url, seconds, connections)
+            peak["cpu_percent"] = meter.stop(time.monotonic() - started)
+            acknowledged = accepted(base)
+            delivered, drain_s = drain(lambda: int(read_status(status)["unique"]), acknowledged, 10)
+            peak |= {
+                "acknowledged": acknowledged,
+                "delivered": delivered,
+                "lost": max(0, acknowledged - delivered),
+                "drain_s": drain_s,
+                "ratio_to_ceiling": round(peak["rps"] / result["ceiling"]["rps"], 3),
+            }
+            result["peak"] = peak
+            say(f"  {peak['rps']:,.0f} req/s ({peak['ratio_to_ceiling']:.0%} of the ceiling), "
+                f"p50 {peak['p50_ms']} ms, p99 {peak['p99_ms']} ms; "
+                f"acknowledged {acknowledged:,}, delivered {delivered:,}, lost {peak['lost']}")  # fmt: skip
+
+            result["latency"] = []
+            for fraction in (0.25, 0.5, 0.75):
+                rate = peak["rps"] * fraction
+                say(
+                    f"latency at {fraction:.0%} of peak ({rate:,.0f} req/s offered, {seconds:.0f}s)"
+                )
+                row = {"fraction": fraction, **wrk_at_rate(url, rate, seconds)}
+                result["latency"].append(row)
+                say(f"  achieved {row['achieved_rps']:,} req/s: p50 {row['p50_ms']} ms, "
+                    f"p99 {row['p99_ms']} ms, p99.9 {row['p999_ms']} ms")  # fmt: skip
+
+            result["tail"] = {}
+            for mode, extra in (
+                ("json", ["--json"]),
+                ("aggregate", ["--aggregate", "--json", "--window", "0.5"]),
+            ):
+                out = workdir / f"tail-{mode}.out"
+                with process([str(BIN / "mqtt-tail"), "--port", str(stack.broker.port), "-q",
+                              "--client-id", f"bench-tail-{mode}", *extra],
+                             out, env=stack.reader_env()) as tail:  # fmt: skip
+                    time.sleep(1.0)  # the tail subscribes; nothing to poll for but its output
+                    before = accepted(base)
+                    say(f"mqtt-tail {' '.join(extra)}: full speed {seconds:.0f}s")
+                    load = wrk(url, seconds, connections)
+                    sent = accepted(base) - before
+                    if mode == "json":
+                        shown, drain_s = drain(lambda out=out: tail_json_count(out)[0], sent, 10)
+                        duplicates = tail_json_count(out)[1] - shown
+                    else:
+                        _, drain_s = drain(lambda out=out: aggregate_total(out), sent, 10)
+                        tail.send_signal(signal.SIGTERM)
+                        tail.wait(15)
+                        shown, duplicates = aggregate_total(out), 0
+                    result["tail"][mode] = {
+                        "rps": load["rps"], "acknowledged": sent, "shown": shown,
+                        "lost": max(0, sent - shown), "duplicates": duplicates, "drain_s": drain_s,
+                    }  # fmt: skip
+                    say(f"  {load['rps']:,.0f} req/s; acknowledged {sent:,}, shown {shown:,}, "
+                        f"drained {drain_s} s after the load stopped")  # fmt: skip
+
+            result["rss_mib"] = {
+                name: round(peak_rss_mib(pid), 1)
+                for name, pid in pids.items()
+                if name.startswith("worker")
+            }
+            if options["soak"]:
+                result["soak"] = soak(url, peak["rps"] / 2, options["soak"], worker_pids)
+    finally:
+        stack.broker.stop()
+    result["logs"] = str(workdir)
+    return result
+
+
+def aggregate_total(path: Path) -> int:
+    """The running total of the newest complete --aggregate --json report."""
+    lines = path.read_bytes().split(b"\n")[:-1]
+    for line in reversed(lines):
+        if line.startswith(b"{"):
+            return int(json.loads(line).get("total", 0))
+    return 0
+
+
+def soak(url: str, rate: float, seconds: int, worker_pids: list[int]) -> dict[str, Any]:
+    say(f"soak: {seconds}s at {rate:,.0f} req/s, sampling worker RSS every 10 s")
+    proc = subprocess.Popen(
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "-s", str(REPO / "bench" / "paced.lua"), url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "WRK_DELAY_MS": str(max(1, round(32 / rate * 1000)))},
+    )  # fmt: skip
+    samples: list[list[float]] = []
+    while proc.poll() is None:
+        samples.append([round(rss_mib(pid), 1) for pid in worker_pids])
+        time.sleep(10)
+    first, last = samples[min(1, len(samples) - 1)], samples[-1]  # skip the warm-up sample
+    growth = max((b - a) / a for a, b in zip(first, last, strict=True))
+    say(f"  RSS per worker {first} -> {last} MiB (growth {growth:.1%})")
+    return {
+        "seconds": seconds,
+        "rate": round(rate),
+        "rss_samples_mib": samples,
+        "growth": round(growth, 3),
+        "flat": growth < 0.10,
+    }
+
+
+# -- reporting ----------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def mosquitto_version() -> str:
+    from tests.helpers.broker import mosquitto_binary
+
+    out = subprocess.run([mosquitto_binary(), "-h"], capture_output=True, text=True).stdout
+    match = re.search(r"mosquitto version (\S+)", out)
+    return match.group(1) if match else "unknown"
+
+
+def write_docs(result: dict[str, Any]) -> None:
+    peak, latency = result["peak"], {row["fraction"]: row for row in result["latency"]}
+    tail = result.get("tail", {})
+    row = (
+        f"| {result['date']} | {result['machine']['cores']} | {result['workers']} "
+        f"| {result['ceiling']['rps']:,.0f} | **{peak['rps']:,.0f}** | {peak['ratio_to_ceiling']:.0%} "
+        f"| {latency[0.5]['p50_ms']} / {latency[0.5]['p99_ms']} / {latency[0.5]['p999_ms']} "
+        f"| {peak['acknowledged']:,} / {peak['delivered']:,} "
+        f"| {tail.get('json', {}).get('lost', '–')} / {tail.get('aggregate', {}).get('lost', '–')} "
+        f"| {', '.join(f'{v:.0f}' for v in result['rss_mib'].values())} |"
+    )
+    text = DOC.read_text()
+    if MARK in text:
+        head, _, rest = text.partition(MARK)
+        table_header, _, rows = rest.partition("|---")
+        separator, _, rows = rows.partition("\n")
+        text = f"{head}{MARK}{table_header}|---{separator}\n{row}\n{rows}"
+        DOC.write_text(text)
+    try:
+        chart(result)
+    except ImportError:  # pragma: no cover - matplotlib is a dev dependency
+        say("matplotlib not installed: no chart")
+
+
+def chart(result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["latency"]
+    rates = [r["achieved_rps"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+        ax.plot(rates, [r[key] for r in rows], marker="o", label=label)
+    ax.axhline(10, color="grey", linestyle=":", linewidth=1, label="p99 target (10 ms)")
+    ax.set_xlabel("offered load (req/s, every request published and acknowledged)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(
+        f"tracker, {result['workers']} workers, {result['machine']['cores']} cores ({result['date']})"
+    )
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(CHART)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option(
+    "--duration",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(2, 120),
+    help="Seconds per phase.",
+)
+@click.option("--connections", default=64, show_default=True, type=click.IntRange(1, 1024))
+@click.option(
+    "--soak",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 3600),
+    help="Also soak SECONDS at half the peak rate.",
+)
+@click.option("--no-docs", is_flag=True, help="Do not update docs/benchmarks.md and the chart.")
+@click.option(
+    "--broker-setting",
+    multiple=True,
+    help="Extra mosquitto.conf line for an experiment, e.g. 'autosave_interval 30' (implies --no-docs).",
+)
+def main(
+    workers: int,
+    duration: float,
+    connections: int,
+    soak: int,
+    no_docs: bool,
+    broker_setting: tuple[str, ...],
+) -> None:
+    """Benchmark the whole system on 127.0.0.1; exit 1 when an acknowledged event was lost."""
+    for tool in ("wrk",):
+        if not shutil.which(tool):
+            raise click.ClickException(f"{tool} not found: apt-get install {tool}")
+    result = run(
+        {
+            "workers": workers,
+            "duration": duration,
+            "connections": connections,
+            "soak": soak,
+            "broker_extra": "".join(f"{line}\n" for line in broker_setting),
+        }
+    )
+    result["broker_settings"] = list(broker_setting)
+    no_docs = no_docs or bool(broker_setting)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    say(f"results: {path.relative_to(REPO)} (logs in {result['logs']})")
+    if not no_docs:
+        write_docs(result)
+        say(f"updated {DOC.relative_to(REPO)} and {CHART.relative_to(REPO)}")
+    lost = result["peak"]["lost"] + sum(t["lost"] for t in result["tail"].values())
+    p99_half = next(r["p99_ms"] for r in result["latency"] if r["fraction"] == 0.5)
+    checks = {
+        "zero loss (acknowledged == delivered)": lost == 0,
+        "≥ 20,000 req/s end to end": result["peak"]["rps"] >= 20_000,
+        "≥ 40 % of the bare-ASGI ceiling": result["peak"]["ratio_to_ceiling"] >= 0.40,
+        "p99 ≤ 10 ms at half the peak": p99_half <= 10,
+        "mqtt-tail kept up (drained ≤ 2 s, nothing lost)": all(
+            t["lost"] == 0 and t["drain_s"] <= 2 for t in result["tail"].values()
+        ),
+    }
+    if soak:
+        checks["worker RSS flat over the soak (< 10 % growth)"] = result["soak"]["flat"]
+    for name, ok in checks.items():
+        say(f"{'PASS' if ok else 'MISS'}  {name}")
+    if lost:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
