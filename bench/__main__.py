@@ -433,7 +433,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         ceiling = measure_ceiling(stack, seconds, connections, logs, rates)
         result["ceiling"] = ceiling
         result["peak"]["ratio_to_ceiling"] = round(result["peak"]["rps"] / ceiling["rps"], 3)
-        say(f"  {ceiling['rps']:,.0f} req/s: the tracker reached {result['peak']['ratio_to_ceiling']:.0%}")
+        say(
+            f"  {ceiling['rps']:,.0f} req/s: the tracker reached {result['peak']['ratio_to_ceiling']:.0%}"
+        )
         for row in ceiling["latency"]:
             say(f"  hello at {row['achieved_rps']:,} req/s: p50 {row['p50_ms']} ms, "
                 f"p99 {row['p99_ms']} ms, p99.9 {row['p999_ms']} ms")  # fmt: skip
