@@ -535,7 +535,7 @@ def chart(result: dict[str, Any]) -> None:
     ax.plot([r["achieved_rps"] for r in floor], [r["p99_ms"] for r in floor], marker="x",
             linestyle="--", color="grey", label="bare ASGI p99 (same load)")  # fmt: skip
     ax.axhline(10, color="grey", linestyle=":", linewidth=1, label="p99 target (10 ms)")
-    ax.set_xlabel("offered load (req/s, every request published and acknowledged)")
+    ax.set_xlabel("load (req/s achieved, every request published and acknowledged)")
     ax.set_ylabel("latency (ms)")
     ax.set_title(
         f"tracker, {result['workers']} workers, {result['machine']['cores']} cores ({result['date']})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +16,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.helpers.accounts import seeded_sqlite
 from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
+from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
 from tracker_api.app import create_app
 from tracker_api.config import load_settings
+
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 class Device:
@@ -145,3 +149,17 @@ def test_tracker_killed_before_republishing_loses_nothing_once_restarted(
             (message,) = peer.wait_for(1, timeout=10)
 
     assert message.event["data"] == "held while the database is down"
+
+
+def test_device_event_reaches_mqtt_tail_as_an_envelope(
+    tracker: TestClient, broker: Mosquitto, device: Device, tmp_path: Path
+) -> None:
+    with Tail(tmp_path / "tail", "--json", "--account", "2", port=broker.port) as tail:
+        tail.wait_subscribed()
+        device.send("2", orjson.dumps({"data": "pressure=1013", "eventId": "dev-2-42"}))
+
+        assert tail.wait_for_events(1) == ["dev-2-42"]
+        (record,) = tail.records()
+
+    assert (record["accountId"], record["data"]) == ("2", "pressure=1013")
+    assert TIMESTAMP.fullmatch(record["timestamp"])
