@@ -85,9 +85,10 @@ class Aggregator:
     def snapshot(self, now: float) -> Snapshot:
         """The report for the interval since the previous one; starts a new interval."""
         period = max(now - self._since, 1e-9)
+        # Every account seen so far: a quiet one shows 0 in this period, not nothing.
         rows = [
-            _row(account, stats, self._totals[account].count, period)
-            for account, stats in sorted(self._interval.items())
+            _row(account, self._interval.get(account, _IDLE), total.count, period)
+            for account, total in sorted(self._totals.items(), key=_account_order)
         ]
         snap = Snapshot("aggregate", now, period, self.total, self._pending, rows)
         self._interval = {}
@@ -100,9 +101,18 @@ class Aggregator:
         period = max(now - self.started, 1e-9)
         rows = [
             _row(account, stats, stats.count, period)
-            for account, stats in sorted(self._totals.items())
+            for account, stats in sorted(self._totals.items(), key=_account_order)
         ]
         return Snapshot("summary", now, period, self.total, self.total, rows)
+
+
+_IDLE = _Stats()
+
+
+def _account_order(item: tuple[str, _Stats]) -> tuple[int, int, str]:
+    """Numeric ids in numeric order (2 before 10), then the others alphabetically."""
+    account = item[0]
+    return (0, int(account), "") if account.isdigit() else (1, 0, account)
 
 
 def _row(account: str, stats: _Stats, total: int, period: float) -> AccountRow:

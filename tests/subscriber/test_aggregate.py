@@ -15,8 +15,17 @@ def test_every_n_events_reports_the_interval_and_keeps_totals() -> None:
     assert (two.lag_avg, two.lag_max) == (None, None)
     agg.add("1", 0.1)
     snap = agg.snapshot(104.0)
-    assert [(r.account, r.count, r.total) for r in snap.rows] == [("1", 1, 3)]
+    # A quiet account stays in the table with 0 for the period.
+    assert [(r.account, r.count, r.total) for r in snap.rows] == [("1", 1, 3), ("2", 0, 1)]
     assert not agg.due(104.0)
+
+
+def test_numeric_accounts_are_listed_in_numeric_order() -> None:
+    agg = Aggregator(every=10, now=0.0)
+    for account in ("10", "b", "2", "a", "1"):
+        agg.add(account, None)
+
+    assert [r.account for r in agg.snapshot(1.0).rows] == ["1", "2", "10", "a", "b"]
 
 
 def test_window_wins_over_every_and_summary_covers_the_whole_run() -> None:
