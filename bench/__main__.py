@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -364,8 +365,18 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             say(f"peak: tracker, {workers} worker(s), wrk -c{connections} {seconds:.0f}s")
             meter.start()
             started = time.monotonic()
+            wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             peak = wrk(url, seconds, connections)
-            peak["cpu_percent"] = meter.stop(time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            peak["cpu_percent"] = meter.stop(elapsed) | {
+                "wrk": round(100 * (wrk_after.ru_utime + wrk_after.ru_stime
+                                    - wrk_before.ru_utime - wrk_before.ru_stime) / elapsed, 1)
+            }  # fmt: skip
+            say(
+                "  CPU (% of one core): "
+                + ", ".join(f"{k} {v}" for k, v in peak["cpu_percent"].items())
+            )
             acknowledged = accepted(base)
             delivered, drain_s = drain(lambda: int(read_status(status)["unique"]), acknowledged, 10)
             peak |= {
