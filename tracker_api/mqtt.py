@@ -87,6 +87,7 @@ class Message:
     qos: int
     retain: bool
     mid: int = 0
+    link: object = None  # the connection it came on: packet ids mean nothing on another
 
 
 def _varint(n: int) -> bytes:
@@ -390,7 +391,8 @@ class MqttClient:
         link = self._link
         if message.qos == 0:
             return True
-        if link is None or not self._connected:
+        if link is None or not self._connected or message.link is not link:
+            # That connection is gone; the broker redelivers the message on this one.
             return False
         link.write(bytes([PUBACK, 2]) + message.mid.to_bytes(2, "big"))
         return True
@@ -439,7 +441,7 @@ class MqttClient:
         if qos:
             mid = int.from_bytes(body[pos : pos + 2], "big")
             pos += 2
-        message = Message(topic, body[pos:], qos, bool(header & 1), mid)
+        message = Message(topic, body[pos:], qos, bool(header & 1), mid, self._link)
         self.stats.received += 1
         if self.on_message is None:
             self.ack(message)

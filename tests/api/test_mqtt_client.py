@@ -196,3 +196,26 @@ def test_refused_credentials_are_logged_and_retried(caplog: pytest.LogCaptureFix
 def test_invalid_window_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_inflight"):
         MqttClient(BrokerAddress(), "x", max_inflight=70_000)
+
+
+def test_a_message_from_a_dropped_connection_is_not_acknowledged_on_the_next(
+    broker: Mosquitto,
+) -> None:
+    received: list[Message] = []
+
+    async def scenario() -> None:
+        reader = make_client(
+            broker.port, subscriptions=[("ingest/#", 1)], on_message=received.append
+        )
+        reader.client_id = "reader-2"
+        async with running(reader), running(make_client(broker.port)) as writer:
+            await eventually(lambda: reader.inflight == 0, timeout=5)
+            await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
+            await eventually(lambda: bool(received), timeout=5)
+            old = received[0]
+            reader.drop_connection("test")
+            await eventually(lambda: reader.stats.connects >= 2 and reader.connected, timeout=5)
+
+            assert reader.ack(old) is False
+
+    asyncio.run(scenario())
