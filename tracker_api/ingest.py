@@ -71,15 +71,24 @@ class Ingest:
             self.service.count("mqtt", error.outcome)
             self._refuse(message, error)
             return
-        for delay in (*RETRY_DELAYS, None):
+        # One eventId for every attempt: a retry after a publish timeout, whose first
+        # copy may have reached the broker after all, is then dropped by subscribers.
+        event_id = event_id or self.service.ids.new()
+        attempt = 0
+        while True:
             try:
                 await self.service.track(account_id, data, event_id, source="mqtt")
             except ServiceUnavailable as error:
-                if delay is None or not self.client.connected:
+                if not self.client.connected:
                     # Left unacknowledged: the broker hands it to us again on reconnect.
                     logger.warning("ingest from %s deferred: %s", message.topic, error.detail)
                     return
-                await asyncio.sleep(delay)
+                # Connected but the database (or the broker's acknowledgement) is missing:
+                # nothing would redeliver the message, so keep trying, with a capped pause.
+                if attempt == len(RETRY_DELAYS) - 1:
+                    logger.warning("ingest from %s retrying: %s", message.topic, error.detail)
+                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+                attempt += 1
                 continue
             except TrackerError as error:  # counted by the service
                 self._refuse(message, error)

@@ -334,7 +334,9 @@ class MqttClient:
         """Wait (bounded) for in-flight acknowledgements, then DISCONNECT cleanly."""
         self._stopping = True
         deadline = time.monotonic() + drain_timeout
-        while self._inflight and self._connected and time.monotonic() < deadline:
+        while self._connected and time.monotonic() < deadline:
+            if all(future.done() for future in self._inflight.values()):
+                break
             await asyncio.sleep(0.01)
         link = self._link
         if link is not None and self._connected:
@@ -419,7 +421,12 @@ class MqttClient:
             self._on_publish(header, body)
         elif kind == CONNACK:
             if self._connack is not None and not self._connack.done():
-                self._connack.set_result((bool(body[0] & 1), body[1]))
+                session_present, code = bool(body[0] & 1), body[1]
+                if code == 0:
+                    # The broker may send redelivered messages in the same read: whoever
+                    # handles them must already see a connected client that can publish.
+                    self._set_connected(True)
+                self._connack.set_result((session_present, code))
         elif kind == SUBACK:
             self._inflight.pop(int.from_bytes(body[:2], "big"), None)
             refused = [
@@ -483,6 +490,9 @@ class MqttClient:
                         self.backoff[1],
                     )
                 self.stats.last_error = reason
+            except Exception:  # a bug or an odd platform error: log it, never stop trying
+                logger.exception("unexpected error in the broker connection; retrying")
+                self.stats.last_error = "unexpected error"
             if self._stopping:
                 break
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -535,7 +545,6 @@ class MqttClient:
                 )
             self.stats.connects += 1
             self.stats.last_error = ""
-            self._set_connected(True)
             logger.info(
                 "connected to broker %s:%s as %s (session present: %s)",
                 address.host,
@@ -568,6 +577,7 @@ class MqttClient:
         ping_every = max(self.keepalive / 2, 0.05)
         tick = min(ping_every, 0.05) if self.ack_timeout is not None else ping_every
         last_ping = last_tick = time.monotonic()
+        skipped_late = False
         while True:
             try:
                 await asyncio.wait_for(asyncio.shield(link.closed), tick)
@@ -576,15 +586,20 @@ class MqttClient:
                 pass
             now = time.monotonic()
             late, last_tick = now - last_tick > tick * 2 + 0.1, now
-            if late:
+            # Overdue publishes fail even when our loop runs late: their callers must get
+            # an answer within about the timeout either way.
+            expired = self._expire(now)
+            if late and not skipped_late:
                 # Our own loop was blocked: what the broker sent may still sit unread in
-                # the socket. Judge silence and deadlines on the next tick.
+                # the socket, so don't judge the link on this tick (but on the next one).
+                skipped_late = True
                 continue
+            skipped_late = False
             silent = now - link.last_received
             if silent > self.keepalive * 1.5:
                 logger.warning("broker silent for %.1f s: connection is half-open", silent)
                 return
-            if self._expire(now) and silent >= self.ack_timeout:  # type: ignore[operator]
+            if expired and silent >= self.ack_timeout:  # type: ignore[operator]
                 # Nothing at all from the broker while acknowledgements are overdue:
                 # don't wait for the keepalive to notice.
                 logger.warning("no answer from the broker for %.1f s: dropping the link", silent)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from tracker_api.mqtt import (
     InflightFull,
     Message,
     MqttClient,
+    MqttError,
     NotConnected,
     Will,
     _Link,
@@ -219,3 +221,26 @@ def test_a_message_from_a_dropped_connection_is_not_acknowledged_on_the_next(
             assert reader.ack(old) is False
 
     asyncio.run(scenario())
+
+
+def test_overdue_publishes_fail_even_when_the_event_loop_runs_late() -> None:
+    silent = SilentBroker()
+
+    async def hog(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            time.sleep(0.2)  # a handler that blocks the loop: every tick comes late
+            await asyncio.sleep(0)
+
+    async def scenario() -> float:
+        async with silent.serving() as port:
+            async with running(make_client(port, ack_timeout=0.3)) as client:
+                stop = asyncio.Event()
+                hogging = asyncio.create_task(hog(stop))
+                started = time.monotonic()
+                with pytest.raises(MqttError):
+                    await client.publish("track/1", b"x")
+                stop.set()
+                await hogging
+                return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 2.0
