@@ -86,20 +86,28 @@ def make_client(port: int, **options: object) -> MqttClient:
     return MqttClient(BrokerAddress(port=port), "test-client", **{**defaults, **options})  # type: ignore[arg-type]
 
 
+def make_reader(port: int, received: list[Message]) -> MqttClient:
+    reader = make_client(port, subscriptions=[("ingest/#", 1)], on_message=received.append)
+    reader.client_id = "reader"
+    return reader
+
+
+async def deliver_one(reader: MqttClient, writer: MqttClient, received: list[Message]) -> None:
+    """Publish one message once the reader's subscription is in place; wait for it."""
+    await eventually(lambda: reader.inflight == 0, timeout=5)  # SUBACK came back
+    await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
+    await eventually(lambda: bool(received), timeout=5)
+
+
 def test_publish_resolves_on_puback_and_incoming_messages_wait_for_our_ack(
     broker: Mosquitto,
 ) -> None:
     received: list[Message] = []
 
     async def scenario() -> None:
-        reader = make_client(
-            broker.port, subscriptions=[("ingest/#", 1)], on_message=received.append
-        )
-        reader.client_id = "reader"
+        reader = make_reader(broker.port, received)
         async with running(reader), running(make_client(broker.port)) as writer:
-            await eventually(lambda: reader.inflight == 0, timeout=5)  # SUBACK came back
-            await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
-            await eventually(lambda: bool(received), timeout=5)
+            await deliver_one(reader, writer, received)
             assert reader.ack(received[0])
             assert writer.stats.acked >= 1
 
@@ -206,14 +214,9 @@ def test_a_message_from_a_dropped_connection_is_not_acknowledged_on_the_next(
     received: list[Message] = []
 
     async def scenario() -> None:
-        reader = make_client(
-            broker.port, subscriptions=[("ingest/#", 1)], on_message=received.append
-        )
-        reader.client_id = "reader-2"
+        reader = make_reader(broker.port, received)
         async with running(reader), running(make_client(broker.port)) as writer:
-            await eventually(lambda: reader.inflight == 0, timeout=5)
-            await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
-            await eventually(lambda: bool(received), timeout=5)
+            await deliver_one(reader, writer, received)
             old = received[0]
             reader.drop_connection("test")
             await eventually(lambda: reader.stats.connects >= 2 and reader.connected, timeout=5)

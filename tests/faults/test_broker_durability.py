@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -214,6 +214,16 @@ def test_the_test_broker_saves_its_database(broker: Mosquitto) -> None:
     assert_broker_saves(broker)
 
 
+def assert_backlog_delivered(broker: Mosquitto, acked: Iterable[str], timeout: float = 20) -> None:
+    """The persistent session survived and hands over exactly the acknowledged events."""
+    expected = set(acked)
+    with subscriber(broker) as sub:
+        assert sub.session_present is True
+        sub.wait_for(len(expected), timeout=timeout)
+        drain_with_sentinel(broker, sub)
+        assert sub.ids == expected
+
+
 def test_sigterm_keeps_every_acknowledged_event_for_an_offline_persistent_session(
     broker: Mosquitto,
 ) -> None:
@@ -223,11 +233,7 @@ def test_sigterm_keeps_every_acknowledged_event_for_an_offline_persistent_sessio
     broker.stop()  # SIGTERM: Mosquitto writes its database before exiting
     logger.info("SIGTERM with 5000 queued: stopped in %.3f s", time.monotonic() - stopping)
     broker.start()
-    with subscriber(broker) as sub:
-        assert sub.session_present is True
-        sub.wait_for(len(acked))
-        drain_with_sentinel(broker, sub)
-        assert sub.ids == set(acked)
+    assert_backlog_delivered(broker, acked)
 
 
 @pytest.mark.slow
@@ -238,11 +244,7 @@ def test_raised_queue_limit_keeps_a_backlog_larger_than_mosquittos_default_1000(
     acked = publish_backlog(broker, 20_000, "big")
     broker.stop()
     broker.start()
-    with subscriber(broker) as sub:
-        assert sub.session_present is True
-        sub.wait_for(len(acked), timeout=30)
-        drain_with_sentinel(broker, sub)
-        assert sub.ids == set(acked)
+    assert_backlog_delivered(broker, acked, timeout=30)
     assert "dropped" not in broker.log()
 
 
@@ -271,11 +273,7 @@ def test_sigkill_after_an_autosave_loses_nothing(broker: Mosquitto) -> None:
     wait_for_saves(broker, count=2)  # the second save started after the last PUBACK
     broker.kill()
     broker.start()
-    with subscriber(broker) as sub:
-        assert sub.session_present is True
-        sub.wait_for(len(acked))
-        drain_with_sentinel(broker, sub)
-        assert sub.ids == set(acked)
+    assert_backlog_delivered(broker, acked)
 
 
 @pytest.mark.slow

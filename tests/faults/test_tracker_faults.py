@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.proxy import Proxy
 from tests.helpers.waiting import wait_until
-from tracker_api.app import create_app
-from tracker_api.config import load_settings
 
 
 @pytest.fixture
@@ -26,16 +24,8 @@ def proxy(broker: Mosquitto) -> Iterator[Proxy]:
 
 @pytest.fixture
 def api(proxy: Proxy, tmp_path: Path) -> Iterator[TestClient]:
-    url, engine = seeded_sqlite(tmp_path / "tracker.db")
-    engine.dispose()
-    settings = load_settings(
-        database_url=url,
-        mqtt_url=f"mqtt://127.0.0.1:{proxy.port}",
-        publish_timeout=0.5,
-        mqtt_keepalive=5,
-    )
-    with TestClient(create_app(settings)) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5)
+    mqtt_url = f"mqtt://127.0.0.1:{proxy.port}"
+    with api_client(tmp_path, mqtt_url, publish_timeout=0.5, mqtt_keepalive=5) as client:
         yield client
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
+from . import metrics
 from .net import free_port
 from .waiting import wait_until
 
@@ -61,14 +62,8 @@ class TrackerProcess:
             return False
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample from /metrics (0 when absent)."""
-        text = httpx.get(self.base_url + "/metrics", timeout=2).text
-        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        """The matching samples from /metrics, summed (0 when absent)."""
+        return metrics.value(httpx.get(self.base_url + "/metrics", timeout=2).text, name, **labels)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

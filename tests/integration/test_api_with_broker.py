@@ -10,22 +10,15 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.waiting import wait_until
-from tracker_api.app import create_app
-from tracker_api.config import load_settings
 
 
 @pytest.fixture
 def api(broker: Mosquitto, tmp_path: Path) -> Iterator[TestClient]:
-    url, engine = seeded_sqlite(tmp_path / "tracker.db")
-    engine.dispose()
-    settings = load_settings(
-        database_url=url, mqtt_url=broker.url, publish_timeout=0.5, mqtt_keepalive=2
-    )
-    with TestClient(create_app(settings)) as client:
+    with api_client(tmp_path, broker.url, publish_timeout=0.5, mqtt_keepalive=2) as client:
         yield client
 
 
@@ -96,10 +89,7 @@ def test_an_event_refused_with_503_is_never_delivered_later(
 def test_tracker_announces_online_and_leaves_offline_retained(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    url, engine = seeded_sqlite(tmp_path / "tracker.db")
-    engine.dispose()
-    settings = load_settings(database_url=url, mqtt_url=broker.url)
-    with TestClient(create_app(settings)), Peer(broker.port, "tracker/status/+") as peer:
+    with api_client(tmp_path, broker.url), Peer(broker.port, "tracker/status/+") as peer:
         (online,) = peer.wait_for(1)
     with Peer(broker.port, "tracker/status/+") as after:
         (offline,) = after.wait_for(1)

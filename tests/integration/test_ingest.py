@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,14 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.helpers.accounts import seeded_sqlite
+from tests.helpers import metrics
+from tests.helpers.api import api_client, database_to_repair
 from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
-from tracker_api.app import create_app
-from tracker_api.config import load_settings
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -50,11 +48,7 @@ def device(broker: Mosquitto) -> Iterator[Device]:
 
 @pytest.fixture
 def tracker(broker: Mosquitto, tmp_path: Path) -> Iterator[TestClient]:
-    url, engine = seeded_sqlite(tmp_path / "tracker.db")
-    engine.dispose()
-    settings = load_settings(database_url=url, mqtt_url=broker.url, max_data_bytes=64)
-    with TestClient(create_app(settings)) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5)
+    with api_client(tmp_path, broker.url, max_data_bytes=64) as client:
         yield client
 
 
@@ -95,10 +89,7 @@ def test_invalid_device_messages_are_counted_and_never_propagated(
         device.send("1", "marker")
         peer.wait_for(1)
         wait_until(
-            lambda: (
-                'source="mqtt"' in tracker.get("/metrics").text
-                and _mqtt_outcomes(tracker.get("/metrics").text) == 7
-            ),
+            lambda: _mqtt_refusals(tracker.get("/metrics").text) == 7,
             timeout=5,
         )
         events = peer.events()
@@ -106,29 +97,24 @@ def test_invalid_device_messages_are_counted_and_never_propagated(
     assert [e["data"] for e in events] == ["marker"]
 
 
-def _mqtt_outcomes(metrics: str) -> int:
-    total = 0
-    for line in metrics.splitlines():
-        if line.startswith("tracker_requests_total{") and 'source="mqtt"' in line:
-            if 'outcome="accepted"' not in line:
-                total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+def _mqtt_refusals(text: str) -> float:
+    return sum(
+        value
+        for labels, value in metrics.samples(text, "tracker_requests_total", source="mqtt")
+        if labels["outcome"] != "accepted"
+    )
 
 
 @pytest.mark.slow
 def test_tracker_killed_before_republishing_loses_nothing_once_restarted(
     broker: Mosquitto, tmp_path: Path, device: Device
 ) -> None:
-    good_url, engine = seeded_sqlite(tmp_path / "good.db")
-    engine.dispose()
-    live = tmp_path / "live.db"
-    live.write_bytes(b"not a database" * 100)  # lookups fail: the tracker holds the message
+    # Lookups fail: the tracker holds the message.
+    database_url, repair = database_to_repair(tmp_path)
     env = {"TRACKER_CLIENT_ID": "tracker-ingest-test", "TRACKER_ACCOUNT_CACHE_TTL": "0"}
 
     with Peer(broker.port, "track/#") as peer:
-        first = TrackerProcess(
-            tmp_path, broker.url, f"sqlite:///{live}", wait_for="/healthz", **env
-        )
+        first = TrackerProcess(tmp_path, broker.url, database_url, wait_for="/healthz", **env)
         with first:
             device.send("1", "held while the database is down")
             # The tracker received it and is holding it (unacknowledged) while it retries.
@@ -144,8 +130,8 @@ def test_tracker_killed_before_republishing_loses_nothing_once_restarted(
             first.kill()
         assert peer.events() == []
 
-        shutil.copy(tmp_path / "good.db", live)
-        with TrackerProcess(tmp_path, broker.url, f"sqlite:///{live}", **env):
+        repair()
+        with TrackerProcess(tmp_path, broker.url, database_url, **env):
             (message,) = peer.wait_for(1, timeout=10)
 
     assert message.event["data"] == "held while the database is down"
@@ -165,30 +151,35 @@ def test_device_event_reaches_mqtt_tail_as_an_envelope(
     assert TIMESTAMP.fullmatch(record["timestamp"])
 
 
-def _attempts_without_database(api: TestClient) -> int:
-    for line in api.get("/metrics").text.splitlines():
-        if line.startswith('tracker_requests_total{outcome="database_unavailable",source="mqtt"}'):
-            return int(float(line.rsplit(" ", 1)[1]))
-    return 0
+def _attempts_without_database(api: TestClient) -> float:
+    return metrics.value(
+        api.get("/metrics").text,
+        "tracker_requests_total",
+        outcome="database_unavailable",
+        source="mqtt",
+    )
 
 
 @pytest.mark.slow
 def test_a_device_message_held_while_the_database_is_down_is_published_when_it_returns(
     broker: Mosquitto, tmp_path: Path, device: Device
 ) -> None:
-    _, engine = seeded_sqlite(tmp_path / "good.db")
-    engine.dispose()
-    live = tmp_path / "live.db"
-    live.write_bytes(b"not a database" * 100)
-    settings = load_settings(
-        database_url=f"sqlite:///{live}", mqtt_url=broker.url, account_cache_ttl=0
-    )
-    with TestClient(create_app(settings)) as api, Peer(broker.port, "track/#") as peer:
+    database_url, repair = database_to_repair(tmp_path)
+    with (
+        api_client(
+            tmp_path,
+            broker.url,
+            wait_ready=False,
+            database_url=database_url,
+            account_cache_ttl=0,
+        ) as api,
+        Peer(broker.port, "track/#") as peer,
+    ):
         device.send("1", "sent while the database was down")
         # More attempts than a bounded retry would make: the broker connection stays up,
         # so nothing would redeliver the message; the tracker must keep trying.
         wait_until(lambda: _attempts_without_database(api) >= 7, timeout=15)
-        shutil.copy(tmp_path / "good.db", live)
+        repair()
         (message,) = peer.wait_for(1, timeout=10)
 
     assert message.event["data"] == "sent while the database was down"

@@ -11,12 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.api import api_client
 from tests.helpers.broker import REPO, Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.waiting import wait_until
-from tracker_api.app import create_app
-from tracker_api.config import load_settings
 from tracker_api.users import PasswordFile
 
 PASSWORDS = {"tracker": "t-secret", "reader": "r-secret", "1": "one-secret", "2": "two-secret"}
@@ -38,11 +36,8 @@ def secured(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture
 def tracker(secured: Mosquitto, tmp_path: Path) -> Iterator[TestClient]:
-    url, engine = seeded_sqlite(tmp_path / "tracker.db")
-    engine.dispose()
     mqtt_url = f"mqtt://tracker:{PASSWORDS['tracker']}@127.0.0.1:{secured.port}"
-    with TestClient(create_app(load_settings(database_url=url, mqtt_url=mqtt_url))) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=5)
+    with api_client(tmp_path, mqtt_url) as client:
         yield client
 
 

@@ -6,16 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.net import free_port
 from tests.helpers.tail import Tail
 from tests.helpers.tls import Certificates, make_certificates
-from tests.helpers.waiting import wait_until
-from tracker_api.app import create_app
-from tracker_api.config import load_settings
 
 
 @pytest.fixture
@@ -46,14 +42,9 @@ def test_api_and_tail_connect_through_the_tls_listener(
     tls_broker: Mosquitto, certificates: Certificates, tmp_path: Path
 ) -> None:
     port = tls_broker.tls_port  # type: ignore[attr-defined]
-    url, engine = seeded_sqlite(tmp_path / "tracker.db")
-    engine.dispose()
-    settings = load_settings(
-        database_url=url, mqtt_url=f"mqtts://127.0.0.1:{port}", mqtt_cafile=certificates.ca
-    )
     tail = Tail(tmp_path / "tail", "--json", "--tls", "--cafile", str(certificates.ca), port=port)
-    with tail, TestClient(create_app(settings)) as api:
-        wait_until(lambda: api.get("/readyz").status_code == 200, timeout=5)
+    mqtt_url = f"mqtts://127.0.0.1:{port}"
+    with tail, api_client(tmp_path, mqtt_url, mqtt_cafile=certificates.ca) as api:
         tail.wait_subscribed()
         sent = api.get("/1", params={"data": "over TLS"}).json()["event"]["eventId"]
 
@@ -62,10 +53,6 @@ def test_api_and_tail_connect_through_the_tls_listener(
 
 def test_an_untrusted_certificate_is_refused(tls_broker: Mosquitto, tmp_path: Path) -> None:
     port = tls_broker.tls_port  # type: ignore[attr-defined]
-    url, engine = seeded_sqlite(tmp_path / "tracker.db")
-    engine.dispose()
-    settings = load_settings(database_url=url, mqtt_url=f"mqtts://127.0.0.1:{port}")
-
-    with TestClient(create_app(settings)) as api:
+    with api_client(tmp_path, f"mqtts://127.0.0.1:{port}", wait_ready=False) as api:
         assert api.get("/readyz").json()["broker"] is False
         assert api.get("/1", params={"data": "x"}).status_code == 503
