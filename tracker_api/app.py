@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
 from . import __version__, db, ingest
@@ -21,6 +22,8 @@ from .publisher import MqttPublisher, Publisher
 from .routes import events, health
 
 logger = logging.getLogger(__name__)
+
+DOCS_ASSETS = "/docs/assets"
 
 DESCRIPTION = """Validates tracking events and publishes them to subscribers over MQTT
 (`track/<accountId>`, QoS 1). A 200 means the broker acknowledged the event."""
@@ -79,8 +82,14 @@ def create_api(
                 database.dispose()
             logger.info("tracker stopped")
 
-    api = FastAPI(
-        title="Tracker API", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    # /docs works offline: its assets come with the fastapi-offline package, under /docs/
+    # so that the fast path (which leaves "docs" to FastAPI) never mistakes them for events.
+    api = FastAPIOffline(
+        title="Tracker API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        static_url=DOCS_ASSETS,
     )
     api.add_exception_handler(TrackerError, _tracker_error)
     api.include_router(health.router)
