@@ -10,11 +10,8 @@ STAMP   := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $@
+$(STAMP): pyproject.toml scripts/bootstrap-venv.sh
+	@PYTHON=$(PYTHON) scripts/bootstrap-venv.sh $(VENV) -e '.[dev]'
 
 deps: $(STAMP) ## create .venv and install the project
 	@scripts/ensure-mosquitto.sh
