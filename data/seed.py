@@ -9,12 +9,18 @@ named ``1`` … ``N``; every ``--inactive-every``-th one is inactive, so the dem
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
-import click
-from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, select
+if __name__ == "__main__":
+    # Ctrl-C ends the seed at once and quietly, even during the imports below: each chunk
+    # is committed in one transaction and a re-run finishes the job, so nothing is lost.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+import click  # noqa: E402
+from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
+from sqlmodel import Session, select  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -3,12 +3,17 @@
 1. local credentials (first run only): random passwords for the tracker, a reader and a
    demo device, stored in var/credentials.env (0600) and in Mosquitto's password file;
 2. the accounts database var/tracker.db, seeded (idempotent);
-3. Mosquitto on 127.0.0.1:1883 with the project's shared settings and var/mqtt/data;
+3. Mosquitto on 127.0.0.1:1883 with the project's shared settings and var/mqtt/data,
+   restarted with backoff whenever it dies (the API answers 503 meanwhile and reconnects);
 4. the API on 127.0.0.1:9000 (TRACKER_* from the environment or .env still apply).
+
+Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop the API, then the broker. The children
+also get SIGTERM from the kernel if this process dies without a word (SIGKILL).
 """
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import os
 import secrets
@@ -18,21 +23,63 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tracker_api.broker_reload import command_line, config_for, pidfile_for, running_broker  # noqa: E402
+from tracker_api.config import ConfigError, describe, load_settings  # noqa: E402
 from tracker_api.users import PasswordFile  # noqa: E402
 
-VAR = Path(os.environ.get("VAR_DIR", REPO / "var")).resolve()
+USERS = ("tracker", "reader", "1")  # "1": demo device and per-account reader of account 1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FIRST_RESTART_DELAY, MAX_RESTART_DELAY = 1.0, 30.0
+STABLE_AFTER = 30.0  # a broker up this long is healthy again: the next restart is quick
+
+
+class DevStackSettings(BaseSettings):
+    """What `make run` reads besides the API's own TRACKER_* settings."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    var_dir: Path = REPO / "var"
+
+
+class Shutdown(BaseException):
+    """A stop signal arrived; unwinds whatever was running, then everything is stopped."""
+
+
+def read_settings() -> tuple[DevStackSettings, str, int]:
+    """Validated settings, or one line naming the bad variable and exit 2."""
+    try:
+        ours = DevStackSettings()
+        api = load_settings()
+    except ValidationError as error:
+        fail(describe(error, prefix=""))
+    except ConfigError as error:
+        fail(str(error))
+    return ours, api.host, api.port
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(f"[make run] invalid configuration: {message}\n")
+    raise SystemExit(2)
+
+
+SETTINGS, API_HOST, API_PORT = read_settings()
+BROKER_PORT = SETTINGS.mqtt_port
+VAR = SETTINGS.var_dir.resolve()
 MQTT_DIR = VAR / "mqtt"
 CREDENTIALS = VAR / "credentials.env"
 PASSWD = MQTT_DIR / "passwd"
-BROKER_PORT = int(os.environ.get("MQTT_PORT", "1883"))
-API_HOST = os.environ.get("TRACKER_HOST", "127.0.0.1")
-API_PORT = int(os.environ.get("TRACKER_PORT", "9000"))
-USERS = ("tracker", "reader", "1")  # "1": demo device and per-account reader of account 1
+API_PIDFILE = VAR / "api.pid"
 
 
 def shown(path: Path) -> Path:
@@ -40,7 +87,10 @@ def shown(path: Path) -> Path:
 
 
 def say(message: str) -> None:
-    print(f"[make run] {message}", flush=True)
+    try:
+        print(f"[make run] {message}", flush=True)
+    except OSError:  # the terminal is gone (SIGHUP): stopping matters more than saying so
+        pass
 
 
 def tool(name: str) -> str:
@@ -84,7 +134,7 @@ def load_credentials() -> dict[str, str]:
 def broker_config() -> Path:
     data = MQTT_DIR / "data"
     data.mkdir(parents=True, exist_ok=True)
-    conf = MQTT_DIR / "mosquitto.conf"
+    conf = config_for(PASSWD)
     conf.write_text(
         "\n".join(
             [
@@ -118,72 +168,247 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def wait_for(check: object, what: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if process.poll() is not None:
-            sys.exit(f"[make run] {what} exited with code {process.returncode}")
-        if time.monotonic() > deadline:
-            sys.exit(f"[make run] {what} did not start within {timeout:.0f} s")
-        time.sleep(0.05)
+# --- who holds a port -------------------------------------------------------------------
 
 
-def main() -> None:
-    for port, name in ((BROKER_PORT, "the broker"), (API_PORT, "the API")):
-        if port_open(port):
+def listening_pids(port: int) -> list[int]:
+    """Processes with a socket listening on ``port`` (Linux /proc; empty elsewhere)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                pids.append(int(fd_dir.parent.name))
+        except OSError:  # gone, or another user's
+            continue
+    return pids
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def ours(pid: int) -> bool:
+    """Started by `make run` in this checkout (same var directory), live or left over."""
+    if pid == running_broker(PASSWD):
+        return True
+    try:
+        recorded = int(API_PIDFILE.read_text())
+    except (OSError, ValueError):
+        return False
+    return pid == recorded and "tracker_api" in (command_line(pid) or [])
+
+
+def described(pid: int) -> str:
+    return f"pid {pid} ({' '.join(command_line(pid) or ['?'])})"
+
+
+def free_port_or_exit(port: int, name: str, variable: str) -> None:
+    """Stop a leftover of an earlier `make run` here; refuse with who holds it otherwise."""
+    if not port_open(port):
+        return
+    holders = listening_pids(port)
+    for pid in holders:
+        if not ours(pid):
+            continue
+        parent = parent_of(pid)
+        if parent and "devstack.py" in " ".join(command_line(parent) or []):
             sys.exit(
-                f"[make run] port {port} ({name}) is already in use: stop what runs there first"
+                f"[make run] port {port} ({name}) is served by another `make run` of this "
+                f"checkout (pid {parent}): stop it with Ctrl-C in its terminal, or: kill {parent}"
             )
-    credentials = load_credentials()
-    env = {**os.environ, **credentials}
-    env.setdefault("TRACKER_DATABASE_URL", f"sqlite:///{VAR / 'tracker.db'}")
-    subprocess.run([sys.executable, str(REPO / "data" / "seed.py")], env=env, check=True)
+        say(f"port {port} ({name}): stopping a leftover of an earlier make run, {described(pid)}")
+        stop_process(pid)
+    if not port_open(port):
+        return
+    who = ", ".join(described(pid) for pid in holders if not ours(pid)) or (
+        f"a process this user cannot see (try: sudo ss -ltnp 'sport = :{port}')"
+    )
+    sys.exit(
+        f"[make run] port {port} ({name}) is already in use by {who}: "
+        f"stop it, or choose another port with {variable}=..."
+    )
 
-    children: list[subprocess.Popen[bytes]] = []
 
-    def stop(*_: object) -> None:
-        for child in reversed(children):  # the API first, so it can say goodbye
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in reversed(children):
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        say("stopped")
-        sys.exit(0)
+def stop_process(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``, a process that is not our child."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while command_line(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if command_line(pid) is None:
+            return
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
 
-    config = broker_config()
-    with open(MQTT_DIR / "mosquitto.log", "ab") as broker_log:  # start-up chatter, too
-        broker = subprocess.Popen(
-            [tool("mosquitto"), "-c", str(config)],
-            stdout=broker_log,
-            stderr=broker_log,
-            start_new_session=True,
-        )
-    children.append(broker)
-    wait_for(lambda: port_open(BROKER_PORT), "mosquitto", broker, 10)
-    say(f"broker on 127.0.0.1:{BROKER_PORT} (log: {shown(MQTT_DIR / 'mosquitto.log')})")
+# --- children ---------------------------------------------------------------------------
 
-    api = subprocess.Popen([sys.executable, "-m", "tracker_api"], env=env, start_new_session=True)
-    children.append(api)
-    wait_for(lambda: port_open(API_PORT, API_HOST), "the API", api, 30)
-    bin_dir = Path(sys.executable).parent
-    say(f"API on http://{API_HOST}:{API_PORT}  (docs: http://{API_HOST}:{API_PORT}/docs)")
-    say("try it, in another terminal:")
-    print(f"    curl 'http://{API_HOST}:{API_PORT}/1?data=hello'")
-    print(f"    set -a; . {shown(CREDENTIALS)}; set +a; {shown(bin_dir)}/mqtt-tail --account +")
-    say("Ctrl-C stops everything")
-    while True:
-        for child in children:
-            if child.poll() is not None:
-                say(f"{child.args[0]} exited with code {child.returncode}; stopping")
-                stop()
-        time.sleep(0.5)
+
+def die_with_us() -> Callable[[], None] | None:
+    """Have the kernel SIGTERM a child when we die, even by SIGKILL (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def in_child() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # we died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
+def spawn(args: list[str], pidfile: Path, **options: object) -> subprocess.Popen[bytes]:
+    # Its own session: a Ctrl-C reaches only us, and we stop the children in order.
+    child = subprocess.Popen(args, start_new_session=True, preexec_fn=die_with_us(), **options)  # type: ignore[call-overload]
+    pidfile.write_text(f"{child.pid}\n")
+    return child  # type: ignore[no-any-return]
+
+
+def start_broker(config: Path) -> subprocess.Popen[bytes]:
+    with open(MQTT_DIR / "mosquitto.log", "ab") as log:  # start-up chatter, too
+        args = [tool("mosquitto"), "-c", str(config)]
+        return spawn(args, pidfile_for(PASSWD), stdout=log, stderr=log)
+
+
+def wait_for(check: Callable[[], bool], process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether ``check`` came true before ``process`` exited or ``timeout`` passed."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def ended(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
+
+
+def stop_child(child: subprocess.Popen[bytes] | None, pidfile: Path) -> None:
+    if child is not None:
+        if child.poll() is None:
+            child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    pidfile.unlink(missing_ok=True)
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.broker: subprocess.Popen[bytes] | None = None
+        self.api: subprocess.Popen[bytes] | None = None
+
+    def run(self) -> int:
+        free_port_or_exit(BROKER_PORT, "the broker", "MQTT_PORT")
+        free_port_or_exit(API_PORT, "the API", "TRACKER_PORT")
+        env = {**os.environ, **load_credentials()}
+        env.setdefault("TRACKER_DATABASE_URL", f"sqlite:///{VAR / 'tracker.db'}")
+        seed = subprocess.run([sys.executable, str(REPO / "data" / "seed.py")], env=env)
+        if seed.returncode != 0:
+            say(f"seeding failed (code {seed.returncode})")
+            return 1
+
+        config = broker_config()
+        self.broker = start_broker(config)
+        if not wait_for(lambda: port_open(BROKER_PORT), self.broker, 10):
+            say(f"mosquitto did not start: see {shown(MQTT_DIR / 'mosquitto.log')}")
+            return 1
+        say(f"broker on 127.0.0.1:{BROKER_PORT} (log: {shown(MQTT_DIR / 'mosquitto.log')})")
+
+        self.api = spawn([sys.executable, "-m", "tracker_api"], API_PIDFILE, env=env)
+        if not wait_for(lambda: port_open(API_PORT, API_HOST), self.api, 30):
+            say("the API did not start")
+            return 1
+        self.banner()
+        return self.supervise(config)
+
+    def banner(self) -> None:
+        bin_dir = shown(Path(sys.executable).parent)
+        say(f"API on http://{API_HOST}:{API_PORT}  (docs: http://{API_HOST}:{API_PORT}/docs)")
+        say("try it, in another terminal:")
+        try:
+            print(f"    curl 'http://{API_HOST}:{API_PORT}/1?data=hello'")
+            print(f"    set -a; . {shown(CREDENTIALS)}; set +a; {bin_dir}/mqtt-tail --account +")
+        except OSError:
+            pass
+        say("Ctrl-C stops everything")
+
+    def supervise(self, config: Path) -> int:
+        """Until a signal: keep the broker up; stop everything if the API exits."""
+        assert self.broker is not None and self.api is not None
+        delay, up_since = FIRST_RESTART_DELAY, time.monotonic()
+        while True:
+            if self.api.poll() is not None:
+                say(f"the API {ended(self.api.returncode)}; stopping")
+                return 1
+            if self.broker.poll() is None:
+                if time.monotonic() - up_since > STABLE_AFTER:
+                    delay = FIRST_RESTART_DELAY
+                time.sleep(0.2)
+                continue
+            say(
+                f"the broker {ended(self.broker.returncode)}; restarting it in {delay:g} s "
+                "(meanwhile the API answers 503)"
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_RESTART_DELAY)
+            self.broker = start_broker(config)
+            if wait_for(lambda: port_open(BROKER_PORT), self.broker, 10):
+                say(f"broker restarted on 127.0.0.1:{BROKER_PORT} (pid {self.broker.pid})")
+                up_since = time.monotonic()
+
+    def stop(self) -> None:
+        # The API first, so it disconnects from a broker that is still there.
+        stop_child(self.api, API_PIDFILE)
+        stop_child(self.broker, pidfile_for(PASSWD))
+
+
+def on_signal(signum: int, _frame: FrameType | None) -> None:
+    for sig in STOP_SIGNALS:  # a second Ctrl-C must not interrupt the orderly stop
+        signal.signal(sig, signal.SIG_IGN)
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def main() -> int:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
+    stack = Stack()
+    try:
+        code = stack.run()
+    except Shutdown as stopped:
+        say(f"{stopped} received: stopping")
+        code = 0
+    finally:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop()
+    say("stopped")
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,7 @@ from typing import Any
 import click
 import uvicorn
 
+from .broker_reload import RELOAD_HINT, reload_broker
 from .config import ConfigError, get_settings
 from .db import make_engine
 from .users import PasswordFile, describe_role
@@ -139,9 +140,7 @@ def users_add(username: str, password_file: Path, password: str | None, generate
     click.echo(f"{'added' if created else 'updated'} {username} ({describe_role(username)})")
     if generate:
         click.echo(f"password: {password}")
-    click.echo(
-        f"reload the broker to apply: kill -HUP <mosquitto pid>  ({password_file})", err=True
-    )
+    apply_to_broker(password_file)
 
 
 @users.command("remove")
@@ -154,6 +153,17 @@ def users_remove(username: str, password_file: Path) -> None:
         raise click.ClickException(f"no user {username!r} in {password_file}")
     passwords.save()
     click.echo(f"removed {username}")
+    apply_to_broker(password_file)
+
+
+def apply_to_broker(password_file: Path) -> None:
+    """Mosquitto reads its password file only at start and on SIGHUP."""
+    pid = reload_broker(password_file)
+    if pid is not None:
+        click.echo(f"the broker (pid {pid}) reloaded {password_file}", err=True)
+    else:
+        click.echo(f"no broker of `make run` uses {password_file}; to apply, run:", err=True)
+        click.echo(f"  {RELOAD_HINT}", err=True)
 
 
 @users.command("list")

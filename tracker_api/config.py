@@ -83,11 +83,11 @@ class ConfigError(Exception):
     """Configuration that cannot work; the message is one readable line."""
 
 
-def describe(error: ValidationError) -> str:
+def describe(error: ValidationError, prefix: str = ENV_PREFIX) -> str:
     """One line naming each bad variable, e.g. ``TRACKER_PORT: must be <= 65535``."""
     parts = []
     for item in error.errors():
-        name = ENV_PREFIX + "_".join(str(p) for p in item["loc"]).upper() if item["loc"] else ""
+        name = prefix + "_".join(str(p) for p in item["loc"]).upper() if item["loc"] else ""
         message = item["msg"].removeprefix("Value error, ")
         parts.append(f"{name}: {message}" if name else message)
     return "; ".join(parts)
