@@ -1,9 +1,12 @@
-"""`make run` (scripts/devstack.py): credentials, seeded database, broker and API, Ctrl-C."""
+"""`make run` (scripts/devstack.py) run as a person does: in its own process group (as a
+terminal runs it), stopped by the signals a terminal or a shell sends."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -20,6 +23,7 @@ from tests.helpers.net import free_port, port_open
 from tests.helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+BROKER_PIDFILE, API_PIDFILE = "mqtt/mosquitto.pid", "api.pid"
 
 
 class DevStack:
@@ -34,24 +38,44 @@ class DevStack:
         )
         self.output = var_dir.parent / f"devstack-{self.api_port}.log"
 
-    def start(self) -> subprocess.Popen[bytes]:
-        offset = self.output.stat().st_size if self.output.exists() else 0
+    def launch(self, command: list[str] | None = None) -> subprocess.Popen[bytes]:
+        """Start it in a process group of its own, as a shell's job is: a terminal's
+        Ctrl-C or hang-up reaches every process of the group."""
+        self.offset = self.output.stat().st_size if self.output.exists() else 0
         with open(self.output, "ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, str(REPO / "scripts" / "devstack.py")],
+            return subprocess.Popen(
+                command or [sys.executable, str(REPO / "scripts" / "devstack.py")],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+
+    def start(self) -> subprocess.Popen[bytes]:
+        process = self.launch()
         wait_until(
-            lambda: (
-                "Ctrl-C stops everything" in self.output.read_text()[offset:]
-                or process.poll() is not None
-            ),
+            lambda: "Ctrl-C stops everything" in self.latest() or process.poll() is not None,
             timeout=40,
         )
         assert process.poll() is None, self.output.read_text()
         return process
+
+    def latest(self) -> str:
+        """The output of the latest start."""
+        return self.output.read_text()[self.offset :]
+
+    def pid(self, name: str) -> int:
+        return int((self.var_dir / name).read_text())
+
+    def stopped_cleanly(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.wait(20) == 0, self.latest()
+        assert not port_open(self.broker_port)
+        assert not port_open(self.api_port)
+        assert not (self.var_dir / BROKER_PIDFILE).exists()
+        assert not (self.var_dir / API_PIDFILE).exists()
+        output = self.latest()
+        assert "Traceback" not in output and "WARNING" not in output, output
+        assert output.rstrip().endswith("[make run] stopped"), output
 
     def credentials(self) -> dict[str, str]:
         text = (self.var_dir / "credentials.env").read_text()
@@ -96,10 +120,8 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
         assert f"curl 'http://127.0.0.1:{stack.api_port}/1?data=hello'" in output
         assert "mqtt-tail --account +" in output
     finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(20) == 0
-    assert not port_open(stack.broker_port)
-    assert not port_open(stack.api_port)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+    stack.stopped_cleanly(process)
 
     # A second run reuses credentials and data and is up within seconds.
     started = time.monotonic()
@@ -109,5 +131,175 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
         assert stack.credentials() == credentials
         assert stack.output.read_text().count("created local MQTT credentials") == 1
     finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(20) == 0
+        os.killpg(process.pid, signal.SIGINT)
+    stack.stopped_cleanly(process)
+
+
+def connect_result(port: int, username: str, password: str) -> str:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.username_pw_set(username, password)
+    codes: list[str] = []
+    client.on_connect = lambda c, u, f, rc, p: codes.append(str(rc))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        wait_until(lambda: codes, timeout=5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return codes[0]
+
+
+@pytest.mark.slow
+def test_hang_up_and_sigterm_stop_everything_and_a_leftover_broker_is_stopped(
+    tmp_path: Path,
+) -> None:
+    stack = DevStack(tmp_path / "var")
+    process = stack.start()
+    os.killpg(process.pid, signal.SIGHUP)  # the terminal was closed
+    stack.stopped_cleanly(process)
+    assert "SIGHUP received: stopping" in stack.latest()
+
+    # A broker left running by an earlier make run of this checkout (as before make run
+    # stopped on SIGHUP) is recognised by its pidfile and configuration, and stopped.
+    config = stack.var_dir / "mqtt" / "mosquitto.conf"
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    leftover = subprocess.Popen([mosquitto, "-c", str(config)], start_new_session=True)
+    try:
+        (stack.var_dir / BROKER_PIDFILE).write_text(f"{leftover.pid}\n")
+        wait_until(lambda: port_open(stack.broker_port), timeout=10)
+
+        process = stack.start()
+        assert leftover.wait(10) == 0  # stopped with SIGTERM, not killed
+        assert f"stopping a leftover of an earlier make run, pid {leftover.pid}" in stack.latest()
+        process.send_signal(signal.SIGTERM)  # `kill <pid>` from another shell
+        stack.stopped_cleanly(process)
+    finally:
+        leftover.kill()
+        leftover.wait()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_make_run_takes_its_children_with_it(tmp_path: Path) -> None:
+    stack = DevStack(tmp_path / "var")
+    process = stack.start()
+    broker, api = stack.pid(BROKER_PIDFILE), stack.pid(API_PIDFILE)
+
+    process.kill()
+    process.wait()
+
+    wait_until(lambda: not port_open(stack.broker_port) and not port_open(stack.api_port))
+    for pid in (broker, api):
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=10)
+
+
+@pytest.mark.slow
+def test_a_busy_port_names_the_process_holding_it_and_nothing_is_left_running(
+    tmp_path: Path,
+) -> None:
+    stack = DevStack(tmp_path / "var")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", stack.api_port))
+        squatter.listen()
+
+        process = stack.launch()
+        assert process.wait(20) != 0
+
+    output = stack.latest()
+    assert f"port {stack.api_port} (the API) is already in use by pid {os.getpid()}" in output
+    assert "TRACKER_PORT=" in output
+    assert "Traceback" not in output
+    assert not port_open(stack.broker_port)
+
+
+@pytest.mark.slow
+def test_the_broker_is_restarted_when_it_dies_and_the_api_recovers_by_itself(
+    tmp_path: Path,
+) -> None:
+    stack = DevStack(tmp_path / "var")
+    process = stack.start()
+    try:
+        event = f"http://127.0.0.1:{stack.api_port}/1"
+        api, first_broker = stack.pid(API_PIDFILE), stack.pid(BROKER_PIDFILE)
+
+        os.kill(first_broker, signal.SIGKILL)
+
+        wait_until(lambda: httpx.get(event, params={"data": "x"}).status_code == 503)
+        wait_until(lambda: "broker restarted" in stack.latest(), timeout=15)
+        wait_until(lambda: httpx.get(event, params={"data": "x"}).status_code == 200, timeout=10)
+        assert "the broker was killed by SIGKILL; restarting it in 1 s" in stack.latest()
+        assert stack.pid(API_PIDFILE) == api
+        assert stack.pid(BROKER_PIDFILE) != first_broker
+        assert process.poll() is None
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(20) == 0
+
+
+@pytest.mark.slow
+def test_users_add_and_remove_make_the_broker_of_make_run_reload(tmp_path: Path) -> None:
+    stack = DevStack(tmp_path / "var")
+    process = stack.start()
+    try:
+        passwd = stack.var_dir / "mqtt" / "passwd"
+        users = [str(Path(sys.executable).parent / "tracker-api"), "users"]
+        options = ["--password-file", str(passwd)]
+        assert connect_result(stack.broker_port, "42", "pw-42") == "Not authorized"
+
+        added = subprocess.run(
+            [*users, "add", "42", "--password", "pw-42", *options], capture_output=True, text=True
+        )
+
+        assert added.returncode == 0, added.stderr
+        assert f"the broker (pid {stack.pid(BROKER_PIDFILE)}) reloaded" in added.stderr
+        wait_until(lambda: connect_result(stack.broker_port, "42", "pw-42") == "Success")
+
+        removed = subprocess.run([*users, "remove", "42", *options], capture_output=True, text=True)
+        assert removed.returncode == 0, removed.stderr
+        wait_until(lambda: connect_result(stack.broker_port, "42", "pw-42") == "Not authorized")
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+    stack.stopped_cleanly(process)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_seeding_exits_quietly(tmp_path: Path) -> None:
+    stack = DevStack(tmp_path / "var")
+    process = stack.launch()
+    # The credentials are announced right before the seed starts.
+    wait_until(lambda: "created local MQTT credentials" in stack.latest(), timeout=20)
+
+    os.killpg(process.pid, signal.SIGINT)
+
+    assert process.wait(20) == 0
+    output = stack.latest()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert not port_open(stack.broker_port)
+    assert not port_open(stack.api_port)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("TRACKER_PORT", "abc"), ("MQTT_PORT", "70000"), ("TRACKER_WORKERS", "0")],
+)
+def test_an_invalid_setting_stops_make_run_with_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    stack = DevStack(tmp_path / "var")
+    stack.env[variable] = value
+
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-s", "run"],
+        cwd=REPO,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("[make run]")]
+    assert len(ours) == 1, result.stderr
+    assert ours[0].startswith(f"[make run] invalid configuration: {variable}: "), ours
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (stack.var_dir / "credentials.env").exists()  # nothing was started or made
