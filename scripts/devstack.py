@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,7 +107,11 @@ def load_credentials() -> dict[str, str]:
     """Read var/credentials.env, creating it (and the password file) on first run."""
     if CREDENTIALS.exists() and PASSWD.exists():
         pairs = (line.split("=", 1) for line in CREDENTIALS.read_text().splitlines() if "=" in line)
-        return dict(pairs)
+        stored = dict(pairs)
+        url = urlsplit(stored["TRACKER_MQTT_URL"])  # MQTT_PORT may differ from the first run's
+        login = url.netloc.rsplit(":", 1)[0]
+        stored["TRACKER_MQTT_URL"] = url._replace(netloc=f"{login}:{BROKER_PORT}").geturl()
+        return stored
     MQTT_DIR.mkdir(parents=True, exist_ok=True)
     passwords = {user: secrets.token_urlsafe(18) for user in USERS}
     PASSWD.unlink(missing_ok=True)
@@ -348,11 +353,15 @@ class Stack:
 
     def banner(self) -> None:
         bin_dir = shown(Path(sys.executable).parent)
+        port = f" --port {BROKER_PORT}" if BROKER_PORT != 1883 else ""
         say(f"API on http://{API_HOST}:{API_PORT}  (docs: http://{API_HOST}:{API_PORT}/docs)")
         say("try it, in another terminal:")
         try:
             print(f"    curl 'http://{API_HOST}:{API_PORT}/1?data=hello'")
-            print(f"    set -a; . {shown(CREDENTIALS)}; set +a; {bin_dir}/mqtt-tail --account +")
+            print(
+                f"    set -a; . {shown(CREDENTIALS)}; set +a; {bin_dir}/mqtt-tail{port} --account +"
+            )
+            print("    make tail            # the same, in short")
         except OSError:
             pass
         say("Ctrl-C stops everything")

@@ -3,6 +3,7 @@ terminal runs it), stopped by the signals a terminal or a shell sends."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -116,9 +117,33 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
             assert response.status_code == 200
             (message,) = reader.wait_for(1)
         assert message.event == response.json()["event"]
+
+        # `make tail`, as the banner suggests, shows events with the reader's login.
+        tail_err = stack.var_dir.parent / "tail.err"
+        with open(tail_err, "wb") as err:
+            tail = subprocess.Popen(
+                ["make", "-s", "--no-print-directory", "tail", "ARGS=--count 1 --json --clean"],
+                cwd=REPO,
+                env=stack.env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
+        try:
+            wait_until(
+                lambda: "subscribed to track/+" in tail_err.read_text(),
+                timeout=10,
+                message=f"make tail did not subscribe (see {tail_err})",
+            )
+            shown = httpx.get(f"http://127.0.0.1:{stack.api_port}/2", params={"data": "tail"})
+            out, _ = tail.communicate(timeout=10)
+        finally:
+            tail.kill()
+        assert tail.returncode == 0, tail_err.read_text()
+        assert json.loads(out)["eventId"] == shown.json()["event"]["eventId"]
         output = stack.output.read_text()
         assert f"curl 'http://127.0.0.1:{stack.api_port}/1?data=hello'" in output
-        assert "mqtt-tail --account +" in output
+        assert f"mqtt-tail --port {stack.broker_port} --account +" in output
+        assert "make tail" in output
     finally:
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
     stack.stopped_cleanly(process)
