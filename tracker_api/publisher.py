@@ -19,6 +19,7 @@ from typing import IO, Protocol
 from . import metrics
 from .config import Settings
 from .errors import PublishFailed
+from .limits import largest_packet
 from .mqtt import MqttClient, MqttError, Will
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ STATUS_TOPIC = "tracker/status/{client_id}"
 class Publisher(Protocol):
     @property
     def connected(self) -> bool: ...
+
+    @property
+    def broker_status(self) -> str:
+        """``connected``, or why not: ``refused: <reason>``, ``unreachable: <why>``."""
 
     async def start(self) -> None: ...
 
@@ -75,6 +80,7 @@ class MqttPublisher:
         settings: Settings,
         client_id: str | None = None,
         subscriptions: Sequence[tuple[str, int]] = (),
+        clean_session: bool | None = None,
     ) -> None:
         self._slot = None if client_id else ClientIdSlot(settings.client_id_prefix)
         self.client_id = client_id or self._slot.client_id  # type: ignore[union-attr]
@@ -90,14 +96,19 @@ class MqttPublisher:
             on_connect=self._announce_online,
             # Subscribed (ingest): keep the session, so unacknowledged device messages
             # survive a crash of this worker.
-            clean_session=not subscriptions,
+            clean_session=not subscriptions if clean_session is None else clean_session,
             subscriptions=subscriptions,
+            max_packet=largest_packet(settings.max_data_bytes),
         )
         self.client.stats.state_listeners.append(self._on_state)
 
     @property
     def connected(self) -> bool:
         return self.client.connected
+
+    @property
+    def broker_status(self) -> str:
+        return self.client.status
 
     def _on_state(self, connected: bool) -> None:
         metrics.BROKER_CONNECTED.set(1 if connected else 0)

@@ -123,7 +123,8 @@ def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> N
             await eventually(lambda: bool(client.stats.last_error), timeout=5)  # it tried
             with pytest.raises(NotConnected):
                 client.publish("track/1", b"x")
-            assert "Connect call failed" in client.stats.last_error
+            assert client.status.startswith("unreachable: ")
+            assert "Connect call failed" in client.status
 
     asyncio.run(scenario())
 
@@ -197,10 +198,12 @@ def test_refused_credentials_are_logged_and_retried(caplog: pytest.LogCaptureFix
             async with running(make_client(port), connect=False) as client:
                 await eventually(lambda: refusing.connections >= 2, timeout=5)
                 assert not client.connected
+                assert client.status == "refused: not authorised"
 
     with caplog.at_level(logging.WARNING):
         asyncio.run(scenario())
-    assert "connection refused: not authorised" in caplog.text
+    assert "refused: not authorised" in caplog.text
+    assert "unreachable" not in caplog.text
 
 
 def test_invalid_window_is_rejected() -> None:
