@@ -14,6 +14,7 @@ from typing import Any
 import click
 import uvicorn
 
+from .client_ids import StateDirError, safe_directory
 from .config import ConfigError, get_settings
 from .db import make_engine
 from .users import PasswordFile, describe_role
@@ -45,6 +46,10 @@ def serve() -> None:
     try:
         settings = get_settings()
         make_engine(settings.database_url).dispose()  # a bad URL or driver fails here
+        safe_directory(settings.state_dir)
+    except StateDirError as error:
+        sys.stderr.write(f"tracker-api: TRACKER_STATE_DIR: {error}\n")
+        raise SystemExit(2) from None
     except ConfigError as error:
         sys.stderr.write(f"tracker-api: invalid configuration: {error}\n")
         raise SystemExit(2) from None
