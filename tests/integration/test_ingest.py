@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -270,3 +272,39 @@ def test_qos0_device_messages_are_dropped_and_counted_while_the_database_is_down
             device.client.publish("ingest/1", f"qos0-{i}", qos=0)
         # Every one finished (dropped), none left retrying.
         wait_until(lambda: _dropped(api, "unavailable") - before == 50, timeout=10)
+
+
+@pytest.mark.slow
+def test_retiring_a_removed_member_republishes_every_device_event_it_held(
+    broker: Mosquitto, tmp_path: Path, device: Device
+) -> None:
+    database_url = seeded_database(tmp_path)
+    members = [
+        TrackerProcess(tmp_path, broker.url, database_url, TRACKER_CLIENT_ID=f"member-{name}")
+        for name in "ab"
+    ]
+    with Peer(broker.port, "track/#") as peer, members[0]:
+        with members[1]:
+            pass  # joined the group, then removed (scale-down): its session stays
+        for i in range(6):
+            device.send("1", f"reading-{i}")
+        # The removed member's share is held in its session, not delivered.
+        wait_until(lambda: len(peer.events()) >= 1, timeout=5)
+        assert len(peer.events()) < 6
+
+        retired = subprocess.run(
+            [sys.executable, "-m", "tracker_api", "retire-member", "member-b", "--quiet", "0.5"],
+            env=members[1].env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert retired.returncode == 0, retired.stderr
+        wait_until(lambda: len(peer.events()) == 6, timeout=5)
+        # The member is gone from the group: everything new goes to the live one.
+        for i in range(6, 10):
+            device.send("1", f"reading-{i}")
+        wait_until(lambda: len(peer.events()) == 10, timeout=5)
+
+    assert sorted(e["data"] for e in peer.events()) == sorted(f"reading-{i}" for i in range(10))
+    assert "retired member-b" in retired.stdout
