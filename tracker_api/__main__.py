@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.config
 import os
@@ -15,8 +16,10 @@ import click
 import uvicorn
 
 from .broker_reload import RELOAD_HINT, reload_broker
+from .client_ids import StateDirError, safe_directory
 from .config import ConfigError, get_settings
 from .db import make_engine
+from .retire import RetireFailed, retire_member
 from .users import PasswordFile, describe_role
 
 logger = logging.getLogger("tracker_api")
@@ -46,6 +49,10 @@ def serve() -> None:
     try:
         settings = get_settings()
         make_engine(settings.database_url).dispose()  # a bad URL or driver fails here
+        safe_directory(settings.state_dir)
+    except StateDirError as error:
+        sys.stderr.write(f"tracker-api: TRACKER_STATE_DIR: {error}\n")
+        raise SystemExit(2) from None
     except ConfigError as error:
         sys.stderr.write(f"tracker-api: invalid configuration: {error}\n")
         raise SystemExit(2) from None
@@ -172,6 +179,33 @@ def users_list(password_file: Path) -> None:
     """List logins and what each may do."""
     for username in sorted(PasswordFile(password_file).entries):
         click.echo(f"{username:<20} {describe_role(username)}")
+
+
+@cli.command("retire-member")
+@click.argument("client_id")
+@click.option(
+    "--quiet",
+    default=1.0,
+    show_default=True,
+    help="Seconds without a message after which the held ones are taken to be all.",
+)
+def retire_member_command(client_id: str, quiet: float) -> None:
+    """Retire an ingest group member: republish the device messages its session holds,
+    then end the session (after a scale-down, or a member id that changed).
+
+    \b
+    tracker-api retire-member tracker-tracker-2
+    """
+    try:
+        settings = get_settings()
+    except ConfigError as error:
+        raise click.ClickException(f"invalid configuration: {error}") from None
+    logging.config.dictConfig(logging_config(settings.log_level))
+    try:
+        handled = asyncio.run(retire_member(settings, client_id, quiet))
+    except RetireFailed as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"retired {client_id}: {handled} held message(s) republished or refused")
 
 
 def main() -> None:

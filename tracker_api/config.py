@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="fixed MQTT client id (one worker only); default <prefix>-<host>-<slot>",
     )
+    state_dir: Path = Field(
+        Path("var"), description="private state (client id slots); created 0700, must be ours"
+    )
     host: str = "127.0.0.1"
     port: int = Field(9000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)

@@ -17,8 +17,10 @@ import logging
 
 import orjson
 
+from . import metrics
 from .errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TrackerError
 from .events import EventService
+from .limits import largest_message
 from .mqtt import Message, MqttClient
 
 logger = logging.getLogger(__name__)
@@ -30,8 +32,7 @@ RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 def decode(payload: bytes, max_bytes: int) -> tuple[str, str | None]:
     """``(data, eventId)`` from raw UTF-8, or from JSON ``{"data": …, "eventId": …}``."""
-    # JSON framing may add quoting and escapes around data of the allowed size.
-    if len(payload) > max_bytes * 6 + 256:
+    if len(payload) > largest_message(max_bytes):
         raise PayloadTooLarge(f"message larger than {max_bytes} bytes of data")
     try:
         text = payload.decode("utf-8")
@@ -52,18 +53,60 @@ def decode(payload: bytes, max_bytes: int) -> tuple[str, str | None]:
 
 
 class Ingest:
-    def __init__(self, service: EventService, client: MqttClient) -> None:
+    """Processes device messages as tasks, with bounded work when something is missing.
+
+    A retained copy (the broker replaying an old message when we (re)subscribe) is
+    acknowledged and dropped: only live messages become events. While the database or the
+    broker's acknowledgement is missing, a QoS-0 message is dropped at once (nothing would
+    deliver it again, and holding it would grow without bound), and QoS-1 messages wait
+    unacknowledged, the broker keeping them, with at most ``max_retrying`` retried at a
+    time. Each drop is counted in ``tracker_ingest_dropped_total{reason}``.
+    """
+
+    def __init__(
+        self,
+        service: EventService,
+        client: MqttClient,
+        *,
+        max_retrying: int = 16,
+        max_pending_qos0: int = 1000,
+    ) -> None:
         self.service = service
         self.client = client
+        self.max_pending_qos0 = max_pending_qos0
+        self._retry_slots = asyncio.Semaphore(max_retrying)
+        self._pending_qos0 = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def handle(self, message: Message) -> None:
         """Called by the MQTT client for each device message; the work runs as a task."""
+        if message.retain:
+            # MQTT 3.1.1 sets the flag only on copies sent because of a subscription;
+            # a live publish (retained or not) is forwarded with the flag cleared.
+            self._drop(message, "retained")
+            self.client.ack(message)
+            return
+        if message.qos == 0:
+            if self._pending_qos0 >= self.max_pending_qos0:
+                self._drop(message, "overloaded")
+                return
+            self._pending_qos0 += 1
         task = asyncio.get_running_loop().create_task(self._process(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _drop(self, message: Message, reason: str) -> None:
+        metrics.INGEST_DROPPED.labels(reason).inc()
+        logger.info("ingest from %s dropped: %s", message.topic, reason)
+
     async def _process(self, message: Message) -> None:
+        try:
+            await self._track(message)
+        finally:
+            if message.qos == 0:
+                self._pending_qos0 -= 1
+
+    async def _track(self, message: Message) -> None:
         account_id = message.topic.removeprefix(INGEST_PREFIX)
         try:
             data, event_id = decode(message.payload, self.service.max_data_bytes)
@@ -77,9 +120,18 @@ class Ingest:
         attempt = 0
         while True:
             try:
-                await self.service.track(account_id, data, event_id, source="mqtt")
+                if attempt == 0:
+                    await self.service.track(account_id, data, event_id, source="mqtt")
+                else:
+                    async with self._retry_slots:
+                        if not self.client.holds(message):
+                            return  # redelivered on the new connection, processed there
+                        await self.service.track(account_id, data, event_id, source="mqtt")
             except ServiceUnavailable as error:
-                if not self.client.connected:
+                if message.qos == 0:
+                    self._drop(message, "unavailable")
+                    return
+                if not self.client.holds(message):
                     # Left unacknowledged: the broker hands it to us again on reconnect.
                     logger.warning("ingest from %s deferred: %s", message.topic, error.detail)
                     return
@@ -103,3 +155,8 @@ class Ingest:
     async def drain(self, timeout: float) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout)
+
+    @property
+    def busy(self) -> bool:
+        """Messages are still being processed."""
+        return bool(self._tasks)

@@ -40,6 +40,13 @@ BROKER_CONNECTED = Gauge(
 )
 BROKER_RECONNECTS = Counter("tracker_broker_disconnects", "Connections to the broker lost")
 
+INGEST_DROPPED = Counter(
+    "tracker_ingest_dropped",
+    "Device messages dropped unprocessed: retained copies replayed by the broker, and QoS-0 "
+    "messages that could not be processed at once",
+    ["reason"],
+)
+
 
 def render() -> tuple[bytes, str]:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:

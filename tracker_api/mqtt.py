@@ -26,7 +26,12 @@ from typing import Any, cast
 logger = logging.getLogger(__name__)
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
-SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK = 0x82, 0x90, 0xA2, 0xB0
+PINGREQ, PINGRESP, DISCONNECT = 0xC0, 0xD0, 0xE0
+# The largest remaining length the protocol can express (four length bytes).
+MAX_PACKET = 268_435_455
+# Of a packet too large to take in, what is kept: its topic and packet id, at most.
+_OVERSIZE_HEAD = 2 + 65_535 + 2
 
 CONNACK_REASONS = {
     1: "unacceptable protocol version",
@@ -55,6 +60,19 @@ class PublishTimeout(MqttError):
 
 class ConnectionLost(MqttError):
     """The connection dropped before the broker acknowledged the message."""
+
+
+class ConnectionRefused(MqttError):
+    """The broker answered CONNECT with a refusal (bad login, not authorised, ...)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.reason = CONNACK_REASONS.get(code, f"code {code}")
+        super().__init__(f"refused: {self.reason}")
+
+
+class ProtocolError(MqttError):
+    """The broker sent a packet that breaks MQTT 3.1.1."""
 
 
 @dataclass(frozen=True)
@@ -140,14 +158,52 @@ def encode_subscribe(mid: int, topics: Sequence[tuple[str, int]]) -> bytes:
     return bytes([SUBSCRIBE]) + _varint(len(body)) + body
 
 
+def encode_unsubscribe(mid: int, topics: Sequence[str]) -> bytes:
+    body = mid.to_bytes(2, "big") + b"".join(_string(t.encode()) for t in topics)
+    return bytes([UNSUBSCRIBE]) + _varint(len(body)) + body
+
+
+def decode_publish(header: int, body: bytes, link: object = None) -> Message:
+    """The message in a PUBLISH packet's body; ``ProtocolError`` when malformed."""
+    qos = (header >> 1) & 0x03
+    if qos == 3:
+        raise ProtocolError("PUBLISH with QoS 3")
+    if len(body) < 2:
+        raise ProtocolError("PUBLISH without a topic")
+    topic_end = 2 + int.from_bytes(body[:2], "big")
+    pos = topic_end + (2 if qos else 0)
+    if len(body) < pos:
+        raise ProtocolError("PUBLISH shorter than its topic and packet id")
+    topic = body[2:topic_end].decode("utf-8", "replace")
+    mid = int.from_bytes(body[topic_end:pos], "big") if qos else 0
+    return Message(topic, body[pos:], qos, bool(header & 1), mid, link)
+
+
+@dataclass
+class _Skipped:
+    """A packet over the size limit, discarded as its bytes arrive."""
+
+    header: int
+    length: int
+    left: int
+    head: bytearray = field(default_factory=bytearray)
+
+
 class _Link(asyncio.Protocol):
     """One TCP (or TLS) connection: frames packets in, coalesces writes out."""
 
     def __init__(
-        self, on_packet: Callable[[int, bytes], None], on_puback: Callable[[int], None]
+        self,
+        on_packet: Callable[[int, bytes], None],
+        on_puback: Callable[[int], None],
+        max_packet: int = MAX_PACKET,
+        on_oversize: Callable[[int, bytes, int], None] | None = None,
     ) -> None:
         self._on_packet = on_packet
         self._on_puback = on_puback
+        self.max_packet = max_packet
+        self._on_oversize = on_oversize
+        self._skipped: _Skipped | None = None
         self._buffer = bytearray()
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -190,6 +246,8 @@ class _Link(asyncio.Protocol):
         buf = self._buffer
         buf += data
         pos, end = 0, len(buf)
+        if self._skipped is not None:
+            pos = self._skip(buf, pos, end)
         on_puback = self._on_puback
         while end - pos >= 2:
             if buf[pos] == PUBACK and buf[pos + 1] == 2:
@@ -207,11 +265,35 @@ class _Link(asyncio.Protocol):
                 logger.error("malformed packet from broker; closing the connection")
                 self.abort()
                 return
+            if length > self.max_packet:
+                # Decided on the fixed header alone: the body is never held whole.
+                if buf[pos] & 0xF0 != PUBLISH or self._on_oversize is None:
+                    logger.error("%d-byte packet from broker; closing the connection", length)
+                    self.abort()
+                    return
+                self._skipped = _Skipped(buf[pos], length, length)
+                pos = self._skip(buf, start, end)
+                continue
             if end - start < length:
                 break
             self._on_packet(buf[pos], bytes(buf[start : start + length]))
             pos = start + length
         del buf[:pos]
+
+    def _skip(self, buf: bytearray, pos: int, end: int) -> int:
+        """Discard the oversize packet's bytes in ``buf[pos:end]``; the new position."""
+        skipped = self._skipped
+        assert skipped is not None
+        take = min(end - pos, skipped.left)
+        room = _OVERSIZE_HEAD - len(skipped.head)
+        if room > 0:
+            skipped.head += buf[pos : pos + min(take, room)]
+        skipped.left -= take
+        if skipped.left == 0:
+            self._skipped = None
+            assert self._on_oversize is not None
+            self._on_oversize(skipped.header, bytes(skipped.head), skipped.length)
+        return pos + take
 
 
 def _remaining_length(buf: bytearray, pos: int, end: int) -> tuple[int, int] | None:
@@ -243,7 +325,8 @@ class ClientStats:
     published: int = 0
     acked: int = 0
     received: int = 0
-    last_error: str = ""
+    oversize: int = 0  # incoming messages dropped for their size
+    last_error: str = ""  # "refused: <CONNACK reason>" or "unreachable: <why>"
     state_listeners: list[Callable[[bool], None]] = field(default_factory=list)
 
 
@@ -271,6 +354,7 @@ class MqttClient:
         backoff: tuple[float, float] = (0.1, 5.0),
         connect_timeout: float = 5.0,
         ack_timeout: float | None = None,
+        max_packet: int = MAX_PACKET,
     ) -> None:
         if not 0 < max_inflight < 65_535:
             raise ValueError("max_inflight must be between 1 and 65534")
@@ -285,6 +369,7 @@ class MqttClient:
         self.on_connect = on_connect
         self.backoff = backoff
         self.connect_timeout = connect_timeout
+        self.max_packet = max_packet
         self.stats = ClientStats()
         self._link: _Link | None = None
         self._connected = False
@@ -304,6 +389,13 @@ class MqttClient:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def status(self) -> str:
+        """``connected``, ``connecting``, ``refused: <reason>`` or ``unreachable: <why>``."""
+        if self._connected:
+            return "connected"
+        return self.stats.last_error or "connecting"
 
     @property
     def inflight(self) -> int:
@@ -388,6 +480,11 @@ class MqttClient:
         self.stats.published += 1
         return future
 
+    def holds(self, message: Message) -> bool:
+        """Whether ``message`` came on the current connection: only then can it still be
+        acknowledged; otherwise the broker hands it over again after the reconnect."""
+        return self._connected and message.link is self._link
+
     def ack(self, message: Message) -> bool:
         """Acknowledge an incoming QoS-1 message; False when its connection is gone."""
         link = self._link
@@ -398,6 +495,18 @@ class MqttClient:
             return False
         link.write(bytes([PUBACK, 2]) + message.mid.to_bytes(2, "big"))
         return True
+
+    def unsubscribe(self, topics: Sequence[str]) -> asyncio.Future[None]:
+        """Stop receiving ``topics``; the future resolves on the broker's UNSUBACK."""
+        link = self._link
+        if not self._connected or link is None:
+            raise NotConnected("not connected to the broker")
+        self.subscriptions = [s for s in self.subscriptions if s.topic not in topics]
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        mid = self._allocate_mid()
+        self._inflight[mid] = future
+        link.write(encode_unsubscribe(mid, topics))
+        return future
 
     def drop_connection(self, reason: str) -> None:
         """Abort the current connection (the supervisor reconnects)."""
@@ -414,12 +523,24 @@ class MqttClient:
         self.stats.acked += 1
 
     def _on_packet(self, header: int, body: bytes) -> None:
+        try:
+            self._dispatch(header, body)
+        except ProtocolError as error:
+            logger.error("%s; closing the connection", error)
+            if self._link is not None:
+                self._link.abort()
+
+    def _dispatch(self, header: int, body: bytes) -> None:
         kind = header & 0xF0
-        if kind == PUBACK:
+        if kind in (PUBACK, SUBACK, UNSUBACK) and len(body) < 2:
+            raise ProtocolError(f"packet 0x{header:02x} without a packet id")
+        if kind in (PUBACK, UNSUBACK):
             self._on_puback(int.from_bytes(body[:2], "big"))
         elif kind == PUBLISH:
-            self._on_publish(header, body)
+            self._on_publish(decode_publish(header, body, self._link))
         elif kind == CONNACK:
+            if len(body) < 2:
+                raise ProtocolError("CONNACK shorter than 2 bytes")
             if self._connack is not None and not self._connack.done():
                 session_present, code = bool(body[0] & 1), body[1]
                 if code == 0:
@@ -439,16 +560,7 @@ class MqttClient:
         elif kind != PINGRESP:
             logger.warning("unexpected packet type 0x%02x from broker", header)
 
-    def _on_publish(self, header: int, body: bytes) -> None:
-        qos = (header >> 1) & 0x03
-        topic_length = int.from_bytes(body[:2], "big")
-        topic = body[2 : 2 + topic_length].decode("utf-8", "replace")
-        pos = 2 + topic_length
-        mid = 0
-        if qos:
-            mid = int.from_bytes(body[pos : pos + 2], "big")
-            pos += 2
-        message = Message(topic, body[pos:], qos, bool(header & 1), mid, self._link)
+    def _on_publish(self, message: Message) -> None:
         self.stats.received += 1
         if self.on_message is None:
             self.ack(message)
@@ -456,7 +568,27 @@ class MqttClient:
         try:
             self.on_message(message)
         except Exception:
-            logger.exception("message handler failed for %s; acknowledged to avoid a loop", topic)
+            logger.exception(
+                "message handler failed for %s; acknowledged to avoid a loop", message.topic
+            )
+            self.ack(message)
+
+    def _on_oversize(self, header: int, head: bytes, length: int) -> None:
+        """A PUBLISH over ``max_packet``: acknowledged (so it is not redelivered forever)
+        and dropped, counted in ``stats.oversize``."""
+        self.stats.oversize += 1
+        try:
+            message = decode_publish(header, head, self._link)
+        except ProtocolError:
+            message = None
+        topic = message.topic if message is not None else "?"
+        logger.warning(
+            "dropped a %d-byte message on %s: over the %d-byte limit",
+            length,
+            topic,
+            self.max_packet,
+        )
+        if message is not None:
             self.ack(message)
 
     # -- supervisor --------------------------------------------------------------------
@@ -479,11 +611,23 @@ class MqttClient:
             try:
                 await self._run_connection(loop)
                 delay = self.backoff[0]  # it was connected: start the backoff afresh
+            except ConnectionRefused as exc:
+                reason = str(exc)
+                if reason != self.stats.last_error:
+                    logger.error(
+                        "broker %s:%s %s (check the login in TRACKER_MQTT_URL); "
+                        "retrying with backoff up to %.1f s",
+                        self.address.host,
+                        self.address.port,
+                        reason,
+                        self.backoff[1],
+                    )
+                self.stats.last_error = reason
             except (TimeoutError, OSError, MqttError) as exc:
-                reason = str(exc) or type(exc).__name__
+                reason = f"unreachable: {str(exc) or type(exc).__name__}"
                 if reason != self.stats.last_error:
                     logger.warning(
-                        "broker %s:%s unreachable: %s; retrying with backoff up to %.0f s",
+                        "broker %s:%s %s; retrying with backoff up to %.1f s",
                         self.address.host,
                         self.address.port,
                         reason,
@@ -502,7 +646,7 @@ class MqttClient:
         address = self.address
         _, link = await asyncio.wait_for(
             loop.create_connection(
-                lambda: _Link(self._on_packet, self._on_puback),
+                lambda: _Link(self._on_packet, self._on_puback, self.max_packet, self._on_oversize),
                 address.host,
                 address.port,
                 ssl=self._ssl,
@@ -535,7 +679,7 @@ class MqttClient:
                 raise ConnectionLost("no CONNACK from the broker")
             session_present, code = self._connack.result()
             if code:
-                raise MqttError(f"connection refused: {CONNACK_REASONS.get(code, f'code {code}')}")
+                raise ConnectionRefused(code)
             if self.subscriptions:
                 link.write(
                     encode_subscribe(

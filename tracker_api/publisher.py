@@ -7,18 +7,16 @@ the real one (one connection per worker process), tests may pass their own.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import socket
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 from . import metrics
+from .client_ids import ClientIdSlot
 from .config import Settings
 from .errors import PublishFailed
+from .limits import largest_packet
 from .mqtt import MqttClient, MqttError, Will
 
 logger = logging.getLogger(__name__)
@@ -30,6 +28,10 @@ class Publisher(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    @property
+    def broker_status(self) -> str:
+        """``connected``, or why not: ``refused: <reason>``, ``unreachable: <why>``."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -38,45 +40,17 @@ class Publisher(Protocol):
         """Return once the broker acknowledged; raise ``PublishFailed`` otherwise."""
 
 
-class ClientIdSlot:
-    """A client id unique among live processes on this host and stable across restarts:
-    ``<prefix>-<host>-<slot>``, where the slot is the lowest free one (an flock'ed file).
-
-    Stability matters for ingest: the broker keeps the persistent session of a worker that
-    died, with the device messages it had not acknowledged, and hands them to the worker
-    that takes the same slot next.
-    """
-
-    def __init__(self, prefix: str, lock_dir: Path | None = None, max_slots: int = 1024) -> None:
-        host = socket.gethostname().split(".")[0][:20] or "host"
-        directory = lock_dir or Path(tempfile.gettempdir()) / f"{prefix}-client-slots"
-        directory.mkdir(parents=True, exist_ok=True)
-        for slot in range(max_slots):
-            handle = open(directory / f"{host}-{slot}.lock", "w")  # noqa: SIM115 - held open
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                continue
-            self._handle: IO[str] | None = handle
-            self.client_id = f"{prefix}-{host}-{slot}"
-            return
-        raise RuntimeError(f"no free client id slot in {directory}")  # pragma: no cover
-
-    def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing drops the lock
-            self._handle = None
-
-
 class MqttPublisher:
     def __init__(
         self,
         settings: Settings,
         client_id: str | None = None,
         subscriptions: Sequence[tuple[str, int]] = (),
+        clean_session: bool | None = None,
     ) -> None:
-        self._slot = None if client_id else ClientIdSlot(settings.client_id_prefix)
+        self._slot = (
+            None if client_id else ClientIdSlot(settings.client_id_prefix, settings.state_dir)
+        )
         self.client_id = client_id or self._slot.client_id  # type: ignore[union-attr]
         self.status_topic = STATUS_TOPIC.format(client_id=self.client_id)
         self.timeout = settings.publish_timeout
@@ -90,14 +64,19 @@ class MqttPublisher:
             on_connect=self._announce_online,
             # Subscribed (ingest): keep the session, so unacknowledged device messages
             # survive a crash of this worker.
-            clean_session=not subscriptions,
+            clean_session=not subscriptions if clean_session is None else clean_session,
             subscriptions=subscriptions,
+            max_packet=largest_packet(settings.max_data_bytes),
         )
         self.client.stats.state_listeners.append(self._on_state)
 
     @property
     def connected(self) -> bool:
         return self.client.connected
+
+    @property
+    def broker_status(self) -> str:
+        return self.client.status
 
     def _on_state(self, connected: bool) -> None:
         metrics.BROKER_CONNECTED.set(1 if connected else 0)

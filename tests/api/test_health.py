@@ -16,7 +16,12 @@ def test_readyz_is_ready_with_broker_and_database(client: TestClient) -> None:
     response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "broker": True, "database": True}
+    assert response.json() == {
+        "status": "ready",
+        "broker": True,
+        "broker_status": "connected",
+        "database": True,
+    }
 
 
 def test_readyz_is_503_without_the_broker(client: TestClient, publisher: FakePublisher) -> None:
@@ -26,7 +31,12 @@ def test_readyz_is_503_without_the_broker(client: TestClient, publisher: FakePub
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
-    assert response.json() == {"status": "unavailable", "broker": False, "database": True}
+    assert response.json() == {
+        "status": "unavailable",
+        "broker": False,
+        "broker_status": "unreachable: fake broker down",
+        "database": True,
+    }
 
 
 def test_readyz_is_503_and_events_503_without_the_database(

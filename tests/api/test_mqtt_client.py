@@ -123,7 +123,8 @@ def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> N
             await eventually(lambda: bool(client.stats.last_error), timeout=5)  # it tried
             with pytest.raises(NotConnected):
                 client.publish("track/1", b"x")
-            assert "Connect call failed" in client.stats.last_error
+            assert client.status.startswith("unreachable: ")
+            assert "Connect call failed" in client.status
 
     asyncio.run(scenario())
 
@@ -197,10 +198,12 @@ def test_refused_credentials_are_logged_and_retried(caplog: pytest.LogCaptureFix
             async with running(make_client(port), connect=False) as client:
                 await eventually(lambda: refusing.connections >= 2, timeout=5)
                 assert not client.connected
+                assert client.status == "refused: not authorised"
 
     with caplog.at_level(logging.WARNING):
         asyncio.run(scenario())
-    assert "connection refused: not authorised" in caplog.text
+    assert "refused: not authorised" in caplog.text
+    assert "unreachable" not in caplog.text
 
 
 def test_invalid_window_is_rejected() -> None:
@@ -247,3 +250,73 @@ def test_overdue_publishes_fail_even_when_the_event_loop_runs_late() -> None:
                 return time.monotonic() - started
 
     assert asyncio.run(scenario()) < 2.0
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.aborted = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_an_oversize_publish_is_skipped_as_it_arrives_acknowledged_and_counted() -> None:
+    received: list[Message] = []
+
+    async def scenario() -> tuple[MqttClient, RecordingTransport, int]:
+        client = MqttClient(BrokerAddress(), "c", on_message=received.append, max_packet=1024)
+        link = _Link(client._on_packet, client._on_puback, 1024, client._on_oversize)
+        transport = RecordingTransport()
+        link.connection_made(transport)
+        client._link, client._connected = link, True
+        big = encode_publish(b"ingest/1", b"x" * 10_000_000, 1, False, 42)
+        small = encode_publish(b"ingest/1", b"ok", 1, False, 43)
+        stream, largest = big + small, 0
+        for pos in range(0, len(stream), 65_536):
+            link.data_received(stream[pos : pos + 65_536])
+            largest = max(largest, len(link._buffer))
+        await asyncio.sleep(0)  # let the coalesced PUBACK go out
+        return client, transport, largest
+
+    client, transport, largest = asyncio.run(scenario())
+
+    assert client.stats.oversize == 1
+    assert [m.payload for m in received] == [b"ok"]
+    assert bytes(transport.written) == b"\x40\x02\x00\x2a"  # PUBACK for the dropped one
+    assert largest == 0  # never held: the 10 MB body went by in 64 KiB reads
+    assert not transport.aborted
+
+
+def test_an_oversize_packet_other_than_publish_closes_the_link() -> None:
+    async def scenario() -> RecordingTransport:
+        link = _Link(lambda header, body: None, lambda mid: None, 16, lambda *a: None)
+        transport = RecordingTransport()
+        link.connection_made(transport)
+        link.data_received(bytes([0x90, 100]) + b"\x00" * 10)  # a 100-byte SUBACK
+        return transport
+
+    assert asyncio.run(scenario()).aborted
+
+
+def test_malformed_packets_from_the_broker_close_the_link(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> RecordingTransport:
+        client = MqttClient(BrokerAddress(), "c")
+        link = _Link(client._on_packet, client._on_puback)
+        transport = RecordingTransport()
+        link.connection_made(transport)
+        client._link = link
+        link.data_received(bytes([0x36, 0]))  # PUBLISH with QoS 3 and no topic
+        return transport
+
+    assert asyncio.run(scenario()).aborted
+    assert "QoS 3" in caplog.text

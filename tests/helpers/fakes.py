@@ -14,6 +14,10 @@ class FakePublisher:
         self.published: list[tuple[str, bytes]] = []
         self.started = self.stopped = False
 
+    @property
+    def broker_status(self) -> str:
+        return "connected" if self.connected else "unreachable: fake broker down"
+
     async def start(self) -> None:
         self.started = True
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +15,14 @@ from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers import metrics
-from tests.helpers.api import api_client, database_to_repair
-from tests.helpers.broker import Mosquitto
+from tests.helpers.api import api_client, database_to_repair, seeded_database
+from tests.helpers.broker import REPO, Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
+from tracker_api import limits
+from tracker_api.config import Settings
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -84,7 +88,7 @@ def test_invalid_device_messages_are_counted_and_never_propagated(
         device.send(".bad", "malformed account id")
         device.send("1", b"\xff\xfe not utf-8")
         device.send("1", "x" * 65)  # over max_data_bytes=64
-        device.send("1", b"x" * 1_000_000)  # far over: refused before decoding
+        device.send("1", b"x" * 1000)  # over the largest legal message: refused before decoding
         device.send("1", orjson.dumps({"data": 5}))
         device.send("1", "marker")
         peer.wait_for(1)
@@ -183,3 +187,124 @@ def test_a_device_message_held_while_the_database_is_down_is_published_when_it_r
         (message,) = peer.wait_for(1, timeout=10)
 
     assert message.event["data"] == "sent while the database was down"
+
+
+def _dropped(api: TestClient, reason: str) -> float:
+    return metrics.value(api.get("/metrics").text, "tracker_ingest_dropped_total", reason=reason)
+
+
+def test_a_retained_device_message_becomes_one_event_not_one_per_resubscription(
+    broker: Mosquitto, tmp_path: Path, device: Device
+) -> None:
+    database_url = seeded_database(tmp_path)
+
+    def tracker(client_id: str = "tracker-retained-test") -> Iterator[TestClient]:
+        return api_client(  # type: ignore[return-value]
+            tmp_path, broker.url, client_id=client_id, database_url=database_url
+        )
+
+    with Peer(broker.port, "track/#") as peer:
+        with tracker() as api:
+            before = _dropped(api, "retained")
+            device.client.publish("ingest/1", "retained reading", qos=1, retain=True)
+            peer.wait_for(1)
+        # A restart resumes the session and subscribes again: the broker replays the
+        # retained copy, which must be acknowledged and dropped.
+        with tracker() as api:
+            wait_until(lambda: _dropped(api, "retained") >= before + 1, timeout=5)
+            device.send("1", "live after restart")
+            peer.wait_for(2)
+        # A member new to the group gets the retained copy too.
+        with tracker("tracker-retained-new") as api:
+            wait_until(lambda: _dropped(api, "retained") >= before + 2, timeout=5)
+
+    assert [e["data"] for e in peer.events()] == ["retained reading", "live after restart"]
+
+
+def test_an_oversize_device_message_is_refused_by_the_broker(
+    tracker: TestClient, broker: Mosquitto, device: Device
+) -> None:
+    disconnected: list[object] = []
+    device.client.on_disconnect = lambda *args: disconnected.append(args)
+
+    with Peer(broker.port, "track/#") as peer:
+        device.client.publish("ingest/1", b"x" * 1_000_000, qos=1)
+        # Mosquitto drops a client whose packet is over max_packet_size.
+        wait_until(lambda: disconnected, timeout=5)
+        sender = Device(broker.port)
+        try:
+            sender.send("1", "small")
+            (message,) = peer.wait_for(1)
+        finally:
+            sender.close()
+
+    assert message.event["data"] == "small"
+    assert "disconnected due to oversize packet" in broker.log()
+
+
+def test_every_broker_configuration_takes_its_size_limits_from_the_largest_message() -> None:
+    shared = REPO / "mqtt" / "conf.d" / "limits.conf"
+    settings = dict(
+        line.split() for line in shared.read_text().splitlines() if line and line[0] != "#"
+    )
+    max_data = Settings.model_fields["max_data_bytes"].default
+
+    assert int(settings["message_size_limit"]) == limits.largest_message(max_data)
+    assert int(settings["max_packet_size"]) == limits.largest_packet(max_data)
+    # Every broker the project starts loads that directory: production (and compose,
+    # which mounts it there), make run, the tests and the benchmark (tests' helper).
+    assert "include_dir /mosquitto/config/conf.d" in (REPO / "mqtt/mosquitto.conf").read_text()
+    assert "./mqtt/conf.d:/mosquitto/config/conf.d" in (REPO / "docker-compose.yml").read_text()
+    assert "include_dir {REPO / 'mqtt' / 'conf.d'}" in (REPO / "scripts/devstack.py").read_text()
+    assert "from tests.helpers.broker import" in (REPO / "bench/__main__.py").read_text()
+
+
+def test_qos0_device_messages_are_dropped_and_counted_while_the_database_is_down(
+    broker: Mosquitto, tmp_path: Path, device: Device
+) -> None:
+    database_url, _ = database_to_repair(tmp_path)
+    with api_client(
+        tmp_path, broker.url, wait_ready=False, database_url=database_url, account_cache_ttl=0
+    ) as api:
+        wait_until(lambda: api.get("/readyz").json()["broker"], timeout=5)
+        before = _dropped(api, "unavailable")
+        for i in range(50):
+            device.client.publish("ingest/1", f"qos0-{i}", qos=0)
+        # Every one finished (dropped), none left retrying.
+        wait_until(lambda: _dropped(api, "unavailable") - before == 50, timeout=10)
+
+
+@pytest.mark.slow
+def test_retiring_a_removed_member_republishes_every_device_event_it_held(
+    broker: Mosquitto, tmp_path: Path, device: Device
+) -> None:
+    database_url = seeded_database(tmp_path)
+    members = [
+        TrackerProcess(tmp_path, broker.url, database_url, TRACKER_CLIENT_ID=f"member-{name}")
+        for name in "ab"
+    ]
+    with Peer(broker.port, "track/#") as peer, members[0]:
+        with members[1]:
+            pass  # joined the group, then removed (scale-down): its session stays
+        for i in range(6):
+            device.send("1", f"reading-{i}")
+        # The removed member's share is held in its session, not delivered.
+        wait_until(lambda: len(peer.events()) >= 1, timeout=5)
+        assert len(peer.events()) < 6
+
+        retired = subprocess.run(
+            [sys.executable, "-m", "tracker_api", "retire-member", "member-b", "--quiet", "0.5"],
+            env=members[1].env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert retired.returncode == 0, retired.stderr
+        wait_until(lambda: len(peer.events()) == 6, timeout=5)
+        # The member is gone from the group: everything new goes to the live one.
+        for i in range(6, 10):
+            device.send("1", f"reading-{i}")
+        wait_until(lambda: len(peer.events()) == 10, timeout=5)
+
+    assert sorted(e["data"] for e in peer.events()) == sorted(f"reading-{i}" for i in range(10))
+    assert "retired member-b" in retired.stdout

@@ -21,9 +21,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "broker or database not reachable"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when connected to the broker and the accounts database answers."""
+    """Ready when connected to the broker and the accounts database answers;
+    ``broker_status`` says why the broker is not: refused (and the reason) or unreachable."""
     state = request.app.state
-    broker = state.service.publisher.connected
+    publisher = state.service.publisher
+    broker = publisher.connected
     try:
         await asyncio.wait_for(asyncio.to_thread(db.ping, state.engine), 2.0)
         database = True
@@ -31,7 +33,14 @@ async def readyz(request: Request) -> JSONResponse:
         database = False
     ready = broker and database
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "broker": broker, "database": database},
+        {
+            "status": "ready" if ready else "unavailable",
+            "broker": broker,
+            # Why not: "refused: not authorised" (a login to fix) reads differently from
+            # "unreachable: ..." (a broker or network to fix).
+            "broker_status": publisher.broker_status,
+            "database": database,
+        },
         status_code=200 if ready else 503,
         headers=None if ready else {"Retry-After": "1"},
     )
