@@ -145,7 +145,7 @@ def output_options(command: F) -> F:
                 type=click.IntRange(min=1),
                 default=DEFAULT_CAPACITY,
                 show_default=True,
-                help="How many recent eventIds are remembered to drop redeliveries.",
+                help="How many recent (account, eventId) pairs are remembered to drop redeliveries.",
             ),
             click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr."),
         ]

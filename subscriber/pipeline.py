@@ -103,7 +103,9 @@ class Pipeline:
         if event is None:
             self._raw(topic, payload, received)
             return True
-        if self.dedup.seen(event["eventId"]):
+        # The topic's account, not the payload's: the broker's ACL decides who may publish
+        # on track/<account>, so a payload cannot claim its way into another account's ids.
+        if self.dedup.seen(topic.rpartition("/")[2], event["eventId"]):
             self.duplicates += 1
             return True
         self.shown += 1

@@ -6,10 +6,14 @@ import subprocess
 from pathlib import Path
 
 import orjson
+from sqlmodel import Session
 
 from subscriber.cli import EXIT_REFUSED
+from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.tail import TAIL, Publisher, Tail, assert_exactly_once, event
+from tracker_api.models import Account
 
 
 def test_wildcard_sees_every_account_and_filters_only_theirs(
@@ -93,3 +97,29 @@ def test_wrong_password_exits_with_one_clear_line(tmp_path: Path) -> None:
         assert "shell history" not in allowed.stderr()
     finally:
         broker.kill()
+
+
+def test_two_accounts_may_use_the_same_idempotency_key(broker: Mosquitto, tmp_path: Path) -> None:
+    url, engine = seeded_sqlite(tmp_path / "tracker.db")
+    with Session(engine) as session:
+        session.add(Account(account_id="3", account_name="Three"))
+        session.commit()
+    engine.dispose()
+    order = {"Idempotency-Key": "order-1"}
+    with (
+        Tail(tmp_path, "--json", port=broker.port) as tail,
+        api_client(tmp_path, f"mqtt://127.0.0.1:{broker.port}", database_url=url) as api,
+    ):
+        tail.wait_subscribed()
+        answers = [api.get(f"/{account}", params={"data": account}, headers=order)
+                   for account in ("2", "3", "3")]  # fmt: skip
+        tail.wait_for_events(2)
+        # A marker after the retry: once it is shown, the retry has been handled too.
+        api.get("/1", params={"data": "marker"})
+        tail.wait_for_events(3)
+        assert tail.terminate() == 0
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    shown = [(r["accountId"], r["eventId"], r["data"]) for r in tail.records()]
+    assert shown[:2] == [("2", "order-1", "2"), ("3", "order-1", "3")]
+    assert [row[0] for row in shown] == ["2", "3", "1"]
+    assert "3 events shown, 1 duplicates dropped" in tail.stderr()
