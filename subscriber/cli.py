@@ -23,7 +23,14 @@ from rich.console import Console
 from .aggregate import Aggregator
 from .dedup import DEFAULT_CAPACITY, Deduplicator
 from .pipeline import LiveView, Pipeline, TextView
-from .render import ColourRenderer, JsonRenderer, PlainRenderer, Renderer, TemplateRenderer
+from .render import (
+    ColourRenderer,
+    JsonRenderer,
+    PlainRenderer,
+    Renderer,
+    TemplateRenderer,
+    json_for_terminal,
+)
 from .session import ConnectOptions, Refused, Session
 
 logger = logging.getLogger("subscriber")
@@ -145,7 +152,8 @@ def output_options(command: F) -> F:
                 type=click.IntRange(min=1),
                 default=DEFAULT_CAPACITY,
                 show_default=True,
-                help="How many recent (account, eventId) pairs are remembered to drop redeliveries.",
+                help="How many recent (account, eventId) pairs are remembered to drop "
+                "redeliveries.",
             ),
             click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr."),
         ]
@@ -224,6 +232,8 @@ def run(params: dict[str, Any]) -> int:
         dedup=Deduplicator(params["dedup_size"]),
         count=params["count"],
         timeout=params["timeout"],
+        # The other modes escape field by field; JSON must stay JSON, so it is escaped whole.
+        escape=json_for_terminal if terminal and params["as_json"] else None,
     )
     if params["aggregate"]:
         if terminal and not params["as_json"]:

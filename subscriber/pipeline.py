@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 from rich.console import Console
@@ -76,8 +77,10 @@ class Pipeline:
         dedup: Deduplicator | None = None,
         count: int | None = None,
         timeout: float | None = None,
+        escape: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.out = out
+        self.escape = escape
         self.renderer = renderer
         self.aggregator = aggregator
         self.view: AggregateView | None = None
@@ -146,6 +149,8 @@ class Pipeline:
             return self.stop_reason != "broken-pipe"
         data = b"".join(self._buffer)
         self._buffer.clear()
+        if self.escape is not None:
+            data = self.escape(data)
         try:
             self.out.write(data)
             self.out.flush()

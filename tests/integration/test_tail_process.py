@@ -13,6 +13,7 @@ from tests.helpers.accounts import seeded_sqlite
 from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.tail import TAIL, Publisher, Tail, assert_exactly_once, event
+from tests.helpers.waiting import wait_until
 from tracker_api.models import Account
 
 
@@ -123,3 +124,17 @@ def test_two_accounts_may_use_the_same_idempotency_key(broker: Mosquitto, tmp_pa
     assert shown[:2] == [("2", "order-1", "2"), ("3", "order-1", "3")]
     assert [row[0] for row in shown] == ["2", "3", "1"]
     assert "3 events shown, 1 duplicates dropped" in tail.stderr()
+
+
+def test_json_on_a_terminal_escapes_terminal_controls(broker: Mosquitto, tmp_path: Path) -> None:
+    hostile = "\x9b2J\u202eevil\x1b[31m é"
+    with Tail(tmp_path, "--json", port=broker.port, terminal=True) as tail:
+        tail.wait_subscribed()
+        with Publisher(broker.port) as publisher:
+            publisher.publish([event("1", 1, "tty", data=hostile)])
+        wait_until(lambda: "tty-00000001" in tail.stdout(), timeout=10)
+        assert tail.terminate() == 0
+    shown = tail.out_path.read_bytes()
+    assert b"\xc2\x9b" not in shown and b"\xe2\x80\xae" not in shown and b"\x1b" not in shown
+    assert b"\\u009b2J\\u202eevil\\u001b[31m \xc3\xa9" in shown
+    assert [record["data"] for record in tail.records()] == [hostile]
