@@ -241,17 +241,50 @@ def run(params: dict[str, Any]) -> int:
         else:
             pipeline.view = TextView(pipeline, json=params["as_json"])
     session = Session(options, pipeline)
+    refused: Refused | None = None
     with _stop_on_signals() as stopped:
         try:
             session.run(lambda: stopped() or pipeline.stop_reason is not None)
         except Refused as error:
-            raise RefusedError(str(error)) from None
+            refused = error
         finally:
-            pipeline.finish()
+            # Refused at once, a summary of nothing would only bury the error.
+            if refused is None or pipeline.shown or pipeline.duplicates or pipeline.malformed:
+                pipeline.finish()
+    if refused is not None:
+        raise RefusedError(f"{refused}\n{refusal_hint(refused, options)}")
     if pipeline.stop_reason == "broken-pipe":
         _silence_stdout()
         return 0
     return EXIT_TIMEOUT if pipeline.stop_reason == "timeout" else 0
+
+
+CREDENTIALS_HINT = "after `make run`, load its logins with: set -a; . var/credentials.env; set +a"
+
+
+def refusal_hint(refused: Refused, options: ConnectOptions) -> str:
+    """What to do about a refusal: the line after the error."""
+    user = options.username
+    if refused.kind == "login":
+        if not user:
+            return f"hint: no username given (MQTT_TAIL_USERNAME or --username); {CREDENTIALS_HINT}"
+        if not options.password:
+            return (
+                f"hint: no password given for {user} (MQTT_TAIL_PASSWORD or --password); "
+                f"{CREDENTIALS_HINT}"
+            )
+        return (
+            f"hint: the broker does not accept {user} with this password "
+            f"(MQTT_TAIL_USERNAME, MQTT_TAIL_PASSWORD); {CREDENTIALS_HINT}"
+        )
+    if refused.kind == "subscription":
+        return (
+            f"hint: {user or 'this login'} may not read {', '.join(options.topics)}; an "
+            "account's login reads only its own account (--account <id>), the reader login all"
+        )
+    if refused.kind == "client-id":
+        return "hint: choose another --client-id (letters and digits, at most 23 characters)"
+    return "hint: use a broker that speaks MQTT 3.1.1 (Mosquitto does)"
 
 
 def _accounts(values: tuple[str, ...]) -> list[str]:

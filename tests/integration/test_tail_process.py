@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import orjson
+import pytest
 from sqlmodel import Session
 
 from subscriber.cli import EXIT_REFUSED
@@ -82,22 +83,55 @@ def _secured_broker(tmp_path: Path) -> Mosquitto:
     return broker
 
 
-def test_wrong_password_exits_with_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("env", "hint"),
+    [
+        ({}, "hint: no username given (MQTT_TAIL_USERNAME or --username)"),
+        ({"MQTT_TAIL_USERNAME": "reader"}, "hint: no password given for reader"),
+        (
+            {"MQTT_TAIL_USERNAME": "reader", "MQTT_TAIL_PASSWORD": "wrong"},
+            "hint: the broker does not accept reader with this password",
+        ),
+    ],
+)
+def test_a_refused_login_says_why_then_how_to_fix_it(
+    tmp_path: Path, env: dict[str, str], hint: str
+) -> None:
     # Mosquitto 2.0.11 grants an ACL-denied subscription (SUBACK 0, then delivers
     # nothing), so the SUBACK 0x80 path is covered in tests/subscriber/test_session.py.
     broker = _secured_broker(tmp_path)
     try:
-        env = {"MQTT_TAIL_USERNAME": "reader"}
-        with Tail(tmp_path, port=broker.port, env={**env, "MQTT_TAIL_PASSWORD": "wrong"}) as bad:
+        with Tail(tmp_path, port=broker.port, env=env) as bad:
             assert bad.process.wait(10) == EXIT_REFUSED
-        assert bad.stderr().strip().splitlines()[-1].startswith("Error: connection refused")
-        allowed_env = {**env, "MQTT_TAIL_PASSWORD": "secret", "MQTT_TAIL_ACCOUNT": "1"}
-        with Tail(tmp_path, port=broker.port, env=allowed_env) as allowed:
-            allowed.wait_subscribed()
-            assert allowed.terminate() == 0
-        assert "shell history" not in allowed.stderr()
     finally:
         broker.kill()
+    lines = bad.stderr().strip().splitlines()
+    assert lines[-2] == "Error: connection refused: not authorised"
+    assert lines[-1].startswith(hint)
+    assert lines[-1].endswith("set -a; . var/credentials.env; set +a")
+    assert "events shown" not in bad.stderr()  # no summary of nothing
+
+
+def test_the_right_login_subscribes_without_warnings(tmp_path: Path) -> None:
+    broker = _secured_broker(tmp_path)
+    try:
+        env = {"MQTT_TAIL_USERNAME": "reader", "MQTT_TAIL_PASSWORD": "secret"}
+        with Tail(tmp_path, port=broker.port, env={**env, "MQTT_TAIL_ACCOUNT": "1"}) as allowed:
+            allowed.wait_subscribed()
+            assert allowed.terminate() == 0
+    finally:
+        broker.kill()
+    assert "shell history" not in allowed.stderr()
+    assert "0 events shown" in allowed.stderr()
+
+
+def test_a_stopping_broker_is_reported_as_such(broker: Mosquitto, tmp_path: Path) -> None:
+    with Tail(tmp_path, "--json", port=broker.port) as tail:
+        tail.wait_subscribed()
+        broker.stop()
+        tail.wait_for_stderr("connection closed by the broker; reconnecting")
+        assert tail.terminate() == 0
+    assert "Unspecified" not in tail.stderr()
 
 
 def test_two_accounts_may_use_the_same_idempotency_key(broker: Mosquitto, tmp_path: Path) -> None:
