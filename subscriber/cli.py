@@ -37,6 +37,8 @@ logger = logging.getLogger("subscriber")
 
 EXIT_TIMEOUT = 3
 EXIT_REFUSED = 4
+LIVE_REFRESH = 1.0
+"""Seconds between redraws of the --aggregate table on a terminal."""
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -134,7 +136,8 @@ def output_options(command: F) -> F:
                 type=click.IntRange(min=1),
                 default=500,
                 show_default=True,
-                help="With --aggregate: report every N events.",
+                help="With --aggregate: report every N events (on a terminal the table "
+                "is redrawn every second unless this or --window is given).",
             ),
             click.option(
                 "--window",
@@ -222,13 +225,12 @@ def run(params: dict[str, Any]) -> int:
     )
     out = _stdout()
     terminal = out.isatty()
+    live = params["aggregate"] and terminal and not params["as_json"]
     console = Console(file=sys.stdout, force_terminal=terminal or None)
     pipeline = Pipeline(
         out,
         renderer=None if params["aggregate"] else _renderer(params, terminal, console),
-        aggregator=Aggregator(every=params["every"], window=params["window"], now=time.time())
-        if params["aggregate"]
-        else None,
+        aggregator=_aggregator(params, live=live) if params["aggregate"] else None,
         dedup=Deduplicator(params["dedup_size"]),
         count=params["count"],
         timeout=params["timeout"],
@@ -236,7 +238,7 @@ def run(params: dict[str, Any]) -> int:
         escape=json_for_terminal if terminal and params["as_json"] else None,
     )
     if params["aggregate"]:
-        if terminal and not params["as_json"]:
+        if live:
             pipeline.view = LiveView(console)
         else:
             pipeline.view = TextView(pipeline, json=params["as_json"])
@@ -285,6 +287,19 @@ def refusal_hint(refused: Refused, options: ConnectOptions) -> str:
     if refused.kind == "client-id":
         return "hint: choose another --client-id (letters and digits, at most 23 characters)"
     return "hint: use a broker that speaks MQTT 3.1.1 (Mosquitto does)"
+
+
+def _aggregator(params: dict[str, Any], *, live: bool) -> Aggregator:
+    """Pipes get a report every N events (--every) or SECONDS (--window); a person at a
+    terminal gets a table that moves on time even when events are rare."""
+    window = params["window"]
+    every_given = click.get_current_context().get_parameter_source("every") not in (
+        ParameterSource.DEFAULT,
+        ParameterSource.DEFAULT_MAP,
+    )
+    if live and window is None and not every_given:
+        window = LIVE_REFRESH
+    return Aggregator(every=params["every"], window=window, now=time.time())
 
 
 def _accounts(values: tuple[str, ...]) -> list[str]:

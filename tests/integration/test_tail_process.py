@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -172,3 +173,18 @@ def test_json_on_a_terminal_escapes_terminal_controls(broker: Mosquitto, tmp_pat
     assert b"\xc2\x9b" not in shown and b"\xe2\x80\xae" not in shown and b"\x1b" not in shown
     assert b"\\u009b2J\\u202eevil\\u001b[31m \xc3\xa9" in shown
     assert [record["data"] for record in tail.records()] == [hostile]
+
+
+def test_aggregate_on_a_terminal_shows_a_live_table_and_a_final_one_on_ctrl_c(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    with Tail(tmp_path, "--aggregate", port=broker.port, terminal=True) as tail:
+        tail.wait_subscribed()
+        with Publisher(broker.port) as publisher:
+            publisher.publish([event("7", n, "live") for n in range(3)])
+        # Three events are far below --every's 500: only a timed redraw shows them.
+        wait_until(lambda: "3 in total" in tail.stdout(), timeout=5, message=tail.stdout())
+        assert "summary" not in tail.stdout()
+        tail.process.send_signal(signal.SIGINT)
+        assert tail.process.wait(10) == 0
+    wait_until(lambda: "summary: 3 events in" in tail.stdout(), timeout=5, message=tail.stdout())
