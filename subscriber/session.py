@@ -127,7 +127,7 @@ class BufferedSocket:
                 self.lost = f"network error: {_reason(error)}"
                 raise
             if not self._in:
-                self.lost = "connection closed by the broker"
+                self.lost = "closed by the broker"
             self._pos = 0
         chunk = self._in[self._pos : self._pos + size]
         self._pos += len(chunk)
@@ -304,12 +304,12 @@ class Session:
     def _lost(self, reason: ReasonCode) -> str:
         if reason == "Keep alive timeout":
             return (
-                f"no answer from the broker within the keepalive ({self.options.keepalive} s): "
-                "connection dropped"
+                "connection lost: no answer from the broker within the keepalive "
+                f"({self.options.keepalive} s)"
             )
         transport = self._client.buffered
         if transport is not None and transport.lost:
-            return transport.lost
+            return f"connection lost: {transport.lost}"
         return f"connection lost ({reason})"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

@@ -130,7 +130,7 @@ def test_a_stopping_broker_is_reported_as_such(broker: Mosquitto, tmp_path: Path
     with Tail(tmp_path, "--json", port=broker.port) as tail:
         tail.wait_subscribed()
         broker.stop()
-        tail.wait_for_stderr("connection closed by the broker; reconnecting")
+        tail.wait_for_stderr("connection lost: closed by the broker; reconnecting")
         assert tail.terminate() == 0
     assert "Unspecified" not in tail.stderr()
 

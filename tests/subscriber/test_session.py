@@ -88,7 +88,7 @@ def test_the_socket_says_how_the_connection_ended() -> None:
         closed = BufferedSocket(left)
         right.close()
         assert closed.recv(1) == b""
-        assert closed.lost == "connection closed by the broker"
+        assert closed.lost == "closed by the broker"
     left, right = socket.socketpair()
     with left, right:
         left.setblocking(False)
@@ -109,5 +109,7 @@ def test_a_lost_connection_is_described_in_words() -> None:
     tail = session()
     keepalive = ReasonCode(PacketTypes.DISCONNECT, "Keep alive timeout")
     unspecified = ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")
-    assert "no answer from the broker within the keepalive (5 s)" in tail._lost(keepalive)
+    assert tail._lost(keepalive) == (
+        "connection lost: no answer from the broker within the keepalive (5 s)"
+    )
     assert tail._lost(unspecified) == "connection lost (Unspecified error)"
