@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tracker_api.config import ConfigError, get_settings  # noqa: E402
 from tracker_api.db import create_schema, make_engine  # noqa: E402
+from tracker_api.events import check_account_id  # noqa: E402
 from tracker_api.models import Account  # noqa: E402
 
 NAMES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell")
@@ -43,7 +44,12 @@ def demo_accounts(count: int, inactive_every: int) -> list[Account]:
 
 
 def upsert(session: Session, accounts: list[Account], chunk: int = 500) -> tuple[int, int, int]:
-    """Insert missing accounts, update changed ones: (created, updated, unchanged)."""
+    """Insert missing accounts, update changed ones: (created, updated, unchanged).
+
+    Every id is checked first (``InvalidRequest``), so nothing is written when one is bad.
+    """
+    for account in accounts:
+        check_account_id(account.account_id)
     created = updated = 0
     for start in range(0, len(accounts), chunk):
         batch = accounts[start : start + chunk]

@@ -23,13 +23,22 @@ from rich.console import Console
 from .aggregate import Aggregator
 from .dedup import DEFAULT_CAPACITY, Deduplicator
 from .pipeline import LiveView, Pipeline, TextView
-from .render import ColourRenderer, JsonRenderer, PlainRenderer, Renderer, TemplateRenderer
+from .render import (
+    ColourRenderer,
+    JsonRenderer,
+    PlainRenderer,
+    Renderer,
+    TemplateRenderer,
+    json_for_terminal,
+)
 from .session import ConnectOptions, Refused, Session
 
 logger = logging.getLogger("subscriber")
 
 EXIT_TIMEOUT = 3
 EXIT_REFUSED = 4
+LIVE_REFRESH = 1.0
+"""Seconds between redraws of the --aggregate table on a terminal."""
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,7 +136,8 @@ def output_options(command: F) -> F:
                 type=click.IntRange(min=1),
                 default=500,
                 show_default=True,
-                help="With --aggregate: report every N events.",
+                help="With --aggregate: report every N events (on a terminal the table "
+                "is redrawn every second unless this or --window is given).",
             ),
             click.option(
                 "--window",
@@ -145,7 +155,8 @@ def output_options(command: F) -> F:
                 type=click.IntRange(min=1),
                 default=DEFAULT_CAPACITY,
                 show_default=True,
-                help="How many recent eventIds are remembered to drop redeliveries.",
+                help="How many recent (account, eventId) pairs are remembered to drop "
+                "redeliveries.",
             ),
             click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr."),
         ]
@@ -214,34 +225,81 @@ def run(params: dict[str, Any]) -> int:
     )
     out = _stdout()
     terminal = out.isatty()
+    live = params["aggregate"] and terminal and not params["as_json"]
     console = Console(file=sys.stdout, force_terminal=terminal or None)
     pipeline = Pipeline(
         out,
         renderer=None if params["aggregate"] else _renderer(params, terminal, console),
-        aggregator=Aggregator(every=params["every"], window=params["window"], now=time.time())
-        if params["aggregate"]
-        else None,
+        aggregator=_aggregator(params, live=live) if params["aggregate"] else None,
         dedup=Deduplicator(params["dedup_size"]),
         count=params["count"],
         timeout=params["timeout"],
+        # The other modes escape field by field; JSON must stay JSON, so it is escaped whole.
+        escape=json_for_terminal if terminal and params["as_json"] else None,
     )
     if params["aggregate"]:
-        if terminal and not params["as_json"]:
+        if live:
             pipeline.view = LiveView(console)
         else:
             pipeline.view = TextView(pipeline, json=params["as_json"])
     session = Session(options, pipeline)
+    refused: Refused | None = None
     with _stop_on_signals() as stopped:
         try:
             session.run(lambda: stopped() or pipeline.stop_reason is not None)
         except Refused as error:
-            raise RefusedError(str(error)) from None
+            refused = error
         finally:
-            pipeline.finish()
+            # Refused at once, a summary of nothing would only bury the error.
+            if refused is None or pipeline.shown or pipeline.duplicates or pipeline.malformed:
+                pipeline.finish()
+    if refused is not None:
+        raise RefusedError(f"{refused}\n{refusal_hint(refused, options)}")
     if pipeline.stop_reason == "broken-pipe":
         _silence_stdout()
         return 0
     return EXIT_TIMEOUT if pipeline.stop_reason == "timeout" else 0
+
+
+CREDENTIALS_HINT = "after `make run`, load its logins with: set -a; . var/credentials.env; set +a"
+
+
+def refusal_hint(refused: Refused, options: ConnectOptions) -> str:
+    """What to do about a refusal: the line after the error."""
+    user = options.username
+    if refused.kind == "login":
+        if not user:
+            return f"hint: no username given (MQTT_TAIL_USERNAME or --username); {CREDENTIALS_HINT}"
+        if not options.password:
+            return (
+                f"hint: no password given for {user} (MQTT_TAIL_PASSWORD or --password); "
+                f"{CREDENTIALS_HINT}"
+            )
+        return (
+            f"hint: the broker does not accept {user} with this password "
+            f"(MQTT_TAIL_USERNAME, MQTT_TAIL_PASSWORD); {CREDENTIALS_HINT}"
+        )
+    if refused.kind == "subscription":
+        return (
+            f"hint: {user or 'this login'} may not read {', '.join(options.topics)}; an "
+            "account's login reads only its own account (--account <id>), the reader login all"
+        )
+    if refused.kind == "client-id":
+        return "hint: choose another --client-id (letters and digits, at most 23 characters)"
+    return "hint: use a broker that speaks MQTT 3.1.1 (Mosquitto does)"
+
+
+def _aggregator(params: dict[str, Any], *, live: bool) -> Aggregator:
+    """Pipes get a report every N events (--every) or SECONDS (--window); a person at a
+    terminal gets a table that moves on time even when events are rare."""
+    window = params["window"]
+    every_given = click.get_current_context().get_parameter_source("every") not in (
+        ParameterSource.DEFAULT,
+        ParameterSource.DEFAULT_MAP,
+    )
+    if live and window is None and not every_given:
+        window = LIVE_REFRESH
+    return Aggregator(every=params["every"], window=window, now=time.time())
 
 
 def _accounts(values: tuple[str, ...]) -> list[str]:

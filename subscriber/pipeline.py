@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 from rich.console import Console
@@ -76,8 +77,10 @@ class Pipeline:
         dedup: Deduplicator | None = None,
         count: int | None = None,
         timeout: float | None = None,
+        escape: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.out = out
+        self.escape = escape
         self.renderer = renderer
         self.aggregator = aggregator
         self.view: AggregateView | None = None
@@ -103,7 +106,9 @@ class Pipeline:
         if event is None:
             self._raw(topic, payload, received)
             return True
-        if self.dedup.seen(event["eventId"]):
+        # The topic's account, not the payload's: the broker's ACL decides who may publish
+        # on track/<account>, so a payload cannot claim its way into another account's ids.
+        if self.dedup.seen(topic.rpartition("/")[2], event["eventId"]):
             self.duplicates += 1
             return True
         self.shown += 1
@@ -144,6 +149,8 @@ class Pipeline:
             return self.stop_reason != "broken-pipe"
         data = b"".join(self._buffer)
         self._buffer.clear()
+        if self.escape is not None:
+            data = self.escape(data)
         try:
             self.out.write(data)
             self.out.flush()

@@ -6,6 +6,7 @@ batch, before acknowledging the batch. Nothing here does I/O.
 
 from __future__ import annotations
 
+import re
 import string
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -80,6 +81,31 @@ def printable(value: object) -> str:
     if text.isprintable():
         return text
     return text.encode("unicode_escape").decode("ascii")
+
+
+_UNSAFE_FOR_JSON = re.compile("[^\x00-\x7e]+")
+"""What orjson leaves unescaped and may not be printable: DEL and non-ASCII."""
+
+
+def json_for_terminal(data: bytes) -> bytes:
+    """JSON lines with every character ``printable`` would escape written as ``\\uXXXX``:
+    still the same JSON, but a terminal never sees C1 controls (U+009B is CSI) or bidi
+    overrides (U+202E). orjson itself escapes only C0 controls."""
+    if data.isascii() and b"\x7f" not in data:
+        return data
+    return _UNSAFE_FOR_JSON.sub(_escape_unprintable, data.decode()).encode()
+
+
+def _escape_unprintable(match: re.Match[str]) -> str:
+    return "".join(char if char.isprintable() else _json_escape(char) for char in match[0])
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # astral planes: a UTF-16 surrogate pair, as JSON spells them
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def raw_preview(payload: bytes | bytearray) -> str:

@@ -37,17 +37,25 @@ at risk because nothing is held for longer than one batch."""
 POLL_INTERVAL = 0.2
 """Longest wait in select(): how quickly a stop request or a timer is noticed."""
 
-# CONNACK codes (as paho reports them for MQTT 3.1.1) that retrying cannot fix.
+# CONNACK codes (as paho reports them for MQTT 3.1.1) that retrying cannot fix: what the
+# broker said, and which kind of refusal it is (the CLI gives a hint per kind).
 _REFUSED = {
-    132: "the broker does not support MQTT 3.1.1",
-    133: "the broker rejected the client id",
-    134: "bad username or password",
-    135: "not authorised",
+    132: ("the broker does not support MQTT 3.1.1", "protocol"),
+    133: ("the broker rejected the client id", "client-id"),
+    134: ("bad username or password", "login"),
+    135: ("not authorised", "login"),
 }
 
 
 class Refused(Exception):
-    """The broker said no (credentials, ACL, client id): not a network error, no retry."""
+    """The broker said no (credentials, ACL, client id): not a network error, no retry.
+
+    ``kind`` is ``"login"``, ``"client-id"``, ``"protocol"`` or ``"subscription"``.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Handler(Protocol):
@@ -103,13 +111,23 @@ class BufferedSocket:
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
+        self.lost: str | None = None
+        """How the connection ended, in words, once it did (paho only says "Unspecified")."""
         self._in = b""
         self._pos = 0
         self._out = bytearray()
 
     def recv(self, size: int) -> bytes:
         if self._pos >= len(self._in):
-            self._in = self._sock.recv(max(READ_CHUNK, size))
+            try:
+                self._in = self._sock.recv(max(READ_CHUNK, size))
+            except _NOT_YET:
+                raise
+            except OSError as error:
+                self.lost = f"network error: {_reason(error)}"
+                raise
+            if not self._in:
+                self.lost = "closed by the broker"
             self._pos = 0
         chunk = self._in[self._pos : self._pos + size]
         self._pos += len(chunk)
@@ -132,8 +150,11 @@ class BufferedSocket:
         while self._out:
             try:
                 sent = self._sock.send(self._out)
-            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            except _NOT_YET:
                 return
+            except OSError as error:
+                self.lost = f"network error: {_reason(error)}"
+                raise
             del self._out[:sent]
 
     def close(self) -> None:
@@ -153,9 +174,16 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
+_NOT_YET = (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
+
+
 class _Client(mqtt.Client):
+    buffered: BufferedSocket | None = None
+    """The latest connection's socket; paho forgets it before reporting a disconnect."""
+
     def _create_socket(self) -> Any:
-        return BufferedSocket(super()._create_socket())
+        self.buffered = BufferedSocket(super()._create_socket())
+        return self.buffered
 
 
 class Session:
@@ -173,7 +201,7 @@ class Session:
         self.subscribed = False
         self.connections = 0
         self._wipe = options.clean
-        self._refused: str | None = None
+        self._refused: Refused | None = None
         self._pending: list[int] = []
         self._reported_down = False
         self._client = self._new_client(clean=self._wipe)
@@ -213,7 +241,8 @@ class Session:
     ) -> None:
         if reason.is_failure:
             if reason.value in _REFUSED:
-                self._refused = f"connection refused: {_REFUSED[reason.value]}"
+                said, kind = _REFUSED[reason.value]
+                self._refused = Refused(f"connection refused: {said}", kind)
             else:
                 logger.warning("connection refused by the broker: %s; retrying", reason)
             return
@@ -249,7 +278,9 @@ class Session:
     ) -> None:
         for topic, reason in zip(self.options.topics, reasons, strict=False):
             if reason.is_failure:
-                self._refused = f"subscription to {topic} refused by the broker (ACL?)"
+                self._refused = Refused(
+                    f"subscription to {topic} refused by the broker (ACL?)", "subscription"
+                )
                 return
         if not self.subscribed:
             logger.info("subscribed to %s", ", ".join(self.options.topics))
@@ -264,11 +295,22 @@ class Session:
         properties: Any,
     ) -> None:
         if self.connected and not self._stopping:
-            logger.warning("connection lost (%s); reconnecting", reason)
+            logger.warning("%s; reconnecting", self._lost(reason))
         self.connected = False
         # PUBACKs for this connection's messages must not go out on the next one: the
         # broker redelivers them and the deduplicator drops the copies.
         self._pending.clear()
+
+    def _lost(self, reason: ReasonCode) -> str:
+        if reason == "Keep alive timeout":
+            return (
+                "connection lost: no answer from the broker within the keepalive "
+                f"({self.options.keepalive} s)"
+            )
+        transport = self._client.buffered
+        if transport is not None and transport.lost:
+            return f"connection lost: {transport.lost}"
+        return f"connection lost ({reason})"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self.handler.on_message(message.topic, message.payload) and message.qos:
@@ -285,7 +327,7 @@ class Session:
             self.handler.on_tick(time.time())
             if self._refused:
                 self._close()
-                raise Refused(self._refused)
+                raise self._refused
             sock = self._client.socket()
             if sock is None:
                 if now < next_attempt:

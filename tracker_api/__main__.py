@@ -19,8 +19,10 @@ from .broker_reload import RELOAD_HINT, reload_broker
 from .client_ids import StateDirError, safe_directory
 from .config import ConfigError, get_settings
 from .db import make_engine
+from .errors import InvalidRequest
+from .events import check_account_id
 from .retire import RetireFailed, retire_member
-from .users import PasswordFile, describe_role
+from .users import ROLES, PasswordFile, describe_role
 
 logger = logging.getLogger("tracker_api")
 
@@ -117,8 +119,13 @@ def users() -> None:
 
 
 @users.command("add")
-@click.argument("username")
+@click.argument("username", required=False)
 @PASSWORD_FILE
+@click.option(
+    "--role",
+    type=click.Choice(sorted(ROLES)),
+    help="Add the login of this role (named after it) instead of an account's.",
+)
 @click.option(
     "--password",
     envvar="MQTT_USER_PASSWORD",
@@ -126,24 +133,42 @@ def users() -> None:
     help="The password; prompted for when not given, generated with --generate.",
 )
 @click.option("--generate", is_flag=True, help="Generate a random password and print it once.")
-def users_add(username: str, password_file: Path, password: str | None, generate: bool) -> None:
-    """Add a login or change its password.
+def users_add(
+    username: str | None,
+    password_file: Path,
+    role: str | None,
+    password: str | None,
+    generate: bool,
+) -> None:
+    """Add a login or change its password: an account's (USERNAME = account id), or a
+    role's (--role).
 
     \b
-    tracker    publishes track/#, reads ingest/#  (the service)
-    reader     reads track/#                      (dashboards, mqtt-tail)
-    <account>  reads track/<account>, publishes ingest/<account>
+    --role tracker  publishes track/#, reads ingest/#  (the service)
+    --role reader   reads track/#                      (dashboards, mqtt-tail)
+    <account>       reads track/<account>, publishes ingest/<account>
     """
+    if role is not None:
+        if username not in (None, role):
+            raise click.UsageError(f"the login of role {role} is named {role}, not {username}")
+        username = role
+    elif username is None:
+        raise click.UsageError("give an account id, or --role tracker|reader")
+    else:
+        try:
+            check_account_id(username)
+        except InvalidRequest as error:
+            hint = f"; for the role's login: --role {username}" if username in ROLES else ""
+            raise click.ClickException(f"{error.detail}{hint}") from None
     if generate:
         password = secrets.token_urlsafe(18)
     elif password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    passwords = PasswordFile(password_file)
     try:
-        created = passwords.set(username, password or "")
-    except ValueError as error:
+        with PasswordFile.edit(password_file) as passwords:
+            created = passwords.set(username, password or "")
+    except (ValueError, OSError) as error:
         raise click.ClickException(str(error)) from None
-    passwords.save()
     click.echo(f"{'added' if created else 'updated'} {username} ({describe_role(username)})")
     if generate:
         click.echo(f"password: {password}")
@@ -155,10 +180,13 @@ def users_add(username: str, password_file: Path, password: str | None, generate
 @PASSWORD_FILE
 def users_remove(username: str, password_file: Path) -> None:
     """Remove a login."""
-    passwords = PasswordFile(password_file)
-    if not passwords.remove(username):
+    try:
+        with PasswordFile.edit(password_file) as passwords:
+            removed = passwords.remove(username)
+    except OSError as error:
+        raise click.ClickException(str(error)) from None
+    if not removed:
         raise click.ClickException(f"no user {username!r} in {password_file}")
-    passwords.save()
     click.echo(f"removed {username}")
     apply_to_broker(password_file)
 

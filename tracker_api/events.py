@@ -13,6 +13,7 @@ from . import metrics
 from .accounts import AccountCache
 from .errors import InvalidRequest, PayloadTooLarge, TrackerError
 from .publisher import Publisher
+from .users import ROLES
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -66,11 +67,16 @@ class Clock:
 
 
 def check_account_id(account_id: str) -> None:
+    """The one rule for account ids: the API, ingest, the seed and account logins use it."""
     if ACCOUNT_ID.fullmatch(account_id) is None or account_id in RESERVED:
         raise InvalidRequest(
             "Invalid account id: 1-64 characters from A-Z a-z 0-9 _ . -, starting with a "
             "letter or digit"
         )
+    if account_id in ROLES:
+        # A login's name is its account id (mqtt/acl patterns): an account named after a
+        # role would share that role's login, and the role's rights.
+        raise InvalidRequest(f"Invalid account id: {account_id!r} is the name of a broker role")
 
 
 class EventService:

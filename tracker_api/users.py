@@ -3,17 +3,22 @@
 Entries use Mosquitto 2's format: ``user:$7$<iterations>$<salt>$<hash>`` with
 PBKDF2-HMAC-SHA512 and base64 fields. Which user may do what is decided by the ACL file
 (``mqtt/acl``): ``tracker`` and ``reader`` are roles by name, and any other user name is an
-account id (reads ``track/<id>``, publishes ``ingest/<id>``).
+account id (reads ``track/<id>``, publishes ``ingest/<id>``). The role names are therefore
+never account ids (``events.check_account_id``), so the two namespaces cannot overlap.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ITERATIONS = 101  # mosquitto_passwd's own default
@@ -49,16 +54,47 @@ def describe_role(username: str) -> str:
 
 
 class PasswordFile:
-    """Load, change and atomically save a Mosquitto password file (mode 0600)."""
+    """Load, change and atomically save a Mosquitto password file.
+
+    Lines that are not entries (comments, blank lines) and the order of entries are kept;
+    new users are appended. A saved file keeps the mode and owner it had (0600 when new).
+    Use ``PasswordFile.edit(path)`` to change a file that others may change at the same
+    time: it holds a lock from load to save.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[str, str] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
+        # The file as read: a user name where an entry was, the text of any other line.
+        self._layout: list[tuple[str | None, str]] = []
+        self._loaded = path.read_text() if path.exists() else None
+        if self._loaded is not None:
+            for line in self._loaded.splitlines():
                 if line.strip() and not line.startswith("#"):
                     user, _, hashed = line.partition(":")
                     self.entries[user] = hashed
+                    self._layout.append((user, ""))
+                else:
+                    self._layout.append((None, line))
+
+    @classmethod
+    @contextmanager
+    def edit(cls, path: Path) -> Iterator[PasswordFile]:
+        """Load under an exclusive lock, let the caller change it, save, unlock.
+
+        The lock is on a sidecar file (``<name>.lock``): the password file itself is
+        replaced on save, and a lock on a replaced inode would not exclude anyone.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            passwords = cls(path)
+            yield passwords
+            if passwords.render() != (passwords._loaded or ""):
+                passwords.save()
+        finally:
+            os.close(lock)  # releases the lock
 
     def set(self, username: str, password: str) -> bool:
         """Add or change a user; True when the user is new."""
@@ -77,10 +113,37 @@ class PasswordFile:
         hashed = self.entries.get(username)
         return hashed is not None and verify_password(password, hashed)
 
+    def render(self) -> str:
+        lines = []
+        for user, text in self._layout:
+            if user is None:
+                lines.append(text)
+            elif user in self.entries:
+                lines.append(f"{user}:{self.entries[user]}")
+        placed = {user for user, _ in self._layout}
+        lines += [f"{user}:{hashed}" for user, hashed in self.entries.items() if user not in placed]
+        return "".join(f"{line}\n" for line in lines)
+
     def save(self) -> None:
+        """Write a unique temporary file beside the target, then rename it over the target:
+        readers (the broker on SIGHUP) see the old file or the new one, never a mix."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.writelines(f"{user}:{hashed}\n" for user, hashed in sorted(self.entries.items()))
-        os.replace(temporary, self.path)
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            current = None
+        fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                if current is not None:
+                    os.fchmod(handle.fileno(), current.st_mode & 0o7777)
+                    if (current.st_uid, current.st_gid) != (os.getuid(), os.getgid()):
+                        # The broker may read the file as its own user or group.
+                        os.fchown(handle.fileno(), current.st_uid, current.st_gid)
+                handle.write(self.render())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.unlink(temporary)
+            raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import stat
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tracker_api.__main__ import cli
-from tracker_api.users import PasswordFile, hash_password, verify_password
+from tracker_api.users import ROLES, PasswordFile, hash_password, verify_password
 
 
 def test_hashes_use_mosquittos_pbkdf2_format_and_verify() -> None:
@@ -50,7 +52,7 @@ def test_users_commands_add_list_and_remove(tmp_path: Path) -> None:
     file = ["--password-file", str(tmp_path / "passwd")]
 
     added = runner.invoke(cli, ["users", "add", "42", "--generate", *file])
-    typed = runner.invoke(cli, ["users", "add", "reader", *file], input="pw\npw\n")
+    typed = runner.invoke(cli, ["users", "add", "--role", "reader", *file], input="pw\npw\n")
     listed = runner.invoke(cli, ["users", "list", *file])
     removed = runner.invoke(cli, ["users", "remove", "42", *file])
     missing = runner.invoke(cli, ["users", "remove", "42", *file])
@@ -63,7 +65,96 @@ def test_users_commands_add_list_and_remove(tmp_path: Path) -> None:
     assert "42" in listed.output and "reader" in listed.output
     assert removed.exit_code == 0 and "removed 42" in removed.output
     assert missing.exit_code == 1 and "no user '42'" in missing.output
-    assert invalid.exit_code == 1 and "invalid user name" in invalid.output
+    assert invalid.exit_code == 1 and "Invalid account id: 1-64 characters" in invalid.output
     final = PasswordFile(tmp_path / "passwd")
     assert list(final.entries) == ["reader"] and final.check("reader", "pw")
     assert len(generated) >= 20
+
+
+def _add_after(barrier: multiprocessing.synchronize.Barrier, path: Path, name: str) -> None:
+    barrier.wait()
+    result = CliRunner().invoke(
+        cli, ["users", "add", name, "--password", name, "--password-file", str(path)]
+    )
+    os._exit(result.exit_code)
+
+
+def test_concurrent_adds_keep_every_entry(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(8)
+    names = [f"acct-{n}" for n in range(8)]
+    workers = [context.Process(target=_add_after, args=(barrier, path, n)) for n in names]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(20)
+
+    assert [worker.exitcode for worker in workers] == [0] * 8
+    final = PasswordFile(path)
+    assert sorted(final.entries) == names
+    assert all(final.check(name, name) for name in names)
+    assert [p.name for p in tmp_path.iterdir() if p.name not in ("passwd", "passwd.lock")] == []
+
+
+def test_saving_keeps_comments_order_and_mode_whatever_stale_files_lie_around(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "passwd"
+    path.write_text(
+        f"# managed by ops\nb:{hash_password('b')}\n\n# devices\na:{hash_password('a')}\n"
+    )
+    path.chmod(0o640)
+    stale = tmp_path / "passwd.tmp"
+    stale.write_text("left over by a crash\n")
+    stale.chmod(0o644)
+
+    with PasswordFile.edit(path) as passwords:
+        passwords.set("c", "c")
+        passwords.set("a", "a2")
+        passwords.remove("b")
+
+    lines = path.read_text().splitlines()
+    assert lines[0] == "# managed by ops" and lines[1:3] == ["", "# devices"]
+    assert [line.split(":")[0] for line in lines[3:]] == ["a", "c"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
+    assert PasswordFile(path).check("a", "a2")
+    assert stale.read_text() == "left over by a crash\n"
+
+
+def test_an_unchanged_file_is_not_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    with PasswordFile.edit(path) as passwords:
+        assert not passwords.remove("nobody")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("role", ["reader", "tracker"])
+def test_role_names_are_refused_as_account_logins(tmp_path: Path, role: str) -> None:
+    file = ["--password-file", str(tmp_path / "passwd")]
+    runner = CliRunner()
+
+    refused = runner.invoke(cli, ["users", "add", role, "--password", "x", *file])
+    as_role = runner.invoke(cli, ["users", "add", "--role", role, "--password", "x", *file])
+    mismatch = runner.invoke(cli, ["users", "add", "42", "--role", role, "--password", "x", *file])
+    nothing = runner.invoke(cli, ["users", "add", "--password", "x", *file])
+
+    assert refused.exit_code == 1
+    assert f"{role!r} is the name of a broker role; for the role's login: --role {role}" in (
+        refused.output
+    )
+    assert as_role.exit_code == 0 and f"added {role} ({ROLES[role]})" in as_role.output
+    assert mismatch.exit_code == 2 and f"is named {role}, not 42" in mismatch.output
+    assert nothing.exit_code == 2 and "give an account id" in nothing.output
+    assert list(PasswordFile(tmp_path / "passwd").entries) == [role]
+
+
+def test_a_password_file_that_cannot_be_written_is_one_clear_line(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    result = CliRunner().invoke(
+        cli, ["users", "remove", "x", "--password-file", str(blocked / "passwd")]
+    )
+    assert result.exit_code == 1 and "Error:" in result.output
+    assert "Traceback" not in result.output

@@ -5,11 +5,15 @@ Output goes to files (no pipes to drain), which the tests read while the process
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections import Counter
@@ -36,9 +40,17 @@ def event(account: str, n: int, prefix: str = "ev", data: str | None = None) -> 
 
 
 class Tail:
-    """One ``mqtt-tail`` process; ``--json`` output parsed on demand."""
+    """One ``mqtt-tail`` process; ``--json`` output parsed on demand. With ``terminal``,
+    its stdout is a pseudo-terminal (as in a person's shell), copied to the output file."""
 
-    def __init__(self, workdir: Path, *args: str, port: int, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        port: int,
+        env: dict[str, str] | None = None,
+        terminal: bool = False,
+    ):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         n = next(_ids)
@@ -49,9 +61,31 @@ class Tail:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("MQTT_TAIL_")}
         environment.update(env or {})
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            if not terminal:
+                self.process = subprocess.Popen(
+                    [str(TAIL), *self.args], stdout=out, stderr=err, env=environment
+                )
+                return
+            master, slave = pty.openpty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
             self.process = subprocess.Popen(
-                [str(TAIL), *self.args], stdout=out, stderr=err, env=environment
+                [str(TAIL), *self.args], stdout=slave, stderr=err, env=environment
             )
+            os.close(slave)
+            threading.Thread(target=self._copy_terminal, args=(master,), daemon=True).start()
+
+    def _copy_terminal(self, master: int) -> None:
+        with self.out_path.open("ab") as out:
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the process closed its end
+                    chunk = b""
+                if not chunk:
+                    break
+                out.write(chunk)
+                out.flush()
+        os.close(master)
 
     def __enter__(self) -> Tail:
         return self

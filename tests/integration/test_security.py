@@ -10,12 +10,18 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlmodel import Session
 
+from data.seed import upsert
+from tests.helpers.accounts import seeded_sqlite
 from tests.helpers.api import api_client
 from tests.helpers.broker import REPO, Mosquitto
+from tests.helpers.metrics import value
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.waiting import wait_until
-from tracker_api.users import PasswordFile
+from tracker_api.errors import InvalidRequest
+from tracker_api.models import Account
+from tracker_api.users import ROLES, PasswordFile
 
 PASSWORDS = {"tracker": "t-secret", "reader": "r-secret", "1": "one-secret", "2": "two-secret"}
 
@@ -126,3 +132,59 @@ def test_the_tracker_announces_its_status_to_readers(
 
     assert status.payload == b"online"
     assert orjson.dumps(status.topic).startswith(b'"tracker/status/')
+
+
+@pytest.fixture
+def roles_as_accounts(tmp_path: Path) -> str:
+    """A database from before role names were reserved: accounts named like the roles."""
+    url, engine = seeded_sqlite(tmp_path / "legacy.db")
+    with Session(engine) as session:
+        session.add_all(Account(account_id=role, account_name=role) for role in ROLES)
+        session.commit()
+    engine.dispose()
+    return url
+
+
+def test_role_logins_never_act_as_accounts(
+    secured: Mosquitto, roles_as_accounts: str, tmp_path: Path
+) -> None:
+    mqtt_url = f"mqtt://tracker:{PASSWORDS['tracker']}@127.0.0.1:{secured.port}"
+    with (
+        api_client(tmp_path, mqtt_url, database_url=roles_as_accounts) as api,
+        Peer(secured.port, "track/#", **login("reader")) as watcher,
+    ):
+        invalid_before = value(
+            api.get("/metrics").text, "tracker_requests_total", outcome="invalid"
+        )
+        # mqtt/acl's pattern lines apply to every login: the reader may publish ingest/reader.
+        device = Client(secured.port, **login("reader"))
+        device.publish("ingest/reader", b"the reader posing as an account")
+        device.close()
+        wait_until(
+            lambda: (
+                value(api.get("/metrics").text, "tracker_requests_total", outcome="invalid")
+                > invalid_before
+            ),
+            timeout=5,
+        )
+        answers = {role: api.get(f"/{role}", params={"data": "x"}) for role in ROLES}
+        marker = api.get("/1", params={"data": "genuine"}).json()["event"]
+        wait_until(lambda: watcher.events(), timeout=5)
+        events = watcher.events()
+
+    assert events == [marker]
+    for role, answer in answers.items():
+        assert answer.status_code == 422
+        assert answer.json() == {
+            "detail": f"Invalid account id: {role!r} is the name of a broker role"
+        }
+
+
+def test_the_seed_refuses_role_names_and_writes_nothing(tmp_path: Path) -> None:
+    url, engine = seeded_sqlite(tmp_path / "seed.db")
+    with Session(engine) as session, pytest.raises(InvalidRequest, match="broker role"):
+        upsert(session, [Account(account_id="77", account_name="ok"),
+                         Account(account_id="tracker", account_name="no")])  # fmt: skip
+    with Session(engine) as session:
+        assert session.get(Account, "77") is None and session.get(Account, "tracker") is None
+    engine.dispose()

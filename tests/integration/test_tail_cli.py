@@ -7,7 +7,8 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from subscriber.cli import EXIT_REFUSED, EXIT_TIMEOUT, default_client_id, tail
+from subscriber.cli import EXIT_REFUSED, EXIT_TIMEOUT, default_client_id, refusal_hint, tail
+from subscriber.session import ConnectOptions, Refused
 from tests.helpers.broker import Mosquitto
 from tests.helpers.tail import Publisher, assert_exactly_once, event
 
@@ -185,3 +186,16 @@ def test_help_shows_an_example() -> None:
 
 def test_refused_exit_code_is_distinct() -> None:
     assert EXIT_REFUSED not in (0, 1, 2, EXIT_TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("kind", "hint"),
+    [
+        ("subscription", "hint: 1 may not read track/+, track/2; an account's login reads only"),
+        ("client-id", "hint: choose another --client-id"),
+        ("protocol", "hint: use a broker that speaks MQTT 3.1.1"),
+    ],
+)
+def test_every_kind_of_refusal_comes_with_a_hint(kind: str, hint: str) -> None:
+    options = ConnectOptions(topics=["track/+", "track/2"], username="1", password="p")
+    assert refusal_hint(Refused("refused", kind), options).startswith(hint)

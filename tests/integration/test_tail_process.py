@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
 import orjson
+import pytest
+from sqlmodel import Session
 
 from subscriber.cli import EXIT_REFUSED
+from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.tail import TAIL, Publisher, Tail, assert_exactly_once, event
+from tests.helpers.waiting import wait_until
+from tracker_api.models import Account
 
 
 def test_wildcard_sees_every_account_and_filters_only_theirs(
@@ -78,19 +85,107 @@ def _secured_broker(tmp_path: Path) -> Mosquitto:
     return broker
 
 
-def test_wrong_password_exits_with_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("env", "hint"),
+    [
+        ({}, "hint: no username given (MQTT_TAIL_USERNAME or --username)"),
+        ({"MQTT_TAIL_USERNAME": "reader"}, "hint: no password given for reader"),
+        (
+            {"MQTT_TAIL_USERNAME": "reader", "MQTT_TAIL_PASSWORD": "wrong"},
+            "hint: the broker does not accept reader with this password",
+        ),
+    ],
+)
+def test_a_refused_login_says_why_then_how_to_fix_it(
+    tmp_path: Path, env: dict[str, str], hint: str
+) -> None:
     # Mosquitto 2.0.11 grants an ACL-denied subscription (SUBACK 0, then delivers
     # nothing), so the SUBACK 0x80 path is covered in tests/subscriber/test_session.py.
     broker = _secured_broker(tmp_path)
     try:
-        env = {"MQTT_TAIL_USERNAME": "reader"}
-        with Tail(tmp_path, port=broker.port, env={**env, "MQTT_TAIL_PASSWORD": "wrong"}) as bad:
+        with Tail(tmp_path, port=broker.port, env=env) as bad:
             assert bad.process.wait(10) == EXIT_REFUSED
-        assert bad.stderr().strip().splitlines()[-1].startswith("Error: connection refused")
-        allowed_env = {**env, "MQTT_TAIL_PASSWORD": "secret", "MQTT_TAIL_ACCOUNT": "1"}
-        with Tail(tmp_path, port=broker.port, env=allowed_env) as allowed:
-            allowed.wait_subscribed()
-            assert allowed.terminate() == 0
-        assert "shell history" not in allowed.stderr()
     finally:
         broker.kill()
+    lines = bad.stderr().strip().splitlines()
+    assert lines[-2] == "Error: connection refused: not authorised"
+    assert lines[-1].startswith(hint)
+    assert lines[-1].endswith("set -a; . var/credentials.env; set +a")
+    assert "events shown" not in bad.stderr()  # no summary of nothing
+
+
+def test_the_right_login_subscribes_without_warnings(tmp_path: Path) -> None:
+    broker = _secured_broker(tmp_path)
+    try:
+        env = {"MQTT_TAIL_USERNAME": "reader", "MQTT_TAIL_PASSWORD": "secret"}
+        with Tail(tmp_path, port=broker.port, env={**env, "MQTT_TAIL_ACCOUNT": "1"}) as allowed:
+            allowed.wait_subscribed()
+            assert allowed.terminate() == 0
+    finally:
+        broker.kill()
+    assert "shell history" not in allowed.stderr()
+    assert "0 events shown" in allowed.stderr()
+
+
+def test_a_stopping_broker_is_reported_as_such(broker: Mosquitto, tmp_path: Path) -> None:
+    with Tail(tmp_path, "--json", port=broker.port) as tail:
+        tail.wait_subscribed()
+        broker.stop()
+        tail.wait_for_stderr("connection lost: closed by the broker; reconnecting")
+        assert tail.terminate() == 0
+    assert "Unspecified" not in tail.stderr()
+
+
+def test_two_accounts_may_use_the_same_idempotency_key(broker: Mosquitto, tmp_path: Path) -> None:
+    url, engine = seeded_sqlite(tmp_path / "tracker.db")
+    with Session(engine) as session:
+        session.add(Account(account_id="3", account_name="Three"))
+        session.commit()
+    engine.dispose()
+    order = {"Idempotency-Key": "order-1"}
+    with (
+        Tail(tmp_path, "--json", port=broker.port) as tail,
+        api_client(tmp_path, f"mqtt://127.0.0.1:{broker.port}", database_url=url) as api,
+    ):
+        tail.wait_subscribed()
+        answers = [api.get(f"/{account}", params={"data": account}, headers=order)
+                   for account in ("2", "3", "3")]  # fmt: skip
+        tail.wait_for_events(2)
+        # A marker after the retry: once it is shown, the retry has been handled too.
+        api.get("/1", params={"data": "marker"})
+        tail.wait_for_events(3)
+        assert tail.terminate() == 0
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    shown = [(r["accountId"], r["eventId"], r["data"]) for r in tail.records()]
+    assert shown[:2] == [("2", "order-1", "2"), ("3", "order-1", "3")]
+    assert [row[0] for row in shown] == ["2", "3", "1"]
+    assert "3 events shown, 1 duplicates dropped" in tail.stderr()
+
+
+def test_json_on_a_terminal_escapes_terminal_controls(broker: Mosquitto, tmp_path: Path) -> None:
+    hostile = "\x9b2J\u202eevil\x1b[31m é"
+    with Tail(tmp_path, "--json", port=broker.port, terminal=True) as tail:
+        tail.wait_subscribed()
+        with Publisher(broker.port) as publisher:
+            publisher.publish([event("1", 1, "tty", data=hostile)])
+        wait_until(lambda: "tty-00000001" in tail.stdout(), timeout=10)
+        assert tail.terminate() == 0
+    shown = tail.out_path.read_bytes()
+    assert b"\xc2\x9b" not in shown and b"\xe2\x80\xae" not in shown and b"\x1b" not in shown
+    assert b"\\u009b2J\\u202eevil\\u001b[31m \xc3\xa9" in shown
+    assert [record["data"] for record in tail.records()] == [hostile]
+
+
+def test_aggregate_on_a_terminal_shows_a_live_table_and_a_final_one_on_ctrl_c(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    with Tail(tmp_path, "--aggregate", port=broker.port, terminal=True) as tail:
+        tail.wait_subscribed()
+        with Publisher(broker.port) as publisher:
+            publisher.publish([event("7", n, "live") for n in range(3)])
+        # Three events are far below --every's 500: only a timed redraw shows them.
+        wait_until(lambda: "3 in total" in tail.stdout(), timeout=5, message=tail.stdout())
+        assert "summary" not in tail.stdout()
+        tail.process.send_signal(signal.SIGINT)
+        assert tail.process.wait(10) == 0
+    wait_until(lambda: "summary: 3 events in" in tail.stdout(), timeout=5, message=tail.stdout())

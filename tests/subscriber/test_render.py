@@ -2,6 +2,8 @@ import io
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from subscriber.aggregate import Aggregator
@@ -12,6 +14,7 @@ from subscriber.render import (
     TemplateRenderer,
     format_lag,
     iso_time,
+    json_for_terminal,
     lag_of,
     parse_event,
     printable,
@@ -116,3 +119,22 @@ def test_snapshots_as_json_text_and_table() -> None:
     assert text[1].split() == ["account", "count", "total", "rate/s", "lag", "avg", "lag", "max"]
     assert text[2].split() == ["1", "1", "1", "0.5", "+250ms", "+250ms"]
     assert snapshot_table(snap).row_count == 2
+
+
+def test_json_for_a_terminal_escapes_c1_controls_and_bidi_overrides() -> None:
+    line = JsonRenderer().event({**EVENT, "data": "\x9b31mred\u202eevil\x7f é"}, "track/42", T0)
+    safe = json_for_terminal(line)
+    assert b"\xc2\x9b" in line and b"\xc2\x9b" not in safe and b"\xe2\x80\xae" not in safe
+    assert b"\\u009b31mred\\u202eevil\\u007f \xc3\xa9" in safe  # printable text is kept
+    assert orjson.loads(safe) == orjson.loads(line)
+    assert json_for_terminal(b'{"a":"plain"}\n') == b'{"a":"plain"}\n'
+
+
+@given(st.dictionaries(st.text(), st.text() | st.integers(-(2**63), 2**63 - 1), max_size=4))
+def test_json_for_a_terminal_is_the_same_json_with_only_printable_text(
+    document: dict[str, object],
+) -> None:
+    safe = json_for_terminal(orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE))
+    text = safe.decode()
+    assert orjson.loads(safe) == document
+    assert text[:-1].isprintable() and text.endswith("\n")

@@ -80,3 +80,36 @@ def test_bad_credentials_are_fatal_but_server_unavailable_is_retried() -> None:
     )
     with pytest.raises(Refused, match="bad username or password"):
         tail.run(lambda: False)
+
+
+def test_the_socket_says_how_the_connection_ended() -> None:
+    left, right = socket.socketpair()
+    with left:
+        closed = BufferedSocket(left)
+        right.close()
+        assert closed.recv(1) == b""
+        assert closed.lost == "closed by the broker"
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        pending = BufferedSocket(left)
+        with pytest.raises(BlockingIOError):
+            pending.recv(1)
+        assert pending.lost is None  # nothing to read yet is not an ending
+        left.close()
+        with pytest.raises(OSError):
+            pending.recv(1)
+        assert pending.lost is not None and pending.lost.startswith("network error: ")
+        with pytest.raises(OSError):
+            pending.send(b"x")
+            pending.flush()
+
+
+def test_a_lost_connection_is_described_in_words() -> None:
+    tail = session()
+    keepalive = ReasonCode(PacketTypes.DISCONNECT, "Keep alive timeout")
+    unspecified = ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")
+    assert tail._lost(keepalive) == (
+        "connection lost: no answer from the broker within the keepalive (5 s)"
+    )
+    assert tail._lost(unspecified) == "connection lost (Unspecified error)"
