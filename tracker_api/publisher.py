@@ -18,8 +18,8 @@ from typing import IO, Protocol
 
 from . import metrics
 from .config import Settings
-from .errors import PublishFailed
-from .mqtt import MqttClient, MqttError, Will
+from .errors import PublishFailed, PublishOutcomeUnknown
+from .mqtt import ConnectionLost, MqttClient, MqttError, PublishTimeout, Will
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class Publisher(Protocol):
     async def stop(self) -> None: ...
 
     async def publish(self, topic: str, payload: bytes) -> None:
-        """Return once the broker acknowledged; raise ``PublishFailed`` otherwise."""
+        """Return once the broker acknowledged; raise ``PublishFailed`` when nothing was
+        sent, ``PublishOutcomeUnknown`` when it was sent but not acknowledged in time."""
 
 
 class ClientIdSlot:
@@ -130,6 +131,8 @@ class MqttPublisher:
         started = time.perf_counter()
         try:
             await self.client.publish(topic, payload)
-        except MqttError as error:  # not connected, window full, timed out, link lost
+        except (PublishTimeout, ConnectionLost) as error:  # sent: the broker may have it
+            raise PublishOutcomeUnknown() from error
+        except MqttError as error:  # not connected or window full: nothing was sent
             raise PublishFailed() from error
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
