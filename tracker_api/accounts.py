@@ -48,7 +48,7 @@ class AccountCache:
         self._clock = clock
         # Insertion order is expiry order (one TTL for all), so the oldest is first.
         self._entries: OrderedDict[str, tuple[float, AccountState]] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[AccountState]] = {}
+        self._loading: dict[str, asyncio.Task[AccountState]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -61,23 +61,24 @@ class AccountCache:
             self.hits += 1
             return entry[1]
         self.misses += 1
-        pending = self._loading.get(account_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[AccountState] = asyncio.get_running_loop().create_future()
-        self._loading[account_id] = future
+        loading = self._loading.get(account_id)
+        if loading is None:
+            # The query runs as a task of its own, not in the first caller: cancelling that
+            # caller (a client hanging up) must not leave the others waiting forever.
+            loading = asyncio.get_running_loop().create_task(self._fetch(account_id))
+            self._loading[account_id] = loading
+        # Every waiter gets the task's result or its exception, whatever its type.
+        return await asyncio.shield(loading)
+
+    async def _fetch(self, account_id: str) -> AccountState:
         try:
             state = await asyncio.to_thread(self._load, account_id)
         except SQLAlchemyError as error:
-            future.set_exception(DatabaseUnavailable())
-            future.exception()  # retrieved: waiters get it, nobody else needs a log line
             raise DatabaseUnavailable() from error
-        else:
-            future.set_result(state)
-            self._store(account_id, state)
-            return state
         finally:
             del self._loading[account_id]
+        self._store(account_id, state)
+        return state
 
     def _store(self, account_id: str, state: AccountState) -> None:
         entries = self._entries

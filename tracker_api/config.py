@@ -1,18 +1,36 @@
-"""Configuration from the environment (``TRACKER_*``, a ``.env`` file allowed)."""
+"""Configuration from the environment (``TRACKER_*``, a ``.env`` file allowed).
+
+``load_settings`` is the one way in: it validates everything and turns any failure into a
+``ConfigError`` whose message is one line naming the variable, with credentials redacted
+(a URL's ``user:password@`` becomes ``user:***@``). Messages never quote a URL field's
+value; a field that is a secret as a whole must be typed ``SecretStr``, which pydantic
+never prints.
+"""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .mqtt import BrokerAddress
 
 ENV_PREFIX = "TRACKER_"
+# "scheme://user:password@": the password runs to the last "@" of the URL, since an
+# unencoded "@" or "/" in it is a common mistake and must not leak its tail.
+URL_CREDENTIALS = re.compile(r"(://[^\s:/@'\"]*):[^\s'\"]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return URL_CREDENTIALS.sub(r"\1:***@", text)
 
 
 class Settings(BaseSettings):
@@ -54,9 +72,25 @@ class Settings(BaseSettings):
         self.broker  # noqa: B018 - parse now so a bad URL fails at start
         if self.client_id and self.workers > 1:
             raise ValueError("TRACKER_CLIENT_ID needs TRACKER_WORKERS=1: client ids must be unique")
-        if "://" not in self.database_url:
-            raise ValueError(f"TRACKER_DATABASE_URL is not a URL: {self.database_url!r}")
+        self._check_database_url()
         return self
+
+    def _check_database_url(self) -> None:
+        example = "e.g. postgresql+psycopg://host/db or sqlite:///var/tracker.db"
+        if "://" not in self.database_url:
+            raise ValueError(f"TRACKER_DATABASE_URL is not a URL (expected {example})")
+        try:
+            url = make_url(self.database_url)
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+            raise ValueError(
+                f"TRACKER_DATABASE_URL is not a valid URL (expected {example})"
+            ) from None
+        try:
+            url.get_dialect()
+        except (NoSuchModuleError, ImportError):
+            raise ValueError(
+                f"TRACKER_DATABASE_URL: unsupported database {url.drivername!r}"
+            ) from None
 
     @property
     def broker(self) -> BrokerAddress:
@@ -83,7 +117,11 @@ class Settings(BaseSettings):
 
 
 class ConfigError(Exception):
-    """Configuration that cannot work; the message is one readable line."""
+    """Configuration that cannot work; the message is one readable line, redacted here so
+    that no caller can print a password by mistake."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(" ".join(message.split())))
 
 
 def describe(error: ValidationError, prefix: str = ENV_PREFIX) -> str:
@@ -97,10 +135,13 @@ def describe(error: ValidationError, prefix: str = ENV_PREFIX) -> str:
 
 
 def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and ``overrides``); ``ConfigError`` when invalid."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         raise ConfigError(describe(error)) from None
+    except SettingsError as error:  # a value pydantic-settings could not even parse
+        raise ConfigError(str(error)) from None
 
 
 @lru_cache

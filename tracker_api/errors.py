@@ -5,9 +5,10 @@ TrackerError
   ├── PayloadTooLarge     -> 413
   ├── AccountNotFound     -> 404  "Account Id does not exist!"
   ├── AccountInactive     -> 403  "Inactive account!"
-  └── ServiceUnavailable  -> 503 + Retry-After
-        ├── PublishFailed       (broker unreachable, window full, no PUBACK in time)
-        └── DatabaseUnavailable (accounts database unreachable)
+  └── ServiceUnavailable  -> 503 + Retry-After: not done now, safe to retry
+        ├── PublishFailed        (broker unreachable, window full: nothing was sent)
+        ├── DatabaseUnavailable  (accounts database unreachable)
+        └── PublishOutcomeUnknown -> 504 (sent, but no PUBACK in time: it may still arrive)
 
 The body keeps FastAPI's shape, ``{"detail": ...}``, on the fast path too.
 """
@@ -77,3 +78,18 @@ class PublishFailed(ServiceUnavailable):
 class DatabaseUnavailable(ServiceUnavailable):
     detail = "Account database unavailable; retry later"
     outcome = "database_unavailable"
+
+
+class PublishOutcomeUnknown(ServiceUnavailable):
+    """The message left for the broker but its PUBACK did not come back in time (or the
+    connection dropped first): the broker may have it and deliver it. A retry with the same
+    eventId is harmless, since subscribers drop repeated eventIds; one without may show
+    the event twice. A subclass of ``ServiceUnavailable`` because everything that retries
+    a 503 (MQTT ingest) must retry this too."""
+
+    status = 504
+    detail = (
+        "No acknowledgement from the message broker in time: the event may or may not be "
+        "delivered; retry with the same Idempotency-Key"
+    )
+    outcome = "outcome_unknown"

@@ -22,6 +22,7 @@ REQUEST_OUTCOMES = (
     "unknown_account",
     "inactive_account",
     "broker_unavailable",
+    "outcome_unknown",
     "database_unavailable",
 )
 

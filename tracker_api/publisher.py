@@ -15,9 +15,9 @@ from typing import Protocol
 from . import metrics
 from .client_ids import ClientIdSlot
 from .config import Settings
-from .errors import PublishFailed
+from .errors import PublishFailed, PublishOutcomeUnknown
 from .limits import largest_packet
-from .mqtt import MqttClient, MqttError, Will
+from .mqtt import ConnectionLost, MqttClient, MqttError, PublishTimeout, Will
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class Publisher(Protocol):
     async def stop(self) -> None: ...
 
     async def publish(self, topic: str, payload: bytes) -> None:
-        """Return once the broker acknowledged; raise ``PublishFailed`` otherwise."""
+        """Return once the broker acknowledged; raise ``PublishFailed`` when nothing was
+        sent, ``PublishOutcomeUnknown`` when it was sent but not acknowledged in time."""
 
 
 class MqttPublisher:
@@ -109,6 +110,8 @@ class MqttPublisher:
         started = time.perf_counter()
         try:
             await self.client.publish(topic, payload)
-        except MqttError as error:  # not connected, window full, timed out, link lost
+        except (PublishTimeout, ConnectionLost) as error:  # sent: the broker may have it
+            raise PublishOutcomeUnknown() from error
+        except MqttError as error:  # not connected or window full: nothing was sent
             raise PublishFailed() from error
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)

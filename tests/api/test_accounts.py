@@ -134,6 +134,54 @@ def test_database_error_becomes_database_unavailable_for_every_waiter() -> None:
     assert len(cache) == 0  # errors are not cached
 
 
+def test_an_unexpected_loader_error_reaches_every_waiter_instead_of_hanging() -> None:
+    release = threading.Event()
+
+    def broken_loader(account_id: str) -> AccountState:
+        release.wait(5)
+        raise RuntimeError("driver bug")
+
+    cache = AccountCache(broken_loader, ttl=5)
+
+    async def scenario() -> list[object]:
+        tasks = [asyncio.create_task(cache.state("1")) for _ in range(3)]
+        await asyncio.sleep(0)
+        release.set()
+        return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+
+    results = asyncio.run(scenario())
+    assert [type(r) for r in results] == [RuntimeError] * 3
+    assert len(cache) == 0
+
+
+def test_cancelling_the_first_caller_does_not_strand_the_others() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow_loader(account_id: str) -> AccountState:
+        calls.append(account_id)
+        release.wait(5)
+        return AccountState.ACTIVE
+
+    cache = AccountCache(slow_loader, ttl=5)
+
+    async def scenario() -> list[AccountState]:
+        first = asyncio.create_task(cache.state("1"))
+        await asyncio.sleep(0)  # the first caller starts the query
+        others = [asyncio.create_task(cache.state("1")) for _ in range(3)]
+        await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        states = await asyncio.wait_for(asyncio.gather(*others), 5)
+        assert first.cancelled()
+        return states
+
+    assert asyncio.run(scenario()) == [AccountState.ACTIVE] * 3
+    assert calls == ["1"]
+    assert len(cache) == 1  # the answer was cached although its first caller left
+
+
 def test_deactivation_in_the_real_database_takes_effect_after_the_ttl(tmp_path: Path) -> None:
     _, engine = seeded_sqlite(tmp_path / "accounts.db")
     clock = FakeClock()

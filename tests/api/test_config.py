@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from tracker_api.config import ConfigError, load_settings
+from tracker_api.config import ConfigError, load_settings, redact
+
+SECRET = "s3cr3t-Pa55"
 
 
 def test_defaults_match_the_documented_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,6 +59,8 @@ def test_broker_url_is_parsed(url: str, expected: tuple[object, ...]) -> None:
         ({"mqtt_url": "mqtt://:1883"}, "TRACKER_MQTT_URL has no host"),
         ({"mqtt_url": "mqtt://h:99999"}, "TRACKER_MQTT_URL has an invalid port"),
         ({"database_url": "tracker.db"}, "TRACKER_DATABASE_URL is not a URL"),
+        ({"database_url": "postgresql://u:pw@db:abc/x"}, "TRACKER_DATABASE_URL is not a valid"),
+        ({"database_url": "nosuchdb://x/y"}, "TRACKER_DATABASE_URL: unsupported database"),
         ({"log_level": "LOUD"}, "TRACKER_LOG_LEVEL: Input should be"),
     ],
 )
@@ -75,6 +79,12 @@ def test_invalid_values_fail_with_one_readable_line(
     [
         ("TRACKER_PORT", "not-a-port", "TRACKER_PORT"),
         ("TRACKER_DATABASE_URL", "nosuchdb://x/y", "TRACKER_DATABASE_URL"),
+        ("TRACKER_DATABASE_URL", f"nosuchdb://bob:{SECRET}@x/y", "unsupported database"),
+        ("TRACKER_DATABASE_URL", f"postgresql+psycopg://bob:{SECRET}@db:abc/x", "not a valid"),
+        ("TRACKER_DATABASE_URL", f"postgresql://bob:{SECRET}@[::1/x", "not a valid URL"),
+        ("TRACKER_DATABASE_URL", f"bob:{SECRET}@db/x", "not a URL"),
+        ("TRACKER_MQTT_URL", f"mqtt://bob:{SECRET}@broker:abc", "invalid port"),
+        ("TRACKER_MQTT_URL", f"http://bob:{SECRET}@broker", "must start with mqtt://"),
     ],
 )
 def test_the_server_refuses_to_start_with_one_line_and_no_traceback(
@@ -90,4 +100,25 @@ def test_the_server_refuses_to_start_with_one_line_and_no_traceback(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("tracker-api: invalid configuration:")
+    assert variable in lines[0]
     assert message in lines[0]
+    assert SECRET not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://bob:pw@db/x", "postgresql://bob:***@db/x"),
+        ("mqtts://:pw@h", "mqtts://:***@h"),
+        ("'sqlite://u:p@ss/w@rd@h/x' and mqtt://a:b@c", "'sqlite://u:***@h/x' and mqtt://a:***@c"),
+        ("mqtt://user@host:1883", "mqtt://user@host:1883"),
+    ],
+)
+def test_redact_hides_every_url_password(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_config_errors_are_redacted_wherever_they_are_raised() -> None:
+    error = ConfigError(f"cannot connect to\npostgresql://bob:{SECRET}@db/x")
+
+    assert str(error) == "cannot connect to postgresql://bob:***@db/x"

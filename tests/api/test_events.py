@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.fakes import FakePublisher
-from tracker_api.config import Settings
+from tests.helpers.metrics import value
+from tracker_api.event_request import PATH_NOT_UTF8, QUERY_NOT_UTF8
 
 UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -159,6 +160,23 @@ def test_broker_refusal_returns_503_with_retry_after(
     assert response.json()["detail"].startswith("Message broker unavailable")
 
 
+def test_publish_timeout_returns_504_outcome_unknown_with_retry_after(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    publisher.time_out = True
+
+    response = client.get("/1", params={"data": "x"}, headers={"Idempotency-Key": "k-1"})
+
+    assert response.status_code == 504
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {
+        "detail": "No acknowledgement from the message broker in time: the event may or may "
+        "not be delivered; retry with the same Idempotency-Key"
+    }
+    metrics_text = client.get("/metrics").text
+    assert value(metrics_text, "tracker_requests_total", source="http", outcome="outcome_unknown")
+
+
 def test_generated_event_ids_are_unique(client: TestClient) -> None:
     ids = {client.get("/1", params={"data": str(n)}).json()["event"]["eventId"] for n in range(50)}
 
@@ -200,13 +218,58 @@ def test_query_strings_decode_like_any_form_encoder(
     assert response.json()["event"]["data"] == data
 
 
-def test_query_string_that_is_not_utf8_is_refused_by_the_fast_path(
-    client: TestClient, settings: Settings
-) -> None:
-    response = client.get("/1?data=%FF%FE")
+INVALID_ACCOUNT = "Invalid account id"
+MISSING_DATA = "Missing data"
 
-    if settings.fast_path:
-        assert response.status_code == 422
-        assert response.json() == {"detail": "The query string is not valid UTF-8"}
-    else:  # Starlette decodes with replacement characters
-        assert response.json()["event"]["data"] == "\ufffd\ufffd"
+
+@pytest.mark.parametrize(
+    ("target", "status", "expected"),
+    [
+        # A percent-encoded slash is part of the account id (so invalid), never a separator.
+        ("/bar-active%2Fx?data=x", 422, INVALID_ACCOUNT),
+        ("/1%2Fx?data=x", 422, INVALID_ACCOUNT),
+        ("/1%2fx", 422, INVALID_ACCOUNT),
+        # An empty first segment is no account id at all: not an event route.
+        ("/%2F1?data=x", 404, "Not Found"),
+        # In the data, an encoded slash is just a character.
+        ("/1/a%2Fb", 200, "a/b"),
+        # A trailing slash carries no data: /1/ is /1.
+        ("/1/", 422, MISSING_DATA),
+        ("/1/?data=q", 200, "q"),
+        ("/1/x?data=y", 200, "x"),
+        ("/1/a+b", 200, "a+b"),
+        ("/%31?data=encoded-id", 200, "encoded-id"),
+        # Invalid UTF-8 anywhere is refused, never replaced by U+FFFD.
+        ("/1?data=%C0%AF", 422, QUERY_NOT_UTF8),
+        ("/1?data=%FF%FE", 422, QUERY_NOT_UTF8),
+        ("/1?data=%ED%A0%80", 422, QUERY_NOT_UTF8),
+        ("/1?%ff=x&data=y", 422, QUERY_NOT_UTF8),
+        ("/1?other=%FF&data=y", 422, QUERY_NOT_UTF8),
+        ("/1/%FF", 422, PATH_NOT_UTF8),
+        ("/1/ok?data=%FF", 422, QUERY_NOT_UTF8),
+        ("/%FF?data=x", 422, PATH_NOT_UTF8),
+        ("/%C3%A9%FF/x", 422, PATH_NOT_UTF8),
+    ],
+)
+def test_both_paths_answer_every_request_alike(
+    client: TestClient, publisher: FakePublisher, target: str, status: int, expected: str
+) -> None:
+    response = client.get(target)
+
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert response.json()["event"]["data"] == expected
+        assert len(publisher.published) == 1
+    else:
+        assert response.json()["detail"].startswith(expected)
+        assert publisher.published == []
+
+
+def test_the_account_id_comes_from_the_raw_path_not_the_decoded_one(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    response = client.get("/1%2F2?data=x")
+
+    assert response.status_code == 422
+    assert publisher.published == []
+    assert client.get("/1/2", params={"data": "x"}).json()["event"]["data"] == "2"

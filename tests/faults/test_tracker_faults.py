@@ -1,7 +1,10 @@
-"""The tracker when the path to the broker breaks: cut, or silently black-holed."""
+"""The tracker when the path to the broker breaks: cut, silently black-holed, or the
+broker frozen."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,13 +38,13 @@ def timed_get(api: TestClient, data: str) -> tuple[int, float]:
     return status, time.monotonic() - started
 
 
-def test_half_open_broker_gives_503_within_the_timeout_and_recovers(
+def test_half_open_broker_gives_504_within_the_timeout_and_recovers(
     api: TestClient, proxy: Proxy, broker: Mosquitto
 ) -> None:
     with Peer(broker.port, "track/#") as peer:
         proxy.blackhole()  # no FIN, no RST: the broker just stops answering
         status, elapsed = timed_get(api, "into the void")
-        assert status == 503
+        assert status == 504  # sent, never acknowledged: the outcome is unknown
         assert elapsed < 1.0
 
         proxy.restore()
@@ -61,3 +64,27 @@ def test_cut_connection_gives_503_and_recovers_by_itself(api: TestClient, proxy:
     proxy.restore()
     wait_until(lambda: api.get("/readyz").status_code == 200, timeout=10)
     assert api.get("/1", params={"data": "back"}).status_code == 200
+
+
+def test_frozen_broker_gives_504_and_the_event_may_still_be_delivered(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    assert broker.process is not None
+    with (
+        api_client(tmp_path, broker.url, publish_timeout=0.5) as api,
+        Peer(broker.port, "track/#") as peer,
+    ):
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            response = api.get("/1", params={"data": "frozen"}, headers={"Idempotency-Key": "f-1"})
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+
+        assert response.status_code == 504
+        assert response.headers["retry-after"] == "1"
+        assert "retry with the same Idempotency-Key" in response.json()["detail"]
+        assert elapsed < 1.5
+        # Which is why it is not a 503: the broker had the message and delivers it.
+        wait_until(lambda: "f-1" in peer.event_ids(), timeout=10)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from tracker_api.errors import PublishFailed
+from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
 
 
 class FakePublisher:
-    """Records what would be published; can be told to refuse."""
+    """Records what would be published; can be told to refuse, or to time out after
+    publishing (the broker got it, its acknowledgement did not come back)."""
 
     def __init__(self) -> None:
         self.connected = True
         self.refuse = False
+        self.time_out = False
         self.published: list[tuple[str, bytes]] = []
         self.started = self.stopped = False
 
@@ -28,3 +30,5 @@ class FakePublisher:
         if self.refuse or not self.connected:
             raise PublishFailed()
         self.published.append((topic, payload))
+        if self.time_out:
+            raise PublishOutcomeUnknown()

@@ -1,15 +1,22 @@
 """Event routes as FastAPI sees them: documented in /docs, and served by FastAPI when the
 fast path is off. With the fast path on (the default) ``fastpath.py`` answers the same
-requests through the same ``EventService``, byte for byte."""
+requests through the same ``EventService``, byte for byte.
+
+The parameters are declared so that the OpenAPI schema documents them, but their values
+are read from the raw request by ``read_event_request``, the function the fast path uses:
+Starlette decodes ``%2F`` into a separator and invalid UTF-8 into U+FFFD, which would make
+the two paths answer differently."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from ..deps import ServiceDep
+from ..errors import PublishFailed, PublishOutcomeUnknown
+from ..event_request import read_event_request
 
 router = APIRouter(tags=["events"])
 
@@ -17,8 +24,18 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": 'Inactive account: `{"detail": "Inactive account!"}`'},
     404: {"description": 'Unknown account: `{"detail": "Account Id does not exist!"}`'},
     413: {"description": "data larger than TRACKER_MAX_DATA_BYTES"},
-    422: {"description": "Malformed account id, missing data or invalid event id"},
-    503: {"description": "Broker or database unavailable; nothing published. Retry-After: 1"},
+    422: {
+        "description": "Malformed account id (a percent-encoded `/` is part of it), missing "
+        "data, invalid event id, or a path or query string that is not valid UTF-8"
+    },
+    503: {
+        "description": f"Not accepted, never delivered later: `{PublishFailed.detail}`, "
+        "or the accounts database is unavailable. Retry-After: 1"
+    },
+    504: {
+        "description": f"Outcome unknown, the event may still be delivered: "
+        f"`{PublishOutcomeUnknown.detail}`. Retry-After: 1"
+    },
 }
 OK: dict[int | str, dict[str, Any]] = {
     200: {
@@ -55,23 +72,25 @@ def _json(body: bytes) -> Response:
 
 @router.get("/{account_id}", responses={**OK, **ERRORS})
 async def track(
-    account_id: AccountId,
+    request: Request,
     service: ServiceDep,
+    account_id: AccountId,
     data: Annotated[str | None, Query(description="The event's data (UTF-8)")] = None,
     event_id: EventIdParam = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Publish `data` for the account on `track/<accountId>`; 200 only after the PUBACK."""
-    return _json(await service.track(account_id, data, idempotency_key or event_id))
+    return _json(await service.track(*read_event_request(request.scope)))
 
 
 @router.get("/{account_id}/{data:path}", responses={**OK, **ERRORS})
 async def track_path(
-    account_id: AccountId,
-    data: str,
+    request: Request,
     service: ServiceDep,
+    account_id: AccountId,
+    data: Annotated[str, Path(description="The rest of the path; when empty, `?data=`")],
     event_id: EventIdParam = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """The original path form: `data` is the rest of the path."""
-    return _json(await service.track(account_id, data, idempotency_key or event_id))
+    """The original path form: `data` is the rest of the path (`/1/` is `/1`)."""
+    return _json(await service.track(*read_event_request(request.scope)))
