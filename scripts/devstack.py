@@ -310,7 +310,7 @@ def ended(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def stop_child(child: subprocess.Popen[bytes] | None, pidfile: Path) -> None:
+def stop_child(child: subprocess.Popen[bytes] | None, pidfile: Path | None = None) -> None:
     if child is not None:
         if child.poll() is None:
             child.terminate()
@@ -319,11 +319,13 @@ def stop_child(child: subprocess.Popen[bytes] | None, pidfile: Path) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-    pidfile.unlink(missing_ok=True)
+    if pidfile is not None:
+        pidfile.unlink(missing_ok=True)
 
 
 class Stack:
     def __init__(self) -> None:
+        self.seed: subprocess.Popen[bytes] | None = None
         self.broker: subprocess.Popen[bytes] | None = None
         self.api: subprocess.Popen[bytes] | None = None
 
@@ -332,9 +334,16 @@ class Stack:
         free_port_or_exit(API_PORT, "the API", "TRACKER_PORT")
         env = {**os.environ, **load_credentials()}
         env.setdefault("TRACKER_DATABASE_URL", f"sqlite:///{VAR / 'tracker.db'}")
-        seed = subprocess.run([sys.executable, str(REPO / "data" / "seed.py")], env=env)
-        if seed.returncode != 0:
-            say(f"seeding failed (code {seed.returncode})")
+        # In its own session like the others: a Ctrl-C that lands while its interpreter is
+        # still starting would print a traceback; we stop it with SIGTERM instead.
+        self.seed = subprocess.Popen(
+            [sys.executable, str(REPO / "data" / "seed.py")],
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_us(),
+        )
+        if self.seed.wait() != 0:
+            say(f"seeding failed (code {self.seed.returncode})")
             return 1
 
         config = broker_config()
@@ -391,6 +400,7 @@ class Stack:
                 up_since = time.monotonic()
 
     def stop(self) -> None:
+        stop_child(self.seed)
         # The API first, so it disconnects from a broker that is still there.
         stop_child(self.api, API_PIDFILE)
         stop_child(self.broker, pidfile_for(PASSWD))
