@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -18,7 +18,7 @@ from .config import Settings, get_settings
 from .errors import TrackerError
 from .events import EventService
 from .fastpath import TrackerApp
-from .publisher import MqttPublisher, Publisher
+from .publisher import BrokerConnection, Publisher, Session
 from .routes import events, health
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,21 @@ async def _tracker_error(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, error.status, headers=error.headers)
 
 
+def worker_connection(settings: Settings, service: Callable[[], EventService]) -> BrokerConnection:
+    """The worker's broker connection; with ingest on, it consumes device messages into
+    ``service()`` (asked for when the connection starts: the service publishes through
+    this very connection, so it is made after it)."""
+    if not settings.ingest:
+        return BrokerConnection.for_worker(settings, session=Session.CLEAN)
+    return BrokerConnection.for_worker(
+        settings,
+        # Keep the session: unacknowledged device messages survive a crash of this worker.
+        session=Session.PERSISTENT,
+        subscriptions=[ingest.SUBSCRIPTION],
+        consumer=lambda connection: ingest.Ingest(service(), connection),
+    )
+
+
 def create_api(
     settings: Settings, publisher: Publisher | None = None, engine: Engine | None = None
 ) -> FastAPI:
@@ -52,35 +67,28 @@ def create_api(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = engine or db.make_engine(settings.database_url)
-        mqtt = publisher or MqttPublisher(
-            settings,
-            client_id=settings.client_id,
-            subscriptions=[ingest.SUBSCRIPTION] if settings.ingest else (),
-        )
         accounts = AccountCache(
             lambda account_id: state_from_database(database, account_id),
             ttl=settings.account_cache_ttl,
             max_entries=settings.account_cache_size,
         )
-        app.state.engine = database
-        service = EventService(accounts, mqtt, settings.max_data_bytes)
-        app.state.service = service
-        consumer = None
-        if settings.ingest and isinstance(mqtt, MqttPublisher):
-            consumer = ingest.Ingest(service, mqtt.client)
-            mqtt.client.on_message = consumer.handle
-        await mqtt.start()
-        tune_garbage_collector()
-        logger.info("tracker started (broker connected: %s)", mqtt.connected)
-        try:
-            yield
-        finally:
-            if consumer is not None:
-                await consumer.drain(timeout=settings.publish_timeout * 2)
-            await mqtt.stop()
+        async with AsyncExitStack() as stack:
             if engine is None:
-                database.dispose()
-            logger.info("tracker stopped")
+                stack.callback(database.dispose)
+            broker: Publisher
+            if publisher is None:
+                connection = worker_connection(settings, lambda: service)
+                service = EventService(accounts, connection, settings.max_data_bytes)
+                broker = await stack.enter_async_context(connection)
+            else:  # the caller's, started and stopped by the caller
+                broker = publisher
+                service = EventService(accounts, broker, settings.max_data_bytes)
+            app.state.engine = database
+            app.state.service = service
+            tune_garbage_collector()
+            logger.info("tracker started (broker connected: %s)", broker.connected)
+            yield
+        logger.info("tracker stopped")
 
     # /docs works offline: its assets come with the fastapi-offline package, under /docs/
     # so that the fast path (which leaves "docs" to FastAPI) never mistakes them for events.

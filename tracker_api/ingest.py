@@ -18,16 +18,20 @@ import logging
 import orjson
 
 from . import metrics
+from .backoff import Backoff
 from .errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TrackerError
 from .events import EventService
 from .limits import largest_message
-from .mqtt import Message, MqttClient
+from .mqtt import Message
+from .publisher import Acknowledger
 
 logger = logging.getLogger(__name__)
 
 INGEST_PREFIX = "ingest/"
 SUBSCRIPTION = ("$share/tracker/ingest/+", 1)
-RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+# Retrying while the database or the broker's acknowledgement is missing: from 0.1 s up
+# to 2 s between attempts; one warning per message, at the fifth attempt.
+RETRY_FIRST, RETRY_CAP, RETRY_WARN_AFTER = 0.1, 2.0, 5
 
 
 def decode(payload: bytes, max_bytes: int) -> tuple[str, str | None]:
@@ -66,13 +70,13 @@ class Ingest:
     def __init__(
         self,
         service: EventService,
-        client: MqttClient,
+        acks: Acknowledger,
         *,
         max_retrying: int = 16,
         max_pending_qos0: int = 1000,
     ) -> None:
         self.service = service
-        self.client = client
+        self.acks = acks
         self.max_pending_qos0 = max_pending_qos0
         self._retry_slots = asyncio.Semaphore(max_retrying)
         self._pending_qos0 = 0
@@ -84,7 +88,7 @@ class Ingest:
             # MQTT 3.1.1 sets the flag only on copies sent because of a subscription;
             # a live publish (retained or not) is forwarded with the flag cleared.
             self._drop(message, "retained")
-            self.client.ack(message)
+            self.acks.ack(message)
             return
         if message.qos == 0:
             if self._pending_qos0 >= self.max_pending_qos0:
@@ -117,40 +121,40 @@ class Ingest:
         # One eventId for every attempt: a retry after a publish timeout, whose first
         # copy may have reached the broker after all, is then dropped by subscribers.
         event_id = event_id or self.service.ids.new()
-        attempt = 0
+        backoff: Backoff | None = None  # made on the first failure: most never fail
         while True:
             try:
-                if attempt == 0:
+                if backoff is None:
                     await self.service.track(account_id, data, event_id, source="mqtt")
                 else:
                     async with self._retry_slots:
-                        if not self.client.holds(message):
+                        if not self.acks.holds(message):
                             return  # redelivered on the new connection, processed there
                         await self.service.track(account_id, data, event_id, source="mqtt")
             except ServiceUnavailable as error:
                 if message.qos == 0:
                     self._drop(message, "unavailable")
                     return
-                if not self.client.holds(message):
+                if not self.acks.holds(message):
                     # Left unacknowledged: the broker hands it to us again on reconnect.
                     logger.warning("ingest from %s deferred: %s", message.topic, error.detail)
                     return
                 # Connected but the database (or the broker's acknowledgement) is missing:
                 # nothing would redeliver the message, so keep trying, with a capped pause.
-                if attempt == len(RETRY_DELAYS) - 1:
+                backoff = backoff or Backoff(RETRY_FIRST, RETRY_CAP)
+                if backoff.attempts == RETRY_WARN_AFTER - 1:
                     logger.warning("ingest from %s retrying: %s", message.topic, error.detail)
-                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
-                attempt += 1
+                await asyncio.sleep(backoff.next())
                 continue
             except TrackerError as error:  # counted by the service
                 self._refuse(message, error)
                 return
-            self.client.ack(message)
+            self.acks.ack(message)
             return
 
     def _refuse(self, message: Message, error: TrackerError) -> None:
         logger.warning("ingest from %s refused: %s", message.topic, error.detail)
-        self.client.ack(message)
+        self.acks.ack(message)
 
     async def drain(self, timeout: float) -> None:
         if self._tasks:

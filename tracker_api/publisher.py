@@ -1,15 +1,19 @@
-"""Publishing events to the broker: QoS 1, answered only after the PUBACK.
+"""The worker's connection to the broker, and the small interfaces the rest of the service
+sees of it.
 
-``Publisher`` is the small interface the rest of the service uses; ``MqttPublisher`` is
-the real one (one connection per worker process), tests may pass their own.
+``Publisher`` is what the event path needs (publish QoS 1, answered after the PUBACK);
+``Acknowledger`` is what ingest needs for the device messages it receives. One
+``BrokerConnection`` is both. Its session policy, subscriptions and consumer are given
+when it is built, and ``async with`` runs it: tests pass their own ``Publisher`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import TracebackType
 from typing import Protocol
 
 from . import metrics
@@ -17,11 +21,12 @@ from .client_ids import ClientIdSlot
 from .config import Settings
 from .errors import PublishFailed, PublishOutcomeUnknown
 from .limits import largest_packet
-from .mqtt import ConnectionLost, MqttClient, MqttError, PublishTimeout, Will
-
-logger = logging.getLogger(__name__)
+from .mqtt import ConnectionLost, Message, MqttClient, MqttError, PublishTimeout, Will
 
 STATUS_TOPIC = "tracker/status/{client_id}"
+# Serve at once either way, but give a local broker a moment so that the first requests
+# after start are not refused needlessly.
+CONNECT_GRACE = 2.0
 
 
 class Publisher(Protocol):
@@ -32,52 +37,154 @@ class Publisher(Protocol):
     def broker_status(self) -> str:
         """``connected``, or why not: ``refused: <reason>``, ``unreachable: <why>``."""
 
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
     async def publish(self, topic: str, payload: bytes) -> None:
         """Return once the broker acknowledged; raise ``PublishFailed`` when nothing was
         sent, ``PublishOutcomeUnknown`` when it was sent but not acknowledged in time."""
 
 
-class MqttPublisher:
+class Acknowledger(Protocol):
+    def holds(self, message: Message) -> bool:
+        """Whether ``message`` can still be acknowledged: it came on the live connection."""
+
+    def ack(self, message: Message) -> bool:
+        """Acknowledge ``message``; False when its connection is gone (the broker will
+        hand it over again)."""
+
+
+class Consumer(Protocol):
+    """Handles the messages of a connection's subscriptions."""
+
+    def handle(self, message: Message) -> None: ...
+
+    @property
+    def busy(self) -> bool:
+        """Messages are still in hand."""
+
+    async def drain(self, timeout: float) -> None:
+        """Return once the messages in hand are done, or after ``timeout`` seconds."""
+
+
+class Session(enum.Enum):
+    """What the broker keeps of us between connections."""
+
+    CLEAN = True  # nothing: the choice of a connection that only publishes
+    PERSISTENT = False  # subscriptions and unacknowledged messages, under a stable id
+
+
+class BrokerConnection:
+    """One connection to the broker: publishes with a status topic and last will
+    (``tracker/status/<clientId>``), and feeds what its subscriptions bring to the
+    consumer that ``consumer(self)`` makes when it starts (when whatever the consumer
+    publishes through, this connection included, exists)."""
+
     def __init__(
         self,
         settings: Settings,
-        client_id: str | None = None,
+        client_id: str,
+        *,
+        session: Session,
         subscriptions: Sequence[tuple[str, int]] = (),
-        clean_session: bool | None = None,
+        consumer: Callable[[BrokerConnection], Consumer] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
-        self._slot = (
-            None if client_id else ClientIdSlot(settings.client_id_prefix, settings.state_dir)
-        )
-        self.client_id = client_id or self._slot.client_id  # type: ignore[union-attr]
-        self.status_topic = STATUS_TOPIC.format(client_id=self.client_id)
+        self.client_id = client_id
+        self.status_topic = STATUS_TOPIC.format(client_id=client_id)
         self.timeout = settings.publish_timeout
-        self.client = MqttClient(
+        self._make_consumer = consumer
+        self._consumer: Consumer | None = None
+        self._on_close = on_close
+        self._client = MqttClient(
             settings.broker,
-            self.client_id,
+            client_id,
             keepalive=settings.mqtt_keepalive,
             will=Will(self.status_topic, b"offline", qos=1, retain=True),
             max_inflight=settings.max_inflight,
             ack_timeout=settings.publish_timeout,
             on_connect=self._announce_online,
-            # Subscribed (ingest): keep the session, so unacknowledged device messages
-            # survive a crash of this worker.
-            clean_session=not subscriptions if clean_session is None else clean_session,
+            clean_session=session.value,
             subscriptions=subscriptions,
+            on_message=self._deliver,
             max_packet=largest_packet(settings.max_data_bytes),
         )
-        self.client.stats.state_listeners.append(self._on_state)
+        self._client.stats.state_listeners.append(self._on_state)
+
+    @classmethod
+    def for_worker(
+        cls,
+        settings: Settings,
+        *,
+        session: Session,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        consumer: Callable[[BrokerConnection], Consumer] | None = None,
+    ) -> BrokerConnection:
+        """Under ``TRACKER_CLIENT_ID``, or the worker's own slot id (held until closed)."""
+        release: Callable[[], None] | None = None
+        client_id = settings.client_id
+        if not client_id:
+            slot = ClientIdSlot(settings.client_id_prefix, settings.state_dir)
+            client_id, release = slot.client_id, slot.release
+        return cls(
+            settings,
+            client_id,
+            session=session,
+            subscriptions=subscriptions,
+            consumer=consumer,
+            on_close=release,
+        )
+
+    # -- Publisher ---------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self.client.connected
+        return self._client.connected
 
     @property
     def broker_status(self) -> str:
-        return self.client.status
+        return self._client.status
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        started = time.perf_counter()
+        try:
+            await self._client.publish(topic, payload)
+        except (PublishTimeout, ConnectionLost) as error:  # sent: the broker may have it
+            raise PublishOutcomeUnknown() from error
+        except MqttError as error:  # not connected or window full: nothing was sent
+            raise PublishFailed() from error
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+    # -- Acknowledger ------------------------------------------------------------------
+
+    def holds(self, message: Message) -> bool:
+        return self._client.holds(message)
+
+    def ack(self, message: Message) -> bool:
+        return self._client.ack(message)
+
+    # -- what retiring a member needs --------------------------------------------------
+
+    @property
+    def received(self) -> int:
+        """Messages received from the broker so far."""
+        return self._client.stats.received
+
+    @property
+    def busy(self) -> bool:
+        """The consumer still has messages in hand."""
+        return self._consumer is not None and self._consumer.busy
+
+    async def wait_connected(self, timeout: float) -> bool:
+        return await self._client.wait_connected(timeout)
+
+    async def unsubscribe(self, topics: Sequence[str], timeout: float) -> None:
+        await asyncio.wait_for(self._client.unsubscribe(topics), timeout)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _deliver(self, message: Message) -> None:
+        if self._consumer is None:
+            self._client.ack(message)  # nobody asked for it: never let it loop
+        else:
+            self._consumer.handle(message)
 
     def _on_state(self, connected: bool) -> None:
         metrics.BROKER_CONNECTED.set(1 if connected else 0)
@@ -85,33 +192,33 @@ class MqttPublisher:
             metrics.BROKER_RECONNECTS.inc()
 
     def _announce_online(self) -> None:
-        future = self.client.publish(self.status_topic, b"online", qos=1, retain=True)
+        future = self._client.publish(self.status_topic, b"online", qos=1, retain=True)
         future.add_done_callback(lambda f: f.exception())
 
-    async def start(self) -> None:
-        self.client.start()
-        # Serve at once either way; give a local broker a moment so the first requests
-        # after start are not refused needlessly.
-        await self.client.wait_connected(timeout=2.0)
+    async def __aenter__(self) -> BrokerConnection:
+        if self._make_consumer is not None:
+            self._consumer = self._make_consumer(self)
+        self._client.start()
+        await self._client.wait_connected(CONNECT_GRACE)
+        return self
 
-    async def stop(self) -> None:
-        if self.client.connected:
-            try:
-                await asyncio.wait_for(
-                    self.client.publish(self.status_topic, b"offline", qos=1, retain=True), 1.0
-                )
-            except (MqttError, TimeoutError):
-                pass
-        await self.client.stop(drain_timeout=self.timeout)
-        if self._slot is not None:
-            self._slot.release()
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        started = time.perf_counter()
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         try:
-            await self.client.publish(topic, payload)
-        except (PublishTimeout, ConnectionLost) as error:  # sent: the broker may have it
-            raise PublishOutcomeUnknown() from error
-        except MqttError as error:  # not connected or window full: nothing was sent
-            raise PublishFailed() from error
-        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+            if self._consumer is not None:
+                # Their envelopes are publishes too: let them finish before we go.
+                await self._consumer.drain(timeout=self.timeout * 2)
+            if self._client.connected:
+                offline = self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
+                try:
+                    await asyncio.wait_for(offline, 1.0)
+                except (MqttError, TimeoutError):
+                    pass
+            await self._client.stop(drain_timeout=self.timeout)
+        finally:
+            if self._on_close is not None:
+                self._on_close()
