@@ -12,7 +12,7 @@ import pytest
 
 from tracker_api.client_ids import ClientIdSlot, StateDirError
 from tracker_api.config import load_settings
-from tracker_api.publisher import MqttPublisher
+from tracker_api.publisher import BrokerConnection, Session
 
 
 def test_slots_are_distinct_while_held_and_reused_after_release(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_a_symlinked_slot_directory_is_refused(tmp_path: Path) -> None:
 
 def test_the_publisher_takes_its_slot_under_the_configured_state_dir(tmp_path: Path) -> None:
     settings = load_settings(state_dir=tmp_path / "state", client_id_prefix="p")
-    publisher = MqttPublisher(settings)
+    publisher = BrokerConnection.for_worker(settings, session=Session.CLEAN)
 
     assert publisher.client_id.startswith("p-")
     assert list((tmp_path / "state" / "client-slots").iterdir())

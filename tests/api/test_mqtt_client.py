@@ -1,4 +1,5 @@
-"""The lean MQTT client: wire encoding, framing, and behaviour against real and silent peers."""
+"""The lean MQTT client through its public API, against real Mosquitto and scripted peers
+(the wire format itself is tested in test_mqtt_codec.py)."""
 
 from __future__ import annotations
 
@@ -19,66 +20,16 @@ from tracker_api.mqtt import (
     MqttClient,
     MqttError,
     NotConnected,
-    Will,
-    _Link,
-    _remaining_length,
-    encode_connect,
-    encode_publish,
 )
-
-
-def test_connect_packet_carries_credentials_will_and_flags() -> None:
-    packet = encode_connect(
-        "c1", 30, True, "user", "pw", Will("tracker/status/c1", b"offline", qos=1, retain=True)
-    )
-
-    assert packet[0] == 0x10
-    flags = packet[2 + 7]
-    assert flags == 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02
-    assert packet.endswith(b"\x00\x04user\x00\x02pw")
-    assert b"\x00\x11tracker/status/c1\x00\x07offline" in packet
-
-
-def test_publish_packet_with_a_large_payload_has_a_multibyte_length() -> None:
-    payload = b"x" * 200_000
-    packet = encode_publish(b"track/1", payload, 1, False, 7)
-
-    length, start = _remaining_length(bytearray(packet), 1, len(packet))  # type: ignore[misc]
-    assert packet[0] == 0x32
-    assert length == len(packet) - start == 2 + 7 + 2 + 200_000
-
-
-def test_remaining_length_needs_more_bytes_or_rejects_garbage() -> None:
-    assert _remaining_length(bytearray(b"\x30\x80"), 1, 2) is None
-    assert _remaining_length(bytearray(b"\x30\xff\xff\xff\xff\x01"), 1, 6) == (-1, 5)
-
-
-def test_link_reassembles_packets_split_at_any_byte() -> None:
-    async def scenario() -> list[tuple[int, bytes]]:
-        packets: list[tuple[int, bytes]] = []
-        link = _Link(
-            lambda header, body: packets.append((header, body)),
-            lambda mid: packets.append((0x40, mid.to_bytes(2, "big"))),
-        )
-        stream = encode_publish(b"t", b"a" * 300, 1, False, 1) + b"\x40\x02\x00\x01\xd0\x00"
-        for i in range(len(stream)):
-            link.data_received(stream[i : i + 1])
-        return packets
-
-    packets = asyncio.run(scenario())
-    assert [header for header, _ in packets] == [0x32, 0x40, 0xD0]
-    assert packets[0][1].endswith(b"a" * 300)
+from tracker_api.mqtt.codec import encode_publish
 
 
 @asynccontextmanager
 async def running(client: MqttClient, connect: bool = True) -> AsyncIterator[MqttClient]:
-    client.start()
-    if connect:
-        assert await client.wait_connected(5)
-    try:
+    async with client:
+        if connect:
+            assert await client.wait_connected(5)
         yield client
-    finally:
-        await client.stop()
 
 
 def make_client(port: int, **options: object) -> MqttClient:
@@ -130,17 +81,19 @@ def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> N
 
 
 class SilentBroker:
-    """Accepts, answers CONNACK (or a refusal), then never says anything again."""
+    """Accepts, answers CONNACK (or a refusal) and then ``script``, then never says
+    anything again."""
 
-    def __init__(self, connack_code: int = 0) -> None:
+    def __init__(self, connack_code: int = 0, script: bytes = b"") -> None:
         self.connack_code = connack_code
+        self.script = script
         self.connections = 0
         self.received = bytearray()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         await reader.read(1024)
-        writer.write(bytes([0x20, 2, 0, self.connack_code]))
+        writer.write(bytes([0x20, 2, 0, self.connack_code]) + self.script)
         while chunk := await reader.read(65536):
             self.received += chunk
         writer.close()
@@ -249,74 +202,63 @@ def test_overdue_publishes_fail_even_when_the_event_loop_runs_late() -> None:
                 await hogging
                 return time.monotonic() - started
 
-    assert asyncio.run(scenario()) < 2.0
+    # Far below the 7.5 s the keepalive (5 s) would take to give up on the link.
+    assert asyncio.run(scenario()) < 4.0
 
 
-class RecordingTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.aborted = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.aborted
-
-    def abort(self) -> None:
-        self.aborted = True
-
-
-def test_an_oversize_publish_is_skipped_as_it_arrives_acknowledged_and_counted() -> None:
+def test_an_oversize_publish_is_acknowledged_counted_and_dropped() -> None:
     received: list[Message] = []
+    big = encode_publish(b"ingest/1", b"x" * 2_000_000, 1, False, 42)
+    peer = SilentBroker(script=big + encode_publish(b"ingest/1", b"ok", 1, False, 43))
 
-    async def scenario() -> tuple[MqttClient, RecordingTransport, int]:
-        client = MqttClient(BrokerAddress(), "c", on_message=received.append, max_packet=1024)
-        link = _Link(client._on_packet, client._on_puback, 1024, client._on_oversize)
-        transport = RecordingTransport()
-        link.connection_made(transport)
-        client._link, client._connected = link, True
-        big = encode_publish(b"ingest/1", b"x" * 10_000_000, 1, False, 42)
-        small = encode_publish(b"ingest/1", b"ok", 1, False, 43)
-        stream, largest = big + small, 0
-        for pos in range(0, len(stream), 65_536):
-            link.data_received(stream[pos : pos + 65_536])
-            largest = max(largest, len(link._buffer))
-        await asyncio.sleep(0)  # let the coalesced PUBACK go out
-        return client, transport, largest
+    async def scenario() -> MqttClient:
+        async with peer.serving() as port:
+            client = make_client(port, on_message=received.append, max_packet=1024)
+            async with running(client):
+                await eventually(lambda: bool(received), timeout=5)
+                assert client.ack(received[0])
+                await eventually(lambda: b"\x40\x02\x00\x2b" in peer.received, timeout=5)
+                return client
 
-    client, transport, largest = asyncio.run(scenario())
-
+    client = asyncio.run(scenario())
     assert client.stats.oversize == 1
     assert [m.payload for m in received] == [b"ok"]
-    assert bytes(transport.written) == b"\x40\x02\x00\x2a"  # PUBACK for the dropped one
-    assert largest == 0  # never held: the 10 MB body went by in 64 KiB reads
-    assert not transport.aborted
+    assert b"\x40\x02\x00\x2a" in peer.received  # PUBACK for the dropped one: no loop
+    assert client.stats.connects == 1  # the link was kept
 
 
-def test_an_oversize_packet_other_than_publish_closes_the_link() -> None:
-    async def scenario() -> RecordingTransport:
-        link = _Link(lambda header, body: None, lambda mid: None, 16, lambda *a: None)
-        transport = RecordingTransport()
-        link.connection_made(transport)
-        link.data_received(bytes([0x90, 100]) + b"\x00" * 10)  # a 100-byte SUBACK
-        return transport
-
-    assert asyncio.run(scenario()).aborted
-
-
-def test_malformed_packets_from_the_broker_close_the_link(
+def test_a_malformed_packet_from_the_broker_closes_the_link(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def scenario() -> RecordingTransport:
-        client = MqttClient(BrokerAddress(), "c")
-        link = _Link(client._on_packet, client._on_puback)
-        transport = RecordingTransport()
-        link.connection_made(transport)
-        client._link = link
-        link.data_received(bytes([0x36, 0]))  # PUBLISH with QoS 3 and no topic
-        return transport
+    peer = SilentBroker(script=bytes([0x36, 0]))  # PUBLISH with QoS 3 and no topic
 
-    assert asyncio.run(scenario()).aborted
+    async def scenario() -> None:
+        async with peer.serving() as port, running(make_client(port), connect=False):
+            await eventually(lambda: peer.connections >= 2, timeout=5)  # and dialled again
+
+    asyncio.run(scenario())
     assert "QoS 3" in caplog.text
+
+
+def test_leaving_the_context_waits_for_the_acknowledgements_in_flight(broker: Mosquitto) -> None:
+    async def scenario() -> list[object]:
+        async with running(make_client(broker.port)) as client:
+            pending = [client.publish("track/1", b"x") for _ in range(500)]
+        assert not client.connected
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+    assert asyncio.run(scenario()) == [None] * 500
+
+
+def test_waiting_for_a_connection_answers_when_it_comes_or_at_the_timeout(
+    broker: Mosquitto,
+) -> None:
+    async def scenario() -> tuple[bool, bool]:
+        broker.stop()
+        async with make_client(broker.port) as client:
+            down = await client.wait_connected(0.2)
+            await asyncio.to_thread(broker.start)
+            up = await client.wait_connected(10)
+        return down, up
+
+    assert asyncio.run(scenario()) == (False, True)

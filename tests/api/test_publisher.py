@@ -1,16 +1,21 @@
-"""MqttPublisher: 504 when sent but not acknowledged, 503 when not sent."""
+"""The worker's broker connection: 504 when sent but not acknowledged, 503 when not sent;
+its session policy, subscriptions and consumer are the ones it was built with."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.api.test_mqtt_client import SilentBroker, eventually
+from tests.helpers.broker import Mosquitto
+from tests.helpers.mqtt_peer import Peer
 from tracker_api.config import load_settings
 from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
-from tracker_api.publisher import MqttPublisher
+from tracker_api.mqtt import Message
+from tracker_api.publisher import Acknowledger, BrokerConnection, Session
 
 
 def test_no_puback_within_the_timeout_is_outcome_unknown_and_the_silent_link_dropped() -> None:
@@ -19,30 +24,95 @@ def test_no_puback_within_the_timeout_is_outcome_unknown_and_the_silent_link_dro
     async def scenario() -> float:
         async with silent.serving() as port:
             settings = load_settings(mqtt_url=f"mqtt://127.0.0.1:{port}", publish_timeout=0.3)
-            publisher = MqttPublisher(settings, client_id="t-1")
-            await publisher.start()
-            assert publisher.connected
-            started = time.monotonic()
-            with pytest.raises(PublishOutcomeUnknown):
-                await publisher.publish("track/1", b"{}")
-            elapsed = time.monotonic() - started
-            # The link said nothing for a whole timeout: dropped and dialled again.
-            await eventually(lambda: silent.connections >= 2, timeout=5)
-            await publisher.stop()
+            async with BrokerConnection(settings, "t-1", session=Session.CLEAN) as connection:
+                assert connection.connected
+                started = time.monotonic()
+                with pytest.raises(PublishOutcomeUnknown):
+                    await connection.publish("track/1", b"{}")
+                elapsed = time.monotonic() - started
+                # The link said nothing for a whole timeout: dropped and dialled again.
+                await eventually(lambda: silent.connections >= 2, timeout=5)
             return elapsed
 
-    elapsed = asyncio.run(scenario())
-    assert elapsed < 0.6
+    # Answered by the publish timeout, not by the keepalive (15 s: 22.5 s to give up).
+    assert asyncio.run(scenario()) < 5.0
 
 
-def test_publisher_without_broker_refuses_immediately() -> None:
+def test_a_connection_without_broker_refuses_immediately(tmp_path: Path) -> None:
     async def scenario() -> None:
-        settings = load_settings(mqtt_url="mqtt://127.0.0.1:1", publish_timeout=0.3)
-        publisher = MqttPublisher(settings)
-        await publisher.start()  # does not raise: the API serves 503s meanwhile
-        assert not publisher.connected
-        with pytest.raises(PublishFailed):
-            await publisher.publish("track/1", b"{}")
-        await publisher.stop()
+        settings = load_settings(
+            mqtt_url="mqtt://127.0.0.1:1", publish_timeout=0.3, state_dir=tmp_path
+        )
+        # Does not raise: the API serves 503s meanwhile.
+        async with BrokerConnection.for_worker(settings, session=Session.CLEAN) as connection:
+            assert not connection.connected
+            with pytest.raises(PublishFailed):
+                await connection.publish("track/1", b"{}")
 
     asyncio.run(scenario())
+
+
+class Recorder:
+    """A consumer that acknowledges what it gets at once."""
+
+    def __init__(self, acks: Acknowledger) -> None:
+        self.acks = acks
+        self.messages: list[Message] = []
+        self.drained = False
+
+    def handle(self, message: Message) -> None:
+        self.messages.append(message)
+        assert self.acks.holds(message)
+        self.acks.ack(message)
+
+    @property
+    def busy(self) -> bool:
+        return False
+
+    async def drain(self, timeout: float) -> None:
+        self.drained = True
+
+
+@pytest.mark.parametrize("session", list(Session))
+def test_the_connection_subscribes_and_consumes_as_built(
+    broker: Mosquitto, tmp_path: Path, session: Session
+) -> None:
+    consumers: list[Recorder] = []
+
+    def consumer(connection: BrokerConnection) -> Recorder:
+        consumers.append(Recorder(connection))
+        return consumers[-1]
+
+    async def scenario() -> None:
+        settings = load_settings(mqtt_url=broker.url, state_dir=tmp_path)
+        connection = BrokerConnection(
+            settings, "c-1", session=session, subscriptions=[("ingest/#", 1)], consumer=consumer
+        )
+        async with connection:
+            # Same connection, sent after the SUBSCRIBE: the broker has subscribed us.
+            await connection.publish("ingest/1", b"hello")
+            await eventually(lambda: connection.received == 1, timeout=5)
+        (recorder,) = consumers
+        assert [m.payload for m in recorder.messages] == [b"hello"]
+        assert recorder.drained
+
+    asyncio.run(scenario())
+    # Mosquitto logs the clean-session flag of every connect as "c1" or "c0".
+    flag = "c1" if session is Session.CLEAN else "c0"
+    assert f"as c-1 (p2, {flag}, k15)" in broker.log()
+
+
+def test_the_status_topic_says_online_then_offline(broker: Mosquitto, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = load_settings(mqtt_url=broker.url, state_dir=tmp_path)
+        async with BrokerConnection(settings, "c-2", session=Session.CLEAN) as connection:
+            assert connection.connected
+
+    with Peer(broker.port, "tracker/status/#") as peer:
+        asyncio.run(scenario())
+        messages = peer.wait_for(2)
+
+    assert [(m.topic, m.payload, m.retain) for m in messages] == [
+        ("tracker/status/c-2", b"online", False),  # live: the retain flag is cleared
+        ("tracker/status/c-2", b"offline", False),
+    ]

@@ -45,7 +45,8 @@ def test_half_open_broker_gives_504_within_the_timeout_and_recovers(
         proxy.blackhole()  # no FIN, no RST: the broker just stops answering
         status, elapsed = timed_get(api, "into the void")
         assert status == 504  # sent, never acknowledged: the outcome is unknown
-        assert elapsed < 1.0
+        # From the 0.5 s publish timeout, not the keepalive (5 s: 7.5 s to give up).
+        assert elapsed < 5.0
 
         proxy.restore()
         # The silent link was dropped at once, not after the keepalive: reconnects quickly.
@@ -59,7 +60,8 @@ def test_cut_connection_gives_503_and_recovers_by_itself(api: TestClient, proxy:
 
     wait_until(lambda: api.get("/readyz").status_code == 503, timeout=5)
     status, elapsed = timed_get(api, "while cut")
-    assert (status, elapsed < 1.0) == (503, True)
+    # Refused at once: nothing waits for a PUBACK that cannot come (keepalive is 5 s).
+    assert (status, elapsed < 5.0) == (503, True)
 
     proxy.restore()
     wait_until(lambda: api.get("/readyz").status_code == 200, timeout=10)
@@ -85,6 +87,6 @@ def test_frozen_broker_gives_504_and_the_event_may_still_be_delivered(
         assert response.status_code == 504
         assert response.headers["retry-after"] == "1"
         assert "retry with the same Idempotency-Key" in response.json()["detail"]
-        assert elapsed < 1.5
+        assert elapsed < 5.0  # the 0.5 s publish timeout, not the 15 s keepalive
         # Which is why it is not a 503: the broker had the message and delivers it.
         wait_until(lambda: "f-1" in peer.event_ids(), timeout=10)
