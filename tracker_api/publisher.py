@@ -13,7 +13,6 @@ import asyncio
 import enum
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Protocol
 
 from . import metrics
@@ -202,12 +201,7 @@ class BrokerConnection:
         await self._client.wait_connected(CONNECT_GRACE)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         try:
             if self._consumer is not None:
                 # Their envelopes are publishes too: let them finish before we go.

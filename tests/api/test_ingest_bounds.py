@@ -1,4 +1,5 @@
-"""Ingest's work stays bounded while the database is missing (no broker needed)."""
+"""Ingest without a broker: decoding, the retry loop and its bounds, against a fake
+service and a fake acknowledger."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker_api.errors import DatabaseUnavailable, TrackerError
+from tracker_api import ingest
+from tracker_api.errors import AccountNotFound, DatabaseUnavailable, TrackerError
 from tracker_api.events import EventIds
 from tracker_api.ingest import Ingest, decode
 from tracker_api.mqtt import Message
@@ -46,14 +48,15 @@ class FlakyService:
         pass
 
 
-class FakeClient:
-    connected = True
+class FakeAcknowledger:
+    """The connection as ingest sees it; ``holding=False`` is a connection that dropped."""
 
     def __init__(self) -> None:
         self.acked: list[int] = []
+        self.holding = True
 
     def holds(self, message: Message) -> bool:
-        return True
+        return self.holding
 
     def ack(self, message: Message) -> bool:
         self.acked.append(message.mid)
@@ -61,7 +64,7 @@ class FakeClient:
 
 
 def test_qos1_messages_wait_unacknowledged_with_a_bounded_number_of_retries() -> None:
-    service, client = FlakyService(), FakeClient()
+    service, client = FlakyService(), FakeAcknowledger()
 
     async def scenario() -> None:
         ingest = Ingest(service, client, max_retrying=4)  # type: ignore[arg-type]
@@ -79,7 +82,7 @@ def test_qos1_messages_wait_unacknowledged_with_a_bounded_number_of_retries() ->
 
 
 def test_qos0_messages_beyond_the_pending_bound_are_dropped_at_once() -> None:
-    service, client = FlakyService(), FakeClient()
+    service, client = FlakyService(), FakeAcknowledger()
     service.healthy = True
 
     async def scenario() -> None:
@@ -121,3 +124,91 @@ def test_a_json_device_message_decodes_to_its_data_and_event_id(
 @pytest.mark.parametrize("text", ["temperature=21.5", "{not json", ""])
 def test_raw_text_is_the_data_itself(text: str) -> None:
     assert decode(text.encode(), 64) == (text, None)
+
+
+class ScriptedService(FlakyService):
+    """Fails with the errors in ``failures``, in turn, then tracks; records every attempt."""
+
+    def __init__(self, *failures: TrackerError) -> None:
+        super().__init__()
+        self.failures = list(failures)
+        self.attempts: list[tuple[str, str, str]] = []
+        self.counted: list[str] = []
+
+    async def track(self, account_id: str, data: str, event_id: str, source: str) -> bytes:
+        self.attempts.append((account_id, data, event_id))
+        if self.failures:
+            raise self.failures.pop(0)
+        return b""
+
+    def count(self, source: str, outcome: str) -> None:
+        self.counted.append(outcome)
+
+
+def run(service: ScriptedService, acks: FakeAcknowledger, *messages: Message) -> None:
+    async def scenario() -> None:
+        consumer = Ingest(service, acks)  # type: ignore[arg-type]
+        for message in messages:
+            consumer.handle(message)
+        await consumer.drain(timeout=5)
+        assert not consumer.busy
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "RETRY_FIRST", 0.001)
+    monkeypatch.setattr(ingest, "RETRY_CAP", 0.002)
+
+
+def test_a_message_is_retried_under_one_event_id_and_acknowledged_once_tracked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service, acks = ScriptedService(*[DatabaseUnavailable()] * 6), FakeAcknowledger()
+    run(service, acks, Message("ingest/7", b'{"data": "d"}', 1, False, 9))
+
+    assert len(service.attempts) == 7
+    assert len({event_id for _, _, event_id in service.attempts}) == 1
+    assert {(account, data) for account, data, _ in service.attempts} == {("7", "d")}
+    assert acks.acked == [9]
+    assert caplog.text.count("ingest from ingest/7 retrying") == 1
+
+
+def test_a_message_whose_connection_dropped_is_left_for_the_broker_to_redeliver() -> None:
+    service, acks = ScriptedService(DatabaseUnavailable()), FakeAcknowledger()
+    acks.holding = False
+    run(service, acks, Message("ingest/1", b"x", 1, False, 3))
+
+    assert len(service.attempts) == 1
+    assert acks.acked == []
+
+
+def test_a_qos0_message_is_dropped_when_the_service_is_unavailable() -> None:
+    service, acks = ScriptedService(DatabaseUnavailable()), FakeAcknowledger()
+    run(service, acks, Message("ingest/1", b"x", 0, False))
+
+    assert len(service.attempts) == 1
+
+
+def test_refused_and_undecodable_messages_are_acknowledged_and_never_retried() -> None:
+    service, acks = ScriptedService(AccountNotFound()), FakeAcknowledger()
+    run(
+        service,
+        acks,
+        Message("ingest/999", b"unknown account", 1, False, 1),
+        Message("ingest/1", b"\xff not utf-8", 1, False, 2),
+        Message("ingest/1", b'{"data": 5}', 1, False, 3),
+    )
+
+    assert [data for _, data, _ in service.attempts] == ["unknown account"]
+    assert sorted(acks.acked) == [1, 2, 3]
+    assert service.counted == ["invalid", "invalid"]  # the service counts its own refusal
+
+
+def test_a_retained_copy_is_acknowledged_and_dropped_unprocessed() -> None:
+    service, acks = ScriptedService(), FakeAcknowledger()
+    run(service, acks, Message("ingest/1", b"old", 1, True, 5))
+
+    assert service.attempts == []
+    assert acks.acked == [5]
