@@ -22,7 +22,7 @@ from rich.console import Console
 
 from .aggregate import Aggregator
 from .dedup import DEFAULT_CAPACITY, Deduplicator
-from .pipeline import LiveView, Pipeline, TextView
+from .pipeline import LiveView, Output, Pipeline, TextView
 from .render import (
     ColourRenderer,
     JsonRenderer,
@@ -39,7 +39,6 @@ EXIT_TIMEOUT = 3
 EXIT_REFUSED = 4
 LIVE_REFRESH = 1.0
 """Seconds between redraws of the --aggregate table on a terminal."""
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -173,7 +172,30 @@ def output_options(command: F) -> F:
 )
 @connection_options
 @output_options
-def tail(**params: Any) -> None:
+def tail(
+    *,
+    host: str,
+    port: int | None,
+    username: str | None,
+    password: str | None,
+    tls: bool,
+    cafile: str | None,
+    client_id: str | None,
+    clean: bool,
+    keepalive: int,
+    reconnect_min: float,
+    reconnect_max: float,
+    accounts: tuple[str, ...],
+    as_json: bool,
+    template: str | None,
+    aggregate: bool,
+    every: int,
+    window: float | None,
+    count: int | None,
+    timeout: float | None,
+    dedup_size: int,
+    quiet: bool,
+) -> None:
     """Watch the tracker's events live: each acknowledged event shown exactly once,
     including those published while mqtt-tail was not running.
 
@@ -183,8 +205,61 @@ def tail(**params: Any) -> None:
       mqtt-tail --json | jq .data
       mqtt-tail --aggregate --window 5
     """
-    with _stderr_logging(quiet=params["quiet"]):
-        status = run(params)
+    with _stderr_logging(quiet=quiet):
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("password") == ParameterSource.COMMANDLINE:
+            logger.warning(
+                "--password on the command line lands in shell history; use MQTT_TAIL_PASSWORD"
+            )
+        watched = _accounts(accounts)
+        if as_json and template:
+            raise click.UsageError("--json and --format cannot be combined")
+        if aggregate and template:
+            raise click.UsageError("--format does not apply to --aggregate")
+        if reconnect_max < reconnect_min:
+            raise click.UsageError("--reconnect-max must not be below --reconnect-min")
+        if not client_id:
+            client_id = default_client_id(watched)
+            logger.info("client id %s (set --client-id to choose one)", client_id)
+        tls = tls or cafile is not None
+        options = ConnectOptions(
+            host=host,
+            port=port or (8883 if tls else 1883),
+            client_id=client_id,
+            topics=[f"track/{account}" for account in watched],
+            clean=clean,
+            username=username,
+            password=password,
+            tls=tls,
+            cafile=cafile,
+            keepalive=keepalive,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
+        )
+        out = _stdout()
+        terminal = out.isatty()
+        # The other modes escape field by field; JSON must stay JSON, so it is escaped whole.
+        output = Output(out, escape=json_for_terminal if terminal and as_json else None)
+        console = Console(file=sys.stdout, force_terminal=terminal or None)
+        if aggregate:
+            live = terminal and not as_json
+            pipeline = Pipeline(
+                output,
+                aggregator=_aggregator(every, window, live=live),
+                view=LiveView(console) if live else TextView(output.write, json=as_json),
+                dedup=Deduplicator(dedup_size),
+                count=count,
+                timeout=timeout,
+            )
+        else:
+            pipeline = Pipeline(
+                output,
+                renderer=_renderer(as_json, template, terminal, console),
+                dedup=Deduplicator(dedup_size),
+                count=count,
+                timeout=timeout,
+            )
+        status = run(Session(options, pipeline), pipeline)
     sys.exit(status)
 
 
@@ -192,57 +267,8 @@ def main() -> None:
     tail()
 
 
-def run(params: dict[str, Any]) -> int:
-    ctx = click.get_current_context()
-    if ctx.get_parameter_source("password") == ParameterSource.COMMANDLINE:
-        logger.warning(
-            "--password on the command line lands in shell history; use MQTT_TAIL_PASSWORD"
-        )
-    accounts = _accounts(params["accounts"])
-    if params["as_json"] and params["template"]:
-        raise click.UsageError("--json and --format cannot be combined")
-    if params["aggregate"] and params["template"]:
-        raise click.UsageError("--format does not apply to --aggregate")
-    if params["reconnect_max"] < params["reconnect_min"]:
-        raise click.UsageError("--reconnect-max must not be below --reconnect-min")
-    client_id = params["client_id"] or default_client_id(accounts)
-    if not params["client_id"]:
-        logger.info("client id %s (set --client-id to choose one)", client_id)
-    tls = params["tls"] or params["cafile"] is not None
-    options = ConnectOptions(
-        host=params["host"],
-        port=params["port"] or (8883 if tls else 1883),
-        client_id=client_id,
-        topics=[f"track/{account}" for account in accounts],
-        clean=params["clean"],
-        username=params["username"],
-        password=params["password"],
-        tls=tls,
-        cafile=params["cafile"],
-        keepalive=params["keepalive"],
-        reconnect_min=params["reconnect_min"],
-        reconnect_max=params["reconnect_max"],
-    )
-    out = _stdout()
-    terminal = out.isatty()
-    live = params["aggregate"] and terminal and not params["as_json"]
-    console = Console(file=sys.stdout, force_terminal=terminal or None)
-    pipeline = Pipeline(
-        out,
-        renderer=None if params["aggregate"] else _renderer(params, terminal, console),
-        aggregator=_aggregator(params, live=live) if params["aggregate"] else None,
-        dedup=Deduplicator(params["dedup_size"]),
-        count=params["count"],
-        timeout=params["timeout"],
-        # The other modes escape field by field; JSON must stay JSON, so it is escaped whole.
-        escape=json_for_terminal if terminal and params["as_json"] else None,
-    )
-    if params["aggregate"]:
-        if live:
-            pipeline.view = LiveView(console)
-        else:
-            pipeline.view = TextView(pipeline, json=params["as_json"])
-    session = Session(options, pipeline)
+def run(session: Session, pipeline: Pipeline) -> int:
+    """Until a signal, --count, --timeout or a closed pipe; the exit status."""
     refused: Refused | None = None
     with _stop_on_signals() as stopped:
         try:
@@ -254,7 +280,7 @@ def run(params: dict[str, Any]) -> int:
             if refused is None or pipeline.shown or pipeline.duplicates or pipeline.malformed:
                 pipeline.finish()
     if refused is not None:
-        raise RefusedError(f"{refused}\n{refusal_hint(refused, options)}")
+        raise RefusedError(f"{refused}\n{refusal_hint(refused, session.options)}")
     if pipeline.stop_reason == "broken-pipe":
         _silence_stdout()
         return 0
@@ -289,23 +315,28 @@ def refusal_hint(refused: Refused, options: ConnectOptions) -> str:
     return "hint: use a broker that speaks MQTT 3.1.1 (Mosquitto does)"
 
 
-def _aggregator(params: dict[str, Any], *, live: bool) -> Aggregator:
+def _aggregator(every: int, window: float | None, *, live: bool) -> Aggregator:
     """Pipes get a report every N events (--every) or SECONDS (--window); a person at a
     terminal gets a table that moves on time even when events are rare."""
-    window = params["window"]
     every_given = click.get_current_context().get_parameter_source("every") not in (
         ParameterSource.DEFAULT,
         ParameterSource.DEFAULT_MAP,
     )
     if live and window is None and not every_given:
         window = LIVE_REFRESH
-    return Aggregator(every=params["every"], window=window, now=time.time())
+    return Aggregator(every=every, window=window, now=time.time())
 
 
 def _accounts(values: tuple[str, ...]) -> list[str]:
     accounts = sorted(set(values))
+    if accounts == ["+"]:
+        return accounts
+    # The tracker's own rule; imported only here because the tracker's event module takes
+    # half a second to import, which `mqtt-tail` alone should not pay.
+    from tracker_api.events import ACCOUNT_ID
+
     for account in accounts:
-        if account != "+" and not ACCOUNT_ID.match(account):
+        if account != "+" and not ACCOUNT_ID.fullmatch(account):
             raise click.BadParameter(f"{account!r} is not an account id", param_hint="--account")
     return ["+"] if "+" in accounts else accounts
 
@@ -318,12 +349,12 @@ def default_client_id(accounts: list[str]) -> str:
     return f"mqtt-tail-{user}-{host}-{digest}"
 
 
-def _renderer(params: dict[str, Any], terminal: bool, console: Console) -> Renderer:
-    if params["as_json"]:
+def _renderer(as_json: bool, template: str | None, terminal: bool, console: Console) -> Renderer:
+    if as_json:
         return JsonRenderer()
-    if params["template"]:
+    if template:
         try:
-            return TemplateRenderer(params["template"])
+            return TemplateRenderer(template)
         except (ValueError, IndexError, KeyError) as error:
             raise click.BadParameter(str(error), param_hint="--format") from None
     if terminal:

@@ -34,15 +34,39 @@ class AggregateView(Protocol):
     def close(self, summary: Snapshot) -> None: ...
 
 
-class TextView:
-    """Reports as JSON lines (``--json``) or plain tables, into the output buffer."""
+class Output:
+    """stdout as a batch sees it: what the batch produces is collected, then written and
+    flushed at once, before the batch is acknowledged."""
 
-    def __init__(self, pipeline: Pipeline, *, json: bool) -> None:
-        self.pipeline = pipeline
+    def __init__(self, stream: BinaryIO, escape: Callable[[bytes], bytes] | None = None) -> None:
+        self.stream = stream
+        self.escape = escape
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def flush(self) -> None:
+        """Raises BrokenPipeError when the reader has gone."""
+        if not self._parts:
+            return
+        data = b"".join(self._parts)
+        self._parts.clear()
+        if self.escape is not None:
+            data = self.escape(data)
+        self.stream.write(data)
+        self.stream.flush()
+
+
+class TextView:
+    """Reports as JSON lines (``--json``) or plain tables, through a writer."""
+
+    def __init__(self, write: Callable[[bytes], None], *, json: bool) -> None:
+        self.write = write
         self.encode = snapshot_json if json else snapshot_text
 
     def show(self, snapshot: Snapshot) -> None:
-        self.pipeline.write(self.encode(snapshot))
+        self.write(self.encode(snapshot))
 
     def close(self, summary: Snapshot) -> None:
         self.show(summary)
@@ -70,20 +94,19 @@ class Pipeline:
 
     def __init__(
         self,
-        out: BinaryIO,
+        output: Output,
         *,
         renderer: Renderer | None = None,
         aggregator: Aggregator | None = None,
+        view: AggregateView | None = None,
         dedup: Deduplicator | None = None,
         count: int | None = None,
         timeout: float | None = None,
-        escape: Callable[[bytes], bytes] | None = None,
     ) -> None:
-        self.out = out
-        self.escape = escape
+        self.output = output
         self.renderer = renderer
         self.aggregator = aggregator
-        self.view: AggregateView | None = None
+        self.view = view
         self.dedup = dedup or Deduplicator()
         self.count = count
         self.timeout = timeout
@@ -92,10 +115,6 @@ class Pipeline:
         self.malformed = 0
         self.stop_reason: str | None = None
         self.last_arrival = time.monotonic()
-        self._buffer: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self._buffer.append(data)
 
     def on_message(self, topic: str, payload: bytes | bytearray) -> bool:
         if self.stop_reason is not None:
@@ -121,7 +140,7 @@ class Pipeline:
             if self.view is not None and aggregator.due(received):
                 self.view.show(aggregator.snapshot(received))
         elif self.renderer is not None:
-            self._buffer.append(self.renderer.event(event, topic, received))
+            self.output.write(self.renderer.event(event, topic, received))
         if self.count is not None and self.shown >= self.count:
             self.stop_reason = "count"
         return True
@@ -132,7 +151,7 @@ class Pipeline:
         if self.renderer is not None and self.aggregator is None:
             line = self.renderer.raw(topic, payload, received)
         if line is not None:
-            self._buffer.append(line)
+            self.output.write(line)
         if self.malformed <= MAX_RAW_WARNINGS:
             logger.warning(
                 "not an event on %s (%d bytes): %s%s",
@@ -145,19 +164,11 @@ class Pipeline:
                 logger.warning("further payloads that are not events are only counted")
 
     def on_batch_end(self) -> bool:
-        if not self._buffer:
-            return self.stop_reason != "broken-pipe"
-        data = b"".join(self._buffer)
-        self._buffer.clear()
-        if self.escape is not None:
-            data = self.escape(data)
         try:
-            self.out.write(data)
-            self.out.flush()
+            self.output.flush()
         except BrokenPipeError:
             self.stop_reason = "broken-pipe"
-            return False
-        return True
+        return self.stop_reason != "broken-pipe"
 
     def on_tick(self, now: float) -> None:
         aggregator = self.aggregator

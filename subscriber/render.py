@@ -196,8 +196,8 @@ class JsonRenderer:
         return self._iso
 
     def event(self, event: Event, topic: str, received: float) -> bytes:
-        event["receivedAt"] = self.received_at(received)
-        return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        shown = {**event, "receivedAt": self.received_at(received)}
+        return orjson.dumps(shown, option=orjson.OPT_APPEND_NEWLINE)
 
     def raw(self, topic: str, payload: bytes | bytearray, received: float) -> bytes | None:
         return None

@@ -1,14 +1,15 @@
 """The MQTT side of mqtt-tail: connect, resubscribe, reconnect forever, acknowledge late.
 
-One thread drives paho's primitives (``loop_read``/``loop_write``/``loop_misc``) from our
-own loop rather than ``loop_forever``, because the delivery guarantee needs control over
-*when* PUBACKs go out: messages are handed to the handler, the handler writes and flushes
-the whole batch, and only then is the batch acknowledged (``manual_ack=True``). A crash
-before the flush leaves the messages unacknowledged, so the broker redelivers them.
+One thread drives paho's public primitives (``socket``, ``want_write``, ``loop_read``,
+``loop_write``, ``loop_misc``) from our own loop rather than ``loop_forever``, because the
+delivery guarantee needs control over *when* PUBACKs go out: messages are handed to the
+handler, the handler writes and flushes the whole batch, and only then is the batch
+acknowledged (``manual_ack=True``). A crash before the flush leaves the messages
+unacknowledged, so the broker redelivers them.
 
-Speed: paho reads a packet with three ``recv`` calls and writes every PUBACK with its own
-``send``. The socket wrapper below reads 64 KiB at a time and coalesces the PUBACKs of a
-batch into one write, which takes the drain rate from about 20k to 30k messages/s.
+Speed (ADR 4): reading goes on packet after packet while packets keep coming, without a
+select() in between, and the PUBACKs of a batch leave in one ``loop_write`` with the
+socket corked, so the broker gets them in a few segments instead of one per message.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,7 +31,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 logger = logging.getLogger(__name__)
 
-READ_CHUNK = 65536
 BATCH_MAX = 2000
 """Messages handled before a flush and an acknowledgement, at most. The broker's own
 window (``max_inflight_messages``) is usually smaller; paho's 65,535 message ids are not
@@ -106,86 +107,6 @@ class Backoff:
         self.attempt = 0
 
 
-class BufferedSocket:
-    """Wraps the broker socket for paho: buffered reads, writes held until ``flush()``."""
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-        self.lost: str | None = None
-        """How the connection ended, in words, once it did (paho only says "Unspecified")."""
-        self._in = b""
-        self._pos = 0
-        self._out = bytearray()
-
-    def recv(self, size: int) -> bytes:
-        if self._pos >= len(self._in):
-            try:
-                self._in = self._sock.recv(max(READ_CHUNK, size))
-            except _NOT_YET:
-                raise
-            except OSError as error:
-                self.lost = f"network error: {_reason(error)}"
-                raise
-            if not self._in:
-                self.lost = "closed by the broker"
-            self._pos = 0
-        chunk = self._in[self._pos : self._pos + size]
-        self._pos += len(chunk)
-        return chunk
-
-    def pending(self) -> int:
-        """Bytes already read but not yet consumed (paho then skips select())."""
-        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
-        return len(self._in) - self._pos + int(inner)
-
-    def send(self, data: bytes | bytearray) -> int:
-        self._out += data
-        return len(data)
-
-    def wants_flush(self) -> bool:
-        return bool(self._out)
-
-    def flush(self) -> None:
-        """Send what paho wrote; a full socket keeps the rest for the next call."""
-        while self._out:
-            try:
-                sent = self._sock.send(self._out)
-            except _NOT_YET:
-                return
-            except OSError as error:
-                self.lost = f"network error: {_reason(error)}"
-                raise
-            del self._out[:sent]
-
-    def close(self) -> None:
-        # paho closes right after queueing DISCONNECT: send it first, best effort.
-        try:
-            self._sock.settimeout(1.0)
-            self._sock.sendall(bytes(self._out))
-        except OSError:
-            pass
-        self._out.clear()
-        self._sock.close()
-
-    def fileno(self) -> int:
-        return int(self._sock.fileno())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-_NOT_YET = (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
-
-
-class _Client(mqtt.Client):
-    buffered: BufferedSocket | None = None
-    """The latest connection's socket; paho forgets it before reporting a disconnect."""
-
-    def _create_socket(self) -> Any:
-        self.buffered = BufferedSocket(super()._create_socket())
-        return self.buffered
-
-
 class Session:
     """Keeps a persistent MQTT session alive and feeds its messages to a handler.
 
@@ -204,11 +125,17 @@ class Session:
         self._refused: Refused | None = None
         self._pending: list[int] = []
         self._reported_down = False
+        self._received = 0
+        # paho's disconnect reason for a dropped connection is "Unspecified error"; the
+        # exception it logs just before says what happened.
+        self._last_error = _LastError()
+        self._paho_log = logging.Logger(f"{__name__}.paho", logging.ERROR)
+        self._paho_log.addHandler(self._last_error)
         self._client = self._new_client(clean=self._wipe)
 
-    def _new_client(self, *, clean: bool) -> _Client:
+    def _new_client(self, *, clean: bool) -> mqtt.Client:
         options = self.options
-        client = _Client(
+        client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
             clean_session=clean,
@@ -224,8 +151,9 @@ class Session:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         # With a write callback registered, paho queues packets instead of sending each
-        # one at once; our loop flushes them together (see module docstring).
+        # one at once; our loop writes them together (see module docstring).
         client.on_socket_register_write = _ignore
+        client.enable_logger(self._paho_log)
         client.connect_async(options.host, options.port, options.keepalive)
         return client
 
@@ -307,12 +235,14 @@ class Session:
                 "connection lost: no answer from the broker within the keepalive "
                 f"({self.options.keepalive} s)"
             )
-        transport = self._client.buffered
-        if transport is not None and transport.lost:
-            return f"connection lost: {transport.lost}"
+        if self._last_error.error is not None:
+            return f"connection lost: network error: {_reason(self._last_error.error)}"
+        if reason == "Unspecified error":  # the socket read end-of-file
+            return "connection lost: closed by the broker"
         return f"connection lost ({reason})"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._received += 1
         if self.handler.on_message(message.topic, message.payload) and message.qos:
             self._pending.append(message.mid)
 
@@ -352,6 +282,7 @@ class Session:
 
     def _connect(self) -> bool:
         where = f"{self.options.host}:{self.options.port}"
+        self._last_error.error = None
         try:
             self._client.reconnect()
         except (OSError, ssl.SSLError) as error:
@@ -363,26 +294,28 @@ class Session:
 
     def _service(self, sock: Any) -> None:
         client = self._client
-        if not sock.pending():
-            wants = client.want_write() or sock.wants_flush()
+        if not _buffered(sock):
+            wants = client.want_write()
             readable, _, _ = select.select([sock], [sock] if wants else [], [], POLL_INTERVAL)
         else:
             readable = [sock]
         if readable:
+            # loop_read handles one packet and says the same whether it read one or found
+            # the socket empty: a read that delivered no message ends the batch, and the
+            # next select() tells whether more is coming.
             for _ in range(BATCH_MAX):
+                received = self._received
                 if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
-                if client.socket() is None or not sock.pending():
+                if client.socket() is None:
+                    break
+                if self._received == received and not _buffered(sock):
                     break
         self._end_batch()
-        if client.socket() is not None:
-            client.loop_write()
-            self._flush(sock)
+        self._write()
         if client.socket() is not None:
             client.loop_misc()
-            if client.socket() is not None:
-                client.loop_write()
-                self._flush(sock)
+            self._write()
 
     def _end_batch(self) -> None:
         delivered = self.handler.on_batch_end()
@@ -391,12 +324,13 @@ class Session:
             for mid in pending:
                 self._client.ack(mid, 1)
 
-    def _flush(self, sock: Any) -> None:
-        try:
-            sock.flush()
-        except OSError as error:
-            logger.debug("write failed: %s", error)
-            # paho notices on its next read or keepalive check.
+    def _write(self) -> None:
+        """Send what paho queued; corked, so a batch of PUBACKs leaves in few segments."""
+        client = self._client
+        sock = client.socket()
+        if sock is not None and client.want_write():
+            with _corked(sock):
+                client.loop_write()
 
     def _shutdown(self) -> None:
         """Acknowledge what was shown, then DISCONNECT: the broker keeps the session."""
@@ -406,9 +340,11 @@ class Session:
         self._end_batch()
         if sock is not None:
             client.disconnect()
+            # DISCONNECT goes out before the socket is closed, even if acknowledgements
+            # fill the socket's buffer: the broker then keeps the session quietly.
+            if isinstance(sock, socket.socket):
+                sock.settimeout(1.0)
             client.loop_write()
-            if client.socket() is not None:
-                self._flush(sock)
         self._close()
 
     def _close(self) -> None:
@@ -420,6 +356,37 @@ class Session:
 
 def _ignore(*args: object) -> None:
     return None
+
+
+class _LastError(logging.Handler):
+    """Keeps the exception of the last error paho logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.error = next((arg for arg in args if isinstance(arg, BaseException)), self.error)
+
+
+def _buffered(sock: Any) -> int:
+    """Bytes TLS has decrypted but paho not yet read: select() cannot see them."""
+    pending = getattr(sock, "pending", None)
+    return int(pending()) if pending is not None else 0
+
+
+@contextmanager
+def _corked(sock: Any) -> Iterator[None]:
+    cork = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere each send goes alone
+    try:
+        if cork is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
+        yield
+    finally:
+        if cork is not None:
+            with suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
 def _reason(error: BaseException) -> str:

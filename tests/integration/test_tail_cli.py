@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 from subscriber.cli import EXIT_REFUSED, EXIT_TIMEOUT, default_client_id, refusal_hint, tail
 from subscriber.session import ConnectOptions, Refused
 from tests.helpers.broker import Mosquitto
-from tests.helpers.tail import Publisher, assert_exactly_once, event
+from tests.helpers.tail import Publisher, Tail, assert_exactly_once, event
 
 FAST = ["--keepalive", "1", "--reconnect-min", "0.05", "--reconnect-max", "0.2"]
 
@@ -19,11 +19,16 @@ def invoke(broker: Mosquitto, *args: str, env: dict[str, str] | None = None) -> 
     return CliRunner().invoke(tail, ["--port", str(broker.port), *FAST, *args], env=env)
 
 
-def subscribe(broker: Mosquitto, client_id: str, *args: str) -> None:
-    """A short first run: creates the persistent session and its subscriptions."""
-    result = invoke(broker, "--client-id", client_id, "--timeout", "0.3", *args)
-    assert result.exit_code == EXIT_TIMEOUT, result.stderr
-    assert "subscribed to" in result.stderr
+def subscribe(
+    broker: Mosquitto, client_id: str, *args: str, env: dict[str, str] | None = None
+) -> Tail:
+    """A short first run, until it has subscribed: creates the persistent session."""
+    with Tail(
+        broker.workdir / "tails", "--client-id", client_id, *args, port=broker.port, env=env
+    ) as first:
+        first.wait_subscribed()
+        assert first.terminate() == 0, first.stderr()
+    return first
 
 
 def records(result: Result) -> list[dict]:
@@ -57,8 +62,8 @@ def test_account_filters_are_applied_by_the_broker(broker: Mosquitto) -> None:
     subscribe(broker, "filtered", "--account", "1", "--account", "3")
     with Publisher(broker.port) as publisher:
         publisher.publish([event(str(n % 4), n, "f") for n in range(40)])
-    result = invoke(broker, "--client-id", "filtered", "--json", "--timeout", "0.5")
-    assert result.exit_code == EXIT_TIMEOUT
+    result = invoke(broker, "--client-id", "filtered", "--json", "--count", "20")
+    assert result.exit_code == 0
     assert sorted({line["accountId"] for line in records(result)}) == ["1", "3"]
     assert len(records(result)) == 20
 
@@ -104,9 +109,9 @@ def test_aggregate_plain_table_by_time_window(broker: Mosquitto) -> None:
     with Publisher(broker.port) as publisher:
         publisher.publish([event("5", n, "w") for n in range(20)])
     result = invoke(
-        broker, "--client-id", "window", "--aggregate", "--window", "0.2", "--timeout", "0.6"
+        broker, "--client-id", "window", "--aggregate", "--window", "0.2", "--count", "20"
     )
-    assert result.exit_code == EXIT_TIMEOUT
+    assert result.exit_code == 0
     assert "# summary" in result.stdout
     assert any(line.startswith("5 ") and " 20 " in line for line in result.stdout.splitlines())
 
@@ -121,8 +126,11 @@ def test_payloads_that_are_not_events_are_shown_raw_and_acknowledged(broker: Mos
     assert result.stdout.count("RAW") == 4
     assert "(empty payload)" in result.stdout
     assert "not an event on track/9" in result.stderr
-    again = invoke(broker, "--client-id", "raw", "--json", "--timeout", "0.3")
-    assert again.stdout == ""  # all acknowledged: nothing loops back
+    with Publisher(broker.port) as publisher:
+        marker = publisher.publish([event("9", 2, "marker")])
+    again = invoke(broker, "--client-id", "raw", "--json", "--count", "1")
+    # All acknowledged: nothing loops back, the next run starts at the marker.
+    assert [line["eventId"] for line in records(again)] == sorted(marker)
     assert sent
 
 
@@ -130,19 +138,28 @@ def test_clean_discards_the_stored_session(broker: Mosquitto) -> None:
     subscribe(broker, "fresh")
     with Publisher(broker.port) as publisher:
         publisher.publish([event("1", n, "old") for n in range(5)])
-    result = invoke(broker, "--client-id", "fresh", "--clean", "--json", "--timeout", "0.5")
-    assert result.exit_code == EXIT_TIMEOUT
-    assert result.stdout == ""
-    assert "discarding the stored session" in result.stderr
+    with Tail(broker.workdir / "tails", "--client-id", "fresh", "--clean", "--json",
+              port=broker.port) as fresh:  # fmt: skip
+        fresh.wait_subscribed()
+        with Publisher(broker.port) as publisher:
+            marker = publisher.publish([event("1", 0, "new")])
+        fresh.wait_for_events(1)
+        assert fresh.terminate() == 0
+    # The marker came after the subscription; had the old session survived, its five
+    # queued events would have come first.
+    assert fresh.event_ids() == sorted(marker)
+    assert "discarding the stored session" in fresh.stderr()
 
 
 def test_options_come_from_the_environment_and_the_client_id_is_derived(broker: Mosquitto) -> None:
-    env = {"MQTT_TAIL_ACCOUNT": "11 12", "MQTT_TAIL_TIMEOUT": "0.3"}
-    result = invoke(broker, env=env)
-    assert result.exit_code == EXIT_TIMEOUT
+    env = {"MQTT_TAIL_ACCOUNT": "11 12", "MQTT_TAIL_TIMEOUT": "0.01"}
+    with Tail(broker.workdir / "tails", port=broker.port, env=env) as first:
+        # 10 ms without an event ends the run, subscribed or not: the option was read.
+        assert first.process.wait(10) == EXIT_TIMEOUT
     derived = default_client_id(["11", "12"])
-    assert f"client id {derived}" in result.stderr
-    assert "subscribed to track/11, track/12" in result.stderr
+    assert f"client id {derived}" in first.stderr()
+    env = {"MQTT_TAIL_ACCOUNT": "11 12"}
+    assert "subscribed to track/11, track/12" in subscribe(broker, derived, env=env).stderr()
     assert derived == default_client_id(["11", "12"]) != default_client_id(["+"])
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from subscriber.aggregate import Aggregator
 from subscriber.dedup import Deduplicator
-from subscriber.pipeline import MAX_RAW_WARNINGS, Pipeline, TextView
+from subscriber.pipeline import MAX_RAW_WARNINGS, Output, Pipeline, TextView
 from subscriber.render import JsonRenderer, PlainRenderer
 
 
@@ -23,7 +23,7 @@ def payload(n: int, account: str = "1") -> bytes:
 
 def test_nothing_is_written_before_the_batch_ends_and_duplicates_are_dropped() -> None:
     out = io.BytesIO()
-    pipeline = Pipeline(out, renderer=JsonRenderer(), dedup=Deduplicator(10))
+    pipeline = Pipeline(Output(out), renderer=JsonRenderer(), dedup=Deduplicator(10))
     assert pipeline.on_message("track/1", payload(1))
     assert pipeline.on_message("track/1", payload(1))  # redelivery: acknowledged, not shown
     assert out.getvalue() == b""
@@ -33,7 +33,7 @@ def test_nothing_is_written_before_the_batch_ends_and_duplicates_are_dropped() -
 
 
 def test_count_stops_and_later_messages_stay_unacknowledged() -> None:
-    pipeline = Pipeline(io.BytesIO(), renderer=JsonRenderer(), count=2)
+    pipeline = Pipeline(Output(io.BytesIO()), renderer=JsonRenderer(), count=2)
     assert pipeline.on_message("track/1", payload(1))
     assert pipeline.on_message("track/1", payload(2))
     assert pipeline.stop_reason == "count"
@@ -41,7 +41,7 @@ def test_count_stops_and_later_messages_stay_unacknowledged() -> None:
 
 
 def test_timeout_when_nothing_arrives() -> None:
-    pipeline = Pipeline(io.BytesIO(), renderer=JsonRenderer(), timeout=0.01)
+    pipeline = Pipeline(Output(io.BytesIO()), renderer=JsonRenderer(), timeout=0.01)
     pipeline.last_arrival -= 1
     pipeline.on_tick(0.0)
     assert pipeline.stop_reason == "timeout"
@@ -53,7 +53,7 @@ class ClosedPipe(io.BytesIO):
 
 
 def test_a_closed_pipe_stops_without_acknowledging() -> None:
-    pipeline = Pipeline(ClosedPipe(), renderer=PlainRenderer())
+    pipeline = Pipeline(Output(ClosedPipe()), renderer=PlainRenderer())
     pipeline.on_message("track/1", payload(1))
     assert pipeline.on_batch_end() is False
     assert pipeline.stop_reason == "broken-pipe"
@@ -65,7 +65,7 @@ def test_raw_payloads_are_warned_about_a_bounded_number_of_times(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     out = io.BytesIO()
-    pipeline = Pipeline(out, renderer=JsonRenderer())
+    pipeline = Pipeline(Output(out), renderer=JsonRenderer())
     with caplog.at_level(logging.WARNING):
         for _ in range(MAX_RAW_WARNINGS + 5):
             assert pipeline.on_message("track/1", b"junk")
@@ -77,8 +77,9 @@ def test_raw_payloads_are_warned_about_a_bounded_number_of_times(
 
 def test_aggregate_reports_every_n_and_a_summary_at_the_end() -> None:
     out = io.BytesIO()
-    pipeline = Pipeline(out, aggregator=Aggregator(every=2, now=0.0))
-    pipeline.view = TextView(pipeline, json=True)
+    output = Output(out)
+    aggregator = Aggregator(every=2, now=0.0)
+    pipeline = Pipeline(output, aggregator=aggregator, view=TextView(output.write, json=True))
     for n in range(5):
         pipeline.on_message(f"track/{n % 2}", payload(n, account=str(n % 2)))
     pipeline.on_message("track/9", orjson.dumps({"eventId": "noacct"}))
@@ -91,10 +92,19 @@ def test_aggregate_reports_every_n_and_a_summary_at_the_end() -> None:
 
 def test_aggregate_by_window_reports_on_ticks() -> None:
     out = io.BytesIO()
-    pipeline = Pipeline(out, aggregator=Aggregator(window=1.0, now=0.0))
-    pipeline.view = TextView(pipeline, json=False)
+    output = Output(out)
+    aggregator = Aggregator(window=1.0, now=0.0)
+    pipeline = Pipeline(output, aggregator=aggregator, view=TextView(output.write, json=False))
     pipeline.on_message("track/1", payload(1))
     pipeline.on_tick(0.5)
     pipeline.on_tick(1.5)
     pipeline.on_batch_end()
     assert out.getvalue().startswith(b"# aggregate")
+
+
+def test_a_terminal_escape_applies_to_the_whole_batch() -> None:
+    out = io.BytesIO()
+    pipeline = Pipeline(Output(out, escape=bytes.upper), renderer=JsonRenderer())
+    pipeline.on_message("track/1", payload(1))
+    assert pipeline.on_batch_end()
+    assert out.getvalue().startswith(b'{"EVENTID":"E1"')

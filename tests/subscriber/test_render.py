@@ -78,7 +78,9 @@ def test_plain_line_survives_missing_fields() -> None:
 
 def test_json_line_is_the_event_plus_received_at() -> None:
     renderer = JsonRenderer()
-    line = renderer.event(dict(EVENT), "track/42", T0)
+    event = dict(EVENT)
+    line = renderer.event(event, "track/42", T0)
+    assert event == EVENT  # the caller's event is not changed
     assert line.endswith(b"\n")
     assert orjson.loads(line) == {**EVENT, "receivedAt": "2026-11-28T12:00:00.123Z"}
     assert renderer.raw("track/1", b"x", T0) is None

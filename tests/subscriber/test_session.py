@@ -1,13 +1,18 @@
+"""The session through its public interface, against a broker that answers as scripted."""
+
+from __future__ import annotations
+
+import logging
 import random
 import socket
-from typing import Any
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
 
 import pytest
-from paho.mqtt.client import ConnectFlags
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.reasoncodes import ReasonCode
 
-from subscriber.session import Backoff, BufferedSocket, ConnectOptions, Refused, Session
+from subscriber.session import Backoff, ConnectOptions, Refused, Session
 
 
 class Recorder:
@@ -25,6 +30,90 @@ class Recorder:
         pass
 
 
+class ScriptedBroker:
+    """Speaks just enough MQTT 3.1.1 to answer one way: a CONNACK code per connection
+    (the last one repeats), SUBACK codes, then an ending: ``close`` (end of file),
+    ``reset`` (after the first ping) or ``silent`` (reads and never answers)."""
+
+    def __init__(
+        self, connacks: Sequence[int] = (0,), suback: Sequence[int] = (1,), then: str = "silent"
+    ) -> None:
+        self.connacks = connacks
+        self.suback = bytes(suback)
+        self.then = then
+        self.connections = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.05)
+        self.port = self._server.getsockname()[1]
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> ScriptedBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._thread.join(5)
+        self._server.close()
+
+    def _serve(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self._answer(conn)
+                except OSError:
+                    pass
+
+    def _answer(self, conn: socket.socket) -> None:
+        code = self.connacks[min(self.connections, len(self.connacks) - 1)]
+        self.connections += 1
+        _read_packet(conn)  # CONNECT
+        conn.sendall(bytes([0x20, 2, 0, code]))
+        if code:
+            return
+        packet_id = _read_packet(conn)[:2]  # SUBSCRIBE
+        conn.sendall(bytes([0x90, 2 + len(self.suback)]) + packet_id + self.suback)
+        if self.then == "reset":
+            _read_packet(conn)  # the first ping: the client has taken the SUBACK in
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif self.then == "silent":
+            while conn.recv(1024):
+                pass
+
+
+def _read_packet(conn: socket.socket) -> bytes:
+    """One packet's body (after the fixed header)."""
+    conn.recv(1, socket.MSG_WAITALL)
+    length, shift = 0, 0
+    while True:
+        byte = conn.recv(1, socket.MSG_WAITALL)[0]
+        length += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return conn.recv(length, socket.MSG_WAITALL) if length else b""
+
+
+def session(port: int) -> Session:
+    settings = ConnectOptions(
+        port=port, client_id="t", topics=["track/1", "track/2"], keepalive=1, reconnect_min=0.01,
+        reconnect_max=0.05,
+    )  # fmt: skip
+    return Session(settings, Recorder())
+
+
+def within(seconds: float, done: Callable[[], bool] = lambda: False) -> Callable[[], bool]:
+    """A stop condition: ``done()``, or the deadline as a safety net."""
+    deadline = time.monotonic() + seconds
+    return lambda: done() or time.monotonic() > deadline
+
+
 def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
     backoff = Backoff(0.5, 4.0, random.Random(1))
     delays = [backoff.next() for _ in range(8)]
@@ -37,79 +126,37 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
         Backoff(2, 1)
 
 
-def test_buffered_socket_reads_in_chunks_and_holds_writes_until_flush() -> None:
-    left, right = socket.socketpair()
-    with left, right:
-        wrapped = BufferedSocket(left)
-        right.sendall(b"abcdef")
-        assert wrapped.recv(2) == b"ab"
-        assert wrapped.pending() == 4
-        assert wrapped.recv(10) == b"cdef"
-        assert wrapped.send(b"xy") == 2
-        assert wrapped.wants_flush()
-        wrapped.flush()
-        assert right.recv(10) == b"xy"
-        assert wrapped.fileno() == left.fileno()
-        wrapped.send(b"bye")
-        wrapped.close()
-        assert right.recv(10) == b"bye"
-
-
-def session() -> Session:
-    return Session(ConnectOptions(port=1, client_id="t", topics=["track/1", "track/2"]), Recorder())
-
-
 def test_a_refused_subscription_is_fatal() -> None:
-    tail = session()
-    granted = ReasonCode(PacketTypes.SUBACK, identifier=1)
-    refused = ReasonCode(PacketTypes.SUBACK, identifier=0x80)
-    tail._on_subscribe(tail._client, None, 1, [granted, refused], None)
-    with pytest.raises(Refused, match="subscription to track/2 refused"):
-        tail.run(lambda: False)
+    with ScriptedBroker(suback=(1, 0x80)) as broker:
+        tail = session(broker.port)
+        with pytest.raises(Refused, match="subscription to track/2 refused") as refused:
+            tail.run(within(10))
+    assert refused.value.kind == "subscription"
 
 
 def test_bad_credentials_are_fatal_but_server_unavailable_is_retried() -> None:
-    tail = session()
-    flags: Any = ConnectFlags(session_present=False)
-    tail._on_connect(
-        tail._client, None, flags, ReasonCode(PacketTypes.CONNACK, identifier=136), None
-    )
-    assert tail._refused is None
-    tail._on_connect(
-        tail._client, None, flags, ReasonCode(PacketTypes.CONNACK, identifier=134), None
-    )
-    with pytest.raises(Refused, match="bad username or password"):
-        tail.run(lambda: False)
+    with ScriptedBroker(connacks=(3, 4)) as broker:
+        tail = session(broker.port)
+        with pytest.raises(Refused, match="bad username or password") as refused:
+            tail.run(within(10))
+    assert refused.value.kind == "login"
+    assert broker.connections == 2
 
 
-def test_the_socket_says_how_the_connection_ended() -> None:
-    left, right = socket.socketpair()
-    with left:
-        closed = BufferedSocket(left)
-        right.close()
-        assert closed.recv(1) == b""
-        assert closed.lost == "closed by the broker"
-    left, right = socket.socketpair()
-    with left, right:
-        left.setblocking(False)
-        pending = BufferedSocket(left)
-        with pytest.raises(BlockingIOError):
-            pending.recv(1)
-        assert pending.lost is None  # nothing to read yet is not an ending
-        left.close()
-        with pytest.raises(OSError):
-            pending.recv(1)
-        assert pending.lost is not None and pending.lost.startswith("network error: ")
-        with pytest.raises(OSError):
-            pending.send(b"x")
-            pending.flush()
-
-
-def test_a_lost_connection_is_described_in_words() -> None:
-    tail = session()
-    keepalive = ReasonCode(PacketTypes.DISCONNECT, "Keep alive timeout")
-    unspecified = ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")
-    assert tail._lost(keepalive) == (
-        "connection lost: no answer from the broker within the keepalive (5 s)"
-    )
-    assert tail._lost(unspecified) == "connection lost (Unspecified error)"
+@pytest.mark.parametrize(
+    ("then", "said"),
+    [
+        ("close", "connection lost: closed by the broker; reconnecting"),
+        ("reset", "connection lost: network error: Connection reset by peer; reconnecting"),
+        ("silent", "connection lost: no answer from the broker within the keepalive (1 s)"),
+    ],
+)
+def test_a_lost_connection_is_described_in_words(
+    then: str, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="subscriber.session")
+    with ScriptedBroker(then=then) as broker:
+        tail = session(broker.port)
+        tail.run(within(10, lambda: "connection lost" in caplog.text))
+    assert said in caplog.text
+    assert "subscribed to track/1, track/2" in caplog.text
