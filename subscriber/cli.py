@@ -20,6 +20,8 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
+from tracker_api.ids import ACCOUNT_ID
+
 from .aggregate import Aggregator
 from .dedup import DEFAULT_CAPACITY, Deduplicator
 from .pipeline import LiveView, Pipeline, TextView
@@ -39,7 +41,6 @@ EXIT_TIMEOUT = 3
 EXIT_REFUSED = 4
 LIVE_REFRESH = 1.0
 """Seconds between redraws of the --aggregate table on a terminal."""
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
