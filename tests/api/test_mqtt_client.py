@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 
 from tests.helpers.broker import Mosquitto
+from tests.helpers.silent_broker import SilentBroker
+from tests.helpers.waiting import wait_until
 from tracker_api.mqtt import (
     BrokerAddress,
     ConnectionLost,
@@ -94,9 +96,9 @@ def make_reader(port: int, received: list[Message]) -> MqttClient:
 
 async def deliver_one(reader: MqttClient, writer: MqttClient, received: list[Message]) -> None:
     """Publish one message once the reader's subscription is in place; wait for it."""
-    await eventually(lambda: reader.inflight == 0, timeout=5)  # SUBACK came back
+    await asyncio.to_thread(wait_until, lambda: reader.inflight == 0, timeout=5)  # SUBACK came back
     await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
-    await eventually(lambda: bool(received), timeout=5)
+    await asyncio.to_thread(wait_until, lambda: bool(received), timeout=5)
 
 
 def test_publish_resolves_on_puback_and_incoming_messages_wait_for_our_ack(
@@ -120,7 +122,8 @@ def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> N
 
     async def scenario() -> None:
         async with running(make_client(broker.port), connect=False) as client:
-            await eventually(lambda: bool(client.stats.last_error), timeout=5)  # it tried
+            # It tried to connect:
+            await asyncio.to_thread(wait_until, lambda: bool(client.stats.last_error), timeout=5)
             with pytest.raises(NotConnected):
                 client.publish("track/1", b"x")
             assert client.status.startswith("unreachable: ")
@@ -129,45 +132,13 @@ def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> N
     asyncio.run(scenario())
 
 
-class SilentBroker:
-    """Accepts, answers CONNACK (or a refusal), then never says anything again."""
-
-    def __init__(self, connack_code: int = 0) -> None:
-        self.connack_code = connack_code
-        self.connections = 0
-        self.received = bytearray()
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        await reader.read(1024)
-        writer.write(bytes([0x20, 2, 0, self.connack_code]))
-        while chunk := await reader.read(65536):
-            self.received += chunk
-        writer.close()
-
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[int]:
-        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        try:
-            yield server.sockets[0].getsockname()[1]
-        finally:
-            server.close()
-
-
-async def eventually(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def test_keepalive_detects_a_silent_broker_and_reconnects() -> None:
     silent = SilentBroker()
 
     async def scenario() -> None:
         async with silent.serving() as port:
             async with running(make_client(port, keepalive=1)) as client:
-                await eventually(lambda: silent.connections >= 2, timeout=5)
+                await asyncio.to_thread(wait_until, lambda: silent.connections >= 2, timeout=5)
                 assert client.stats.disconnects >= 1
                 assert b"\xc0\x00" in silent.received  # it did ping first
 
@@ -196,7 +167,7 @@ def test_refused_credentials_are_logged_and_retried(caplog: pytest.LogCaptureFix
     async def scenario() -> None:
         async with refusing.serving() as port:
             async with running(make_client(port), connect=False) as client:
-                await eventually(lambda: refusing.connections >= 2, timeout=5)
+                await asyncio.to_thread(wait_until, lambda: refusing.connections >= 2, timeout=5)
                 assert not client.connected
                 assert client.status == "refused: not authorised"
 
@@ -222,7 +193,9 @@ def test_a_message_from_a_dropped_connection_is_not_acknowledged_on_the_next(
             await deliver_one(reader, writer, received)
             old = received[0]
             reader.drop_connection("test")
-            await eventually(lambda: reader.stats.connects >= 2 and reader.connected, timeout=5)
+            await asyncio.to_thread(
+                wait_until, lambda: reader.stats.connects >= 2 and reader.connected, timeout=5
+            )
 
             assert reader.ack(old) is False
 
