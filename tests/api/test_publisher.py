@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.api.test_mqtt_client import SilentBroker, eventually
+from tests.helpers.silent_broker import SilentBroker
+from tests.helpers.waiting import wait_until
 from tracker_api.config import load_settings
 from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
 from tracker_api.publisher import MqttPublisher
@@ -27,7 +28,7 @@ def test_no_puback_within_the_timeout_is_outcome_unknown_and_the_silent_link_dro
                 await publisher.publish("track/1", b"{}")
             elapsed = time.monotonic() - started
             # The link said nothing for a whole timeout: dropped and dialled again.
-            await eventually(lambda: silent.connections >= 2, timeout=5)
+            await asyncio.to_thread(wait_until, lambda: silent.connections >= 2, timeout=5)
             await publisher.stop()
             return elapsed
 
