@@ -88,33 +88,32 @@ def make_client(port: int, **options: object) -> MqttClient:
     return MqttClient(BrokerAddress(port=port), "test-client", **{**defaults, **options})  # type: ignore[arg-type]
 
 
-def make_reader(port: int, received: list[Message]) -> MqttClient:
+@asynccontextmanager
+async def one_delivered(port: int) -> AsyncIterator[tuple[MqttClient, MqttClient, Message]]:
+    """A reader subscribed to ``ingest/#`` and a writer; once the reader's subscription is in
+    place, the writer publishes one message: yields (reader, writer, the message received)."""
+    received: list[Message] = []
     reader = make_client(port, subscriptions=[("ingest/#", 1)], on_message=received.append)
     reader.client_id = "reader"
-    return reader
-
-
-async def deliver_one(reader: MqttClient, writer: MqttClient, received: list[Message]) -> None:
-    """Publish one message once the reader's subscription is in place; wait for it."""
-    await asyncio.to_thread(wait_until, lambda: reader.inflight == 0, timeout=5)  # SUBACK came back
-    await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
-    await asyncio.to_thread(wait_until, lambda: bool(received), timeout=5)
+    async with running(reader), running(make_client(port)) as writer:
+        await asyncio.to_thread(wait_until, lambda: reader.inflight == 0, timeout=5)  # SUBACK
+        await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
+        await asyncio.to_thread(wait_until, lambda: bool(received), timeout=5)
+        assert len(received) == 1
+        yield reader, writer, received[0]
 
 
 def test_publish_resolves_on_puback_and_incoming_messages_wait_for_our_ack(
     broker: Mosquitto,
 ) -> None:
-    received: list[Message] = []
-
-    async def scenario() -> None:
-        reader = make_reader(broker.port, received)
-        async with running(reader), running(make_client(broker.port)) as writer:
-            await deliver_one(reader, writer, received)
-            assert reader.ack(received[0])
+    async def scenario() -> Message:
+        async with one_delivered(broker.port) as (reader, writer, message):
+            assert reader.ack(message)
             assert writer.stats.acked >= 1
+            return message
 
-    asyncio.run(scenario())
-    assert [(m.topic, m.payload, m.qos) for m in received] == [("ingest/1", b"payload", 1)]
+    message = asyncio.run(scenario())
+    assert (message.topic, message.payload, message.qos) == ("ingest/1", b"payload", 1)
 
 
 def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> None:
@@ -185,13 +184,8 @@ def test_invalid_window_is_rejected() -> None:
 def test_a_message_from_a_dropped_connection_is_not_acknowledged_on_the_next(
     broker: Mosquitto,
 ) -> None:
-    received: list[Message] = []
-
     async def scenario() -> None:
-        reader = make_reader(broker.port, received)
-        async with running(reader), running(make_client(broker.port)) as writer:
-            await deliver_one(reader, writer, received)
-            old = received[0]
+        async with one_delivered(broker.port) as (reader, _writer, old):
             reader.drop_connection("test")
             await asyncio.to_thread(
                 wait_until, lambda: reader.stats.connects >= 2 and reader.connected, timeout=5
