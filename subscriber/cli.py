@@ -20,6 +20,8 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
+from tracker_api.ids import ACCOUNT_ID
+
 from .aggregate import Aggregator
 from .dedup import DEFAULT_CAPACITY, Deduplicator
 from .pipeline import LiveView, Output, Pipeline, TextView
@@ -331,10 +333,6 @@ def _accounts(values: tuple[str, ...]) -> list[str]:
     accounts = sorted(set(values))
     if accounts == ["+"]:
         return accounts
-    # The tracker's own rule; imported only here because the tracker's event module takes
-    # half a second to import, which `mqtt-tail` alone should not pay.
-    from tracker_api.events import ACCOUNT_ID
-
     for account in accounts:
         if account != "+" and not ACCOUNT_ID.fullmatch(account):
             raise click.BadParameter(f"{account!r} is not an account id", param_hint="--account")

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
+from starlette.types import Lifespan
 
 from . import __version__, db, ingest
 from .accounts import AccountCache, state_from_database
@@ -90,6 +91,11 @@ def create_api(
             yield
         logger.info("tracker stopped")
 
+    return build_api(lifespan)
+
+
+def build_api(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+    """The routes alone; with no lifespan it is the route table the reserved names come from."""
     # /docs works offline: its assets come with the fastapi-offline package, under /docs/
     # so that the fast path (which leaves "docs" to FastAPI) never mistakes them for events.
     api = FastAPIOffline(

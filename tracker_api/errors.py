@@ -15,15 +15,20 @@ The body keeps FastAPI's shape, ``{"detail": ...}``, on the fast path too.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
-RETRY_AFTER_SECONDS = "1"
+RETRY_AFTER_SECONDS = 1
+"""How long a client waits before retrying a 503 / 504; the one value every answer uses."""
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 class TrackerError(Exception):
     status = 500
     detail = "Internal error"
     outcome = "error"  # label of tracker_requests_total
+    when = "An unexpected error"  # what the answer means, for the OpenAPI description
 
     def __init__(self, detail: str | None = None) -> None:
         if detail is not None:
@@ -42,23 +47,30 @@ class TrackerError(Exception):
 class InvalidRequest(TrackerError):
     status = 422
     outcome = "invalid"
+    when = (
+        "Malformed account id (a percent-encoded `/` is part of it), missing data, invalid "
+        "event id, or a path or query string that is not valid UTF-8"
+    )
 
 
 class PayloadTooLarge(TrackerError):
     status = 413
     outcome = "too_large"
+    when = "data larger than TRACKER_MAX_DATA_BYTES"
 
 
 class AccountNotFound(TrackerError):
     status = 404
     detail = "Account Id does not exist!"
     outcome = "unknown_account"
+    when = "Unknown account"
 
 
 class AccountInactive(TrackerError):
     status = 403
     detail = "Inactive account!"
     outcome = "inactive_account"
+    when = "Inactive account"
 
 
 class ServiceUnavailable(TrackerError):
@@ -67,17 +79,19 @@ class ServiceUnavailable(TrackerError):
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": RETRY_AFTER_SECONDS}
+        return dict(RETRY_AFTER)
 
 
 class PublishFailed(ServiceUnavailable):
     detail = "Message broker unavailable, the event was not accepted; retry later"
     outcome = "broker_unavailable"
+    when = "Not accepted, never delivered later"
 
 
 class DatabaseUnavailable(ServiceUnavailable):
     detail = "Account database unavailable; retry later"
     outcome = "database_unavailable"
+    when = "The accounts database is unreachable"
 
 
 class PublishOutcomeUnknown(ServiceUnavailable):
@@ -93,3 +107,21 @@ class PublishOutcomeUnknown(ServiceUnavailable):
         "delivered; retry with the same Idempotency-Key"
     )
     outcome = "outcome_unknown"
+    when = "Outcome unknown, the event may still be delivered"
+
+
+def describe_headers(headers: dict[str, str]) -> str:
+    return "".join(f". {name}: {value}" for name, value in headers.items())
+
+
+def openapi_responses(*errors: type[TrackerError]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route that may raise ``errors``, written from the
+    classes themselves (status, detail, headers), so the docs say what the code answers."""
+    texts: dict[int | str, list[str]] = {}
+    for error in errors:
+        text = error.when
+        if error.detail != TrackerError.detail:  # a fixed detail, not one per request
+            text += f": `{orjson.dumps({'detail': error.detail}).decode()}`"
+        text += describe_headers(error().headers)
+        texts.setdefault(error.status, []).append(text)
+    return {status: {"description": "\n\n".join(parts)} for status, parts in texts.items()}

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
 from datetime import UTC, datetime
 
 import orjson
+from fastapi.routing import iter_route_contexts
+from starlette.applications import Starlette
 
 from . import metrics
 from .accounts import AccountCache
 from .errors import InvalidRequest, PayloadTooLarge, TrackerError
+from .ids import ACCOUNT_ID, ACCOUNT_ID_HELP
 from .publisher import Publisher
 from .users import ROLES
 
-ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-# First path segments that belong to fixed endpoints, never to an account.
-RESERVED = frozenset(
-    {"healthz", "readyz", "metrics", "docs", "redoc", "openapi.json", "favicon.ico"}
-)
 ACCEPTED_MESSAGE = "Request propagated to the subscribers!"
 TOPIC_PREFIX = "track/"
 
@@ -66,13 +65,27 @@ class Clock:
         return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
 
 
+def fixed_segments(app: Starlette) -> frozenset[str]:
+    """First path segments that belong to an app's fixed endpoints (docs, health, metrics,
+    static assets), never to an account: the literal first segment of every route and
+    mount. The event routes begin with a parameter, so they reserve nothing."""
+    firsts = ((context.path or "/").split("/")[1] for context in iter_route_contexts(app.routes))
+    return frozenset(first for first in firsts if first and not first.startswith("{"))
+
+
+@functools.cache
+def reserved_segments() -> frozenset[str]:
+    """The fixed endpoints' first segments, read from the app's own route table: adding an
+    endpoint reserves its name, with no list to keep in step."""
+    from .app import build_api  # the routes are built on this module: import when first used
+
+    return fixed_segments(build_api())
+
+
 def check_account_id(account_id: str) -> None:
     """The one rule for account ids: the API, ingest, the seed and account logins use it."""
-    if ACCOUNT_ID.fullmatch(account_id) is None or account_id in RESERVED:
-        raise InvalidRequest(
-            "Invalid account id: 1-64 characters from A-Z a-z 0-9 _ . -, starting with a "
-            "letter or digit"
-        )
+    if ACCOUNT_ID.match(account_id) is None or account_id in reserved_segments():
+        raise InvalidRequest(f"Invalid account id: {ACCOUNT_ID_HELP}")
     if account_id in ROLES:
         # A login's name is its account id (mqtt/acl patterns): an account named after a
         # role would share that role's login, and the role's rights.

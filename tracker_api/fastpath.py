@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from .errors import TrackerError
 from .event_request import read_event_request
-from .events import RESERVED, EventService
+from .events import EventService, fixed_segments
 
 Scope = dict[str, Any]
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -27,6 +27,7 @@ class TrackerApp:
     def __init__(self, api: FastAPI, fast_path: bool = True) -> None:
         self.api = api
         self.fast_path = fast_path
+        self.reserved = fixed_segments(api)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if self.fast_path and scope["type"] == "http" and scope["method"] == "GET":
@@ -34,7 +35,7 @@ class TrackerApp:
             # router decides it, so both paths take the same ones; what they ask for is
             # then read from the raw request by the same function.
             first = scope["path"][1:].partition("/")[0]
-            if first and first not in RESERVED:
+            if first and first not in self.reserved:
                 await self._track(scope, send)
                 return
         await self.api(scope, receive, send)

@@ -39,7 +39,7 @@ BROKER_CONNECTED = Gauge(
     "1 while connected to the broker (summed over live workers)",
     multiprocess_mode="livesum",
 )
-BROKER_RECONNECTS = Counter("tracker_broker_disconnects", "Connections to the broker lost")
+BROKER_DISCONNECTS = Counter("tracker_broker_disconnects", "Connections to the broker lost")
 
 INGEST_DROPPED = Counter(
     "tracker_ingest_dropped",

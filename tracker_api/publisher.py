@@ -188,7 +188,7 @@ class BrokerConnection:
     def _on_state(self, connected: bool) -> None:
         metrics.BROKER_CONNECTED.set(1 if connected else 0)
         if not connected:
-            metrics.BROKER_RECONNECTS.inc()
+            metrics.BROKER_DISCONNECTS.inc()
 
     def _announce_online(self) -> None:
         future = self._client.publish(self.status_topic, b"online", qos=1, retain=True)

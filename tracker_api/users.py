@@ -14,16 +14,16 @@ import fcntl
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .ids import ACCOUNT_ID, ACCOUNT_ID_HELP
+
 ITERATIONS = 101  # mosquitto_passwd's own default
 SALT_BYTES = 12
-USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ROLES = {"tracker": "publishes track/#, reads ingest/#", "reader": "reads track/#"}
 
 
@@ -98,8 +98,9 @@ class PasswordFile:
 
     def set(self, username: str, password: str) -> bool:
         """Add or change a user; True when the user is new."""
-        if not USERNAME.fullmatch(username):
-            raise ValueError(f"invalid user name {username!r}: use A-Z a-z 0-9 _ . -")
+        # A role's name or an account id: the roles' names follow the same rule.
+        if not ACCOUNT_ID.match(username):
+            raise ValueError(f"invalid user name {username!r}: {ACCOUNT_ID_HELP}")
         if not password:
             raise ValueError("the password must not be empty")
         created = username not in self.entries

@@ -32,6 +32,25 @@ class CountingLoader:
         return self.states.get(account_id, AccountState.UNKNOWN)
 
 
+class HeldLoader:
+    """A loader held until ``release()``, so that callers pile up on one query."""
+
+    def __init__(self, answer: AccountState | Exception = AccountState.ACTIVE) -> None:
+        self.answer = answer
+        self.calls: list[str] = []
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __call__(self, account_id: str) -> AccountState:
+        self.calls.append(account_id)
+        self._released.wait(5)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
 def test_hit_within_ttl_does_not_query_again() -> None:
     loader = CountingLoader({"1": AccountState.ACTIVE})
     cache = AccountCache(loader, ttl=5, clock=FakeClock())
@@ -94,39 +113,27 @@ def test_cache_holds_at_most_max_entries_evicting_the_oldest() -> None:
 
 
 def test_concurrent_misses_for_one_id_share_a_single_query() -> None:
-    release = threading.Event()
-    calls: list[str] = []
-
-    def slow_loader(account_id: str) -> AccountState:
-        calls.append(account_id)
-        release.wait(5)
-        return AccountState.ACTIVE
-
-    cache = AccountCache(slow_loader, ttl=5)
+    loader = HeldLoader()
+    cache = AccountCache(loader, ttl=5)
 
     async def scenario() -> list[AccountState]:
         tasks = [asyncio.create_task(cache.state("1")) for _ in range(20)]
         await asyncio.sleep(0)  # let them all miss before the query returns
-        release.set()
+        loader.release()
         return await asyncio.gather(*tasks)
 
     assert asyncio.run(scenario()) == [AccountState.ACTIVE] * 20
-    assert calls == ["1"]
+    assert loader.calls == ["1"]
 
 
 def test_database_error_becomes_database_unavailable_for_every_waiter() -> None:
-    release = threading.Event()
-
-    def failing_loader(account_id: str) -> AccountState:
-        release.wait(5)
-        raise OperationalError("SELECT", {}, Exception("connection refused"))
-
-    cache = AccountCache(failing_loader, ttl=5)
+    loader = HeldLoader(OperationalError("SELECT", {}, Exception("connection refused")))
+    cache = AccountCache(loader, ttl=5)
 
     async def scenario() -> list[object]:
         tasks = [asyncio.create_task(cache.state("1")) for _ in range(3)]
         await asyncio.sleep(0)
-        release.set()
+        loader.release()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     results = asyncio.run(scenario())
@@ -135,18 +142,13 @@ def test_database_error_becomes_database_unavailable_for_every_waiter() -> None:
 
 
 def test_an_unexpected_loader_error_reaches_every_waiter_instead_of_hanging() -> None:
-    release = threading.Event()
-
-    def broken_loader(account_id: str) -> AccountState:
-        release.wait(5)
-        raise RuntimeError("driver bug")
-
-    cache = AccountCache(broken_loader, ttl=5)
+    loader = HeldLoader(RuntimeError("driver bug"))
+    cache = AccountCache(loader, ttl=5)
 
     async def scenario() -> list[object]:
         tasks = [asyncio.create_task(cache.state("1")) for _ in range(3)]
         await asyncio.sleep(0)
-        release.set()
+        loader.release()
         return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
 
     results = asyncio.run(scenario())
@@ -155,15 +157,8 @@ def test_an_unexpected_loader_error_reaches_every_waiter_instead_of_hanging() ->
 
 
 def test_cancelling_the_first_caller_does_not_strand_the_others() -> None:
-    release = threading.Event()
-    calls: list[str] = []
-
-    def slow_loader(account_id: str) -> AccountState:
-        calls.append(account_id)
-        release.wait(5)
-        return AccountState.ACTIVE
-
-    cache = AccountCache(slow_loader, ttl=5)
+    loader = HeldLoader()
+    cache = AccountCache(loader, ttl=5)
 
     async def scenario() -> list[AccountState]:
         first = asyncio.create_task(cache.state("1"))
@@ -172,13 +167,13 @@ def test_cancelling_the_first_caller_does_not_strand_the_others() -> None:
         await asyncio.sleep(0)
         first.cancel()
         await asyncio.sleep(0)
-        release.set()
+        loader.release()
         states = await asyncio.wait_for(asyncio.gather(*others), 5)
         assert first.cancelled()
         return states
 
     assert asyncio.run(scenario()) == [AccountState.ACTIVE] * 3
-    assert calls == ["1"]
+    assert loader.calls == ["1"]
     assert len(cache) == 1  # the answer was cached although its first caller left
 
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import orjson
 import pytest
+from click.testing import CliRunner
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from subscriber.cli import tail
 from tests.helpers.fakes import FakePublisher
 from tests.helpers.metrics import value
+from tracker_api.errors import RETRY_AFTER_SECONDS, ServiceUnavailable, TrackerError
 from tracker_api.event_request import PATH_NOT_UTF8, QUERY_NOT_UTF8
+from tracker_api.events import fixed_segments, reserved_segments
+from tracker_api.fastpath import TrackerApp
+from tracker_api.ids import ACCOUNT_ID_PATTERN
+from tracker_api.routes import events as event_routes
 
 UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -273,3 +282,90 @@ def test_the_account_id_comes_from_the_raw_path_not_the_decoded_one(
     assert response.status_code == 422
     assert publisher.published == []
     assert client.get("/1/2", params={"data": "x"}).json()["event"]["data"] == "2"
+
+
+# The DESIGN's pattern, written out here on purpose: the code must agree with the contract.
+CONTRACT_ACCOUNT_ID = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def test_the_docs_state_the_account_id_pattern_the_code_enforces(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    parameters = spec["paths"]["/{account_id}"]["get"]["parameters"]
+    account_id = next(p for p in parameters if p["name"] == "account_id")
+
+    assert account_id["description"] == f"`{CONTRACT_ACCOUNT_ID}`"
+    assert ACCOUNT_ID_PATTERN == CONTRACT_ACCOUNT_ID
+
+
+@pytest.mark.parametrize("account_id", ["1\n", "x" * 64 + "\n", "1/x", "a+b", ""])
+def test_mqtt_tail_refuses_the_account_ids_the_api_refuses(
+    client: TestClient, account_id: str
+) -> None:
+    # `$` matches before a trailing newline: "1\n" once passed the CLI's copy of the rule.
+    api = client.get("/" + quote(account_id, safe=""), params={"data": "x"})
+    cli = CliRunner().invoke(tail, ["--account", account_id, "--port", "1", "--timeout", "0.1"])
+
+    assert api.status_code in (404, 422)  # 404: an empty first segment is no event route
+    assert cli.exit_code == 2, cli.output
+    assert "is not an account id" in cli.output
+
+
+def test_a_route_added_to_the_app_is_never_taken_for_an_account() -> None:
+    api = FastAPI()
+
+    @api.get("/status")
+    async def status() -> dict[str, str]:
+        return {"served": "by the route"}
+
+    api.include_router(event_routes.router)  # after the fixed routes, as the app orders them
+
+    with TestClient(TrackerApp(api, fast_path=True)) as client:
+        assert client.get("/status").json() == {"served": "by the route"}
+    assert fixed_segments(api) == {"status", "docs", "redoc", "openapi.json"}
+
+
+@pytest.mark.parametrize("name", sorted(reserved_segments()))
+def test_the_names_of_fixed_endpoints_are_not_account_ids(
+    client: TestClient, publisher: FakePublisher, name: str
+) -> None:
+    response = client.get(f"/{name}/x")
+
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(INVALID_ACCOUNT)
+    assert publisher.published == []
+
+
+def test_the_reserved_names_are_the_app_routes_first_segments(client: TestClient) -> None:
+    documented = {path.split("/")[1] for path in client.get("/openapi.json").json()["paths"]}
+
+    assert reserved_segments() == {name for name in documented if "{" not in name} | {
+        "docs",  # Swagger UI and its assets, outside the schema
+        "redoc",
+        "openapi.json",
+    }
+    assert {"healthz", "readyz", "metrics"} <= reserved_segments()
+
+
+def concrete_errors(base: type[TrackerError] = TrackerError) -> list[type[TrackerError]]:
+    """Every error the service answers with: the leaves and the statuses of the tree."""
+    found = []
+    for error in base.__subclasses__():
+        found += concrete_errors(error)
+        if error.when != base.when:
+            found.append(error)
+    return found
+
+
+def test_the_openapi_error_answers_are_the_error_classes(client: TestClient) -> None:
+    responses = client.get("/openapi.json").json()["paths"]["/{account_id}"]["get"]["responses"]
+    errors = concrete_errors()
+
+    assert len(errors) == 7
+    assert set(responses) == {"200"} | {str(error.status) for error in errors}
+    for error in errors:
+        description = responses[str(error.status)]["description"]
+        assert error.when in description
+        if "detail" in vars(error):
+            assert orjson.dumps({"detail": error.detail}).decode() in description
+        if issubclass(error, ServiceUnavailable):
+            assert f"Retry-After: {RETRY_AFTER_SECONDS}" in description

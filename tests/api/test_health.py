@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine
 
 from tests.helpers.fakes import FakePublisher
+from tracker_api import metrics
+from tracker_api.errors import RETRY_AFTER_SECONDS
 
 
 def test_healthz_is_ok(client: TestClient) -> None:
@@ -77,3 +80,28 @@ def test_docs_and_openapi_describe_the_event_routes(client: TestClient) -> None:
     assert "/{account_id}" in spec["paths"]
     assert "/{account_id}/{data}" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_every_metric_is_named_in_the_code_as_on_the_metrics_page() -> None:
+    declared = {
+        name: metric
+        for name, metric in vars(metrics).items()
+        if isinstance(metric, Counter | Gauge | Histogram)
+    }
+
+    assert declared  # the check below must have something to check
+    for name, metric in declared.items():
+        assert [f"tracker_{name.lower()}"] == [family.name for family in metric.describe()]
+
+
+def test_readyz_documents_the_retry_after_it_sends(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    publisher.connected = False
+    spec = client.get("/openapi.json").json()
+
+    not_ready = client.get("/readyz")
+
+    description = spec["paths"]["/readyz"]["get"]["responses"]["503"]["description"]
+    assert not_ready.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+    assert f"Retry-After: {RETRY_AFTER_SECONDS}" in description

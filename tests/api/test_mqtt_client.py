@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 
 from tests.helpers.broker import Mosquitto
+from tests.helpers.silent_broker import SilentBroker
+from tests.helpers.waiting import wait_until
 from tracker_api.mqtt import (
     BrokerAddress,
     ConnectionLost,
@@ -37,33 +39,32 @@ def make_client(port: int, **options: object) -> MqttClient:
     return MqttClient(BrokerAddress(port=port), "test-client", **{**defaults, **options})  # type: ignore[arg-type]
 
 
-def make_reader(port: int, received: list[Message]) -> MqttClient:
+@asynccontextmanager
+async def one_delivered(port: int) -> AsyncIterator[tuple[MqttClient, MqttClient, Message]]:
+    """A reader subscribed to ``ingest/#`` and a writer; once the reader's subscription is in
+    place, the writer publishes one message: yields (reader, writer, the message received)."""
+    received: list[Message] = []
     reader = make_client(port, subscriptions=[("ingest/#", 1)], on_message=received.append)
     reader.client_id = "reader"
-    return reader
-
-
-async def deliver_one(reader: MqttClient, writer: MqttClient, received: list[Message]) -> None:
-    """Publish one message once the reader's subscription is in place; wait for it."""
-    await eventually(lambda: reader.inflight == 0, timeout=5)  # SUBACK came back
-    await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
-    await eventually(lambda: bool(received), timeout=5)
+    async with running(reader), running(make_client(port)) as writer:
+        await asyncio.to_thread(wait_until, lambda: reader.inflight == 0, timeout=5)  # SUBACK
+        await asyncio.wait_for(writer.publish("ingest/1", b"payload"), 2)
+        await asyncio.to_thread(wait_until, lambda: bool(received), timeout=5)
+        assert len(received) == 1
+        yield reader, writer, received[0]
 
 
 def test_publish_resolves_on_puback_and_incoming_messages_wait_for_our_ack(
     broker: Mosquitto,
 ) -> None:
-    received: list[Message] = []
-
-    async def scenario() -> None:
-        reader = make_reader(broker.port, received)
-        async with running(reader), running(make_client(broker.port)) as writer:
-            await deliver_one(reader, writer, received)
-            assert reader.ack(received[0])
+    async def scenario() -> Message:
+        async with one_delivered(broker.port) as (reader, writer, message):
+            assert reader.ack(message)
             assert writer.stats.acked >= 1
+            return message
 
-    asyncio.run(scenario())
-    assert [(m.topic, m.payload, m.qos) for m in received] == [("ingest/1", b"payload", 1)]
+    message = asyncio.run(scenario())
+    assert (message.topic, message.payload, message.qos) == ("ingest/1", b"payload", 1)
 
 
 def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> None:
@@ -71,7 +72,8 @@ def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> N
 
     async def scenario() -> None:
         async with running(make_client(broker.port), connect=False) as client:
-            await eventually(lambda: bool(client.stats.last_error), timeout=5)  # it tried
+            # It tried to connect:
+            await asyncio.to_thread(wait_until, lambda: bool(client.stats.last_error), timeout=5)
             with pytest.raises(NotConnected):
                 client.publish("track/1", b"x")
             assert client.status.startswith("unreachable: ")
@@ -80,47 +82,13 @@ def test_publish_without_a_connection_is_refused_at_once(broker: Mosquitto) -> N
     asyncio.run(scenario())
 
 
-class SilentBroker:
-    """Accepts, answers CONNACK (or a refusal) and then ``script``, then never says
-    anything again."""
-
-    def __init__(self, connack_code: int = 0, script: bytes = b"") -> None:
-        self.connack_code = connack_code
-        self.script = script
-        self.connections = 0
-        self.received = bytearray()
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        await reader.read(1024)
-        writer.write(bytes([0x20, 2, 0, self.connack_code]) + self.script)
-        while chunk := await reader.read(65536):
-            self.received += chunk
-        writer.close()
-
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[int]:
-        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        try:
-            yield server.sockets[0].getsockname()[1]
-        finally:
-            server.close()
-
-
-async def eventually(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def test_keepalive_detects_a_silent_broker_and_reconnects() -> None:
     silent = SilentBroker()
 
     async def scenario() -> None:
         async with silent.serving() as port:
             async with running(make_client(port, keepalive=1)) as client:
-                await eventually(lambda: silent.connections >= 2, timeout=5)
+                await asyncio.to_thread(wait_until, lambda: silent.connections >= 2, timeout=5)
                 assert client.stats.disconnects >= 1
                 assert b"\xc0\x00" in silent.received  # it did ping first
 
@@ -149,7 +117,7 @@ def test_refused_credentials_are_logged_and_retried(caplog: pytest.LogCaptureFix
     async def scenario() -> None:
         async with refusing.serving() as port:
             async with running(make_client(port), connect=False) as client:
-                await eventually(lambda: refusing.connections >= 2, timeout=5)
+                await asyncio.to_thread(wait_until, lambda: refusing.connections >= 2, timeout=5)
                 assert not client.connected
                 assert client.status == "refused: not authorised"
 
@@ -167,15 +135,12 @@ def test_invalid_window_is_rejected() -> None:
 def test_a_message_from_a_dropped_connection_is_not_acknowledged_on_the_next(
     broker: Mosquitto,
 ) -> None:
-    received: list[Message] = []
-
     async def scenario() -> None:
-        reader = make_reader(broker.port, received)
-        async with running(reader), running(make_client(broker.port)) as writer:
-            await deliver_one(reader, writer, received)
-            old = received[0]
+        async with one_delivered(broker.port) as (reader, _writer, old):
             reader.drop_connection("test")
-            await eventually(lambda: reader.stats.connects >= 2 and reader.connected, timeout=5)
+            await asyncio.to_thread(
+                wait_until, lambda: reader.stats.connects >= 2 and reader.connected, timeout=5
+            )
 
             assert reader.ack(old) is False
 
@@ -215,9 +180,11 @@ def test_an_oversize_publish_is_acknowledged_counted_and_dropped() -> None:
         async with peer.serving() as port:
             client = make_client(port, on_message=received.append, max_packet=1024)
             async with running(client):
-                await eventually(lambda: bool(received), timeout=5)
+                await asyncio.to_thread(wait_until, lambda: bool(received), timeout=5)
                 assert client.ack(received[0])
-                await eventually(lambda: b"\x40\x02\x00\x2b" in peer.received, timeout=5)
+                await asyncio.to_thread(
+                    wait_until, lambda: b"\x40\x02\x00\x2b" in peer.received, timeout=5
+                )
                 return client
 
     client = asyncio.run(scenario())
@@ -234,7 +201,9 @@ def test_a_malformed_packet_from_the_broker_closes_the_link(
 
     async def scenario() -> None:
         async with peer.serving() as port, running(make_client(port), connect=False):
-            await eventually(lambda: peer.connections >= 2, timeout=5)  # and dialled again
+            await asyncio.to_thread(
+                wait_until, lambda: peer.connections >= 2, timeout=5
+            )  # and dialled again
 
     asyncio.run(scenario())
     assert "QoS 3" in caplog.text

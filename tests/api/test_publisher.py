@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_mqtt_client import SilentBroker, eventually
 from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
+from tests.helpers.silent_broker import SilentBroker
+from tests.helpers.waiting import wait_until
 from tracker_api.config import load_settings
 from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
 from tracker_api.mqtt import Message
@@ -31,7 +32,7 @@ def test_no_puback_within_the_timeout_is_outcome_unknown_and_the_silent_link_dro
                     await connection.publish("track/1", b"{}")
                 elapsed = time.monotonic() - started
                 # The link said nothing for a whole timeout: dropped and dialled again.
-                await eventually(lambda: silent.connections >= 2, timeout=5)
+                await asyncio.to_thread(wait_until, lambda: silent.connections >= 2, timeout=5)
             return elapsed
 
     # Answered by the publish timeout, not by the keepalive (15 s: 22.5 s to give up).
@@ -91,7 +92,7 @@ def test_the_connection_subscribes_and_consumes_as_built(
         async with connection:
             # Same connection, sent after the SUBSCRIBE: the broker has subscribed us.
             await connection.publish("ingest/1", b"hello")
-            await eventually(lambda: connection.received == 1, timeout=5)
+            await asyncio.to_thread(wait_until, lambda: connection.received == 1, timeout=5)
         (recorder,) = consumers
         assert [m.payload for m in recorder.messages] == [b"hello"]
         assert recorder.drained

@@ -1,16 +1,10 @@
 """docker-compose.yml, Dockerfile and .env.example: the container deployment, without Docker.
 
-No Docker engine runs here, so nothing is started in a container. Each check runs against
-every validator available, most faithful first; the test id names the one that ran:
-
-- ``docker-compose``: the Debian package (v1.29, ``apt-get install docker-compose``). Its
-  ``config`` is the real parser: YAML anchors and merges, interpolation including
-  ``${VAR:?message}``, validation against the compose-spec JSON schema it ships
-  (``service_completed_successfully`` included), relative paths resolved. We assert on the
-  configuration it prints.
-- ``pyyaml``: always. PyYAML (anchors, merges) plus the interpolation rules reimplemented
-  below, and, when the Debian package's ``compose_spec.json`` is present, ``jsonschema``
-  against it. Weaker, but keeps the checks alive on a machine without either tool.
+No Docker engine runs here, so nothing is started in a container. The compose file is
+checked by ``docker-compose config`` (the Debian package, v1.29, installed by
+``scripts/ensure-test-tools.sh``), the real parser: YAML anchors and merges, interpolation
+including ``${VAR:?message}``, validation against the compose-spec schema it ships,
+relative paths resolved. The tests assert on the configuration it prints.
 
 Beyond what ``config`` can say, one test boots the production ``mqtt/mosquitto.conf`` on a
 real ``mosquitto`` with the container paths mapped to the compose mounts, writes its
@@ -21,7 +15,6 @@ against it. Everything here takes a few seconds.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import re
 import shutil
@@ -42,7 +35,6 @@ from tracker_api.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-DEBIAN_COMPOSE_SCHEMA = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
 SECRETS = {
     "MQTT_TRACKER_PASSWORD": "tracker-secret",
     "MQTT_READER_PASSWORD": "reader-secret",
@@ -68,7 +60,12 @@ def compose_variables() -> set[str]:
     return set(REFERENCE.findall(text.replace("$$", "")))
 
 
-# --- validators ---------------------------------------------------------------------------
+# --- docker-compose config -------------------------------------------------------------
+
+DOCKER_COMPOSE = shutil.which("docker-compose")
+pytestmark = pytest.mark.skipif(
+    DOCKER_COMPOSE is None, reason="docker-compose not installed: scripts/ensure-test-tools.sh"
+)
 
 
 @dataclass
@@ -89,10 +86,11 @@ def isolated_env(**values: str) -> dict[str, str]:
     return {**env, **values}
 
 
-def run_compose(command: list[str], env: dict[str, str], empty_env_file: Path) -> Resolved:
+def compose_config(env: dict[str, str], empty_env_file: Path) -> Resolved:
     # --env-file: a developer's own .env must not satisfy (or spoil) what we test.
     result = subprocess.run(
-        [*command, "--env-file", str(empty_env_file), "-f", str(COMPOSE_FILE), "config"],
+        [DOCKER_COMPOSE or "docker-compose", "--env-file", str(empty_env_file)]
+        + ["-f", str(COMPOSE_FILE), "config"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -105,103 +103,7 @@ def run_compose(command: list[str], env: dict[str, str], empty_env_file: Path) -
     return Resolved(result.returncode, config, result.stderr)
 
 
-INTERPOLATION = re.compile(
-    r"\$(?:(?P<escaped>\$)"
-    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
-    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
-)
-
-
-class MissingVariable(Exception):
-    pass
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Compose's interpolation rules; ``$$`` stays escaped, as ``config`` prints it."""
-    if isinstance(value, dict):
-        return {key: interpolate(item, env) for key, item in value.items()}
-    if isinstance(value, list):
-        return [interpolate(item, env) for item in value]
-    if not isinstance(value, str):
-        return value
-
-    def replace(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$$"
-        name = match["braced"] or match["named"]
-        op, arg = match["op"], match["arg"] or ""
-        current = env.get(name)
-        missing = current is None or (op is not None and op.startswith(":") and current == "")
-        if op in ("-", ":-"):
-            return arg if missing else str(current)
-        if op in ("?", ":?") and missing:
-            raise MissingVariable(f"required variable {name} is missing a value: {arg}")
-        return current or ""
-
-    return INTERPOLATION.sub(replace, value)
-
-
-def resolve_with_pyyaml(env: dict[str, str]) -> Resolved:
-    document = yaml.safe_load(COMPOSE_FILE.read_text())  # expands anchors and `<<` merges
-    document = {key: value for key, value in document.items() if not key.startswith("x-")}
-    try:
-        document = interpolate(document, env)
-    except MissingVariable as error:
-        return Resolved(1, None, str(error))
-    if DEBIAN_COMPOSE_SCHEMA.exists():
-        import jsonschema
-
-        schema = json.loads(DEBIAN_COMPOSE_SCHEMA.read_text())
-        problems = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(document)]
-        if problems:
-            return Resolved(1, None, "; ".join(problems))
-    for service in document["services"].values():
-        volumes = service.get("volumes", [])
-        for index, volume in enumerate(volumes):
-            if isinstance(volume, str) and volume.startswith("."):
-                source, rest = volume.split(":", 1)
-                volumes[index] = f"{(REPO / source).resolve()}:{rest}"
-    return Resolved(0, document, "")
-
-
-# The Docker v2 plugin (`docker compose config`) is not checked here: no machine that
-# runs this suite has it, and a check that never runs is not a check.
-VALIDATORS = ["docker-compose", "pyyaml"]
-
-
-@pytest.fixture(scope="module", params=VALIDATORS)
-def validator(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    if name == "docker-compose" and not shutil.which("docker-compose"):
-        pytest.skip("docker-compose (v1) not installed: apt-get install docker-compose")
-    return name
-
-
 Resolver = Callable[..., Resolved]
-
-
-@pytest.fixture(scope="module")
-def resolver(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Resolver]:
-    """resolver(validator)(**variables) -> Resolved; each answer computed once per module
-    (docker-compose takes about a second per run)."""
-    empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
-    empty_env_file.write_text("")
-    answers: dict[tuple[str, tuple[tuple[str, str], ...]], Resolved] = {}
-
-    def for_validator(validator: str) -> Resolver:
-        def run(**values: str) -> Resolved:
-            key = (validator, tuple(sorted(values.items())))
-            if key not in answers:
-                env = isolated_env(**values)
-                if validator == "pyyaml":
-                    answers[key] = resolve_with_pyyaml(env)
-                else:
-                    answers[key] = run_compose(validator.split(), env, empty_env_file)
-            return answers[key]
-
-        return run
-
-    return for_validator
 
 
 def without(variable: str) -> dict[str, str]:
@@ -213,9 +115,20 @@ VARIANTS = [SECRETS, {**SECRETS, "POSTGRES_PASSWORD": ""}, *(without(v) for v in
 
 
 @pytest.fixture(scope="module")
-def resolve(validator: str, resolver: Callable[[str], Resolver]) -> Resolver:
-    run = resolver(validator)
-    with ThreadPoolExecutor(len(VARIANTS)) as pool:  # one compose process each, in parallel
+def resolve(tmp_path_factory: pytest.TempPathFactory) -> Resolver:
+    """resolve(**variables) -> what ``docker-compose config`` makes of the file with them;
+    each computed once per module (about a second a run), all of them in parallel."""
+    empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
+    empty_env_file.write_text("")
+    answers: dict[tuple[tuple[str, str], ...], Resolved] = {}
+
+    def run(**values: str) -> Resolved:
+        key = tuple(sorted(values.items()))
+        if key not in answers:
+            answers[key] = compose_config(isolated_env(**values), empty_env_file)
+        return answers[key]
+
+    with ThreadPoolExecutor(len(VARIANTS)) as pool:
         list(pool.map(lambda values: run(**values), VARIANTS))
     return run
 
@@ -228,7 +141,7 @@ def config(resolve: Resolver) -> dict[str, Any]:
     return resolved.config
 
 
-# --- normalising the two output shapes (v1 short syntax, v2 long syntax) ---------------
+# --- reading what docker-compose config prints -------------------------------------------
 
 
 @dataclass
@@ -242,24 +155,15 @@ class Mount:
 def mounts(service: dict[str, Any]) -> list[Mount]:
     found = []
     for volume in service.get("volumes", []):
-        if isinstance(volume, dict):
-            found.append(
-                Mount(
-                    volume["type"],
-                    str(volume.get("source", "")),
-                    volume["target"],
-                    bool(volume.get("read_only", False)),
-                )
-            )
-        else:
-            source, target, *mode = volume.split(":")
-            kind = "bind" if source.startswith(("/", ".")) else "volume"
-            found.append(Mount(kind, source, target, mode == ["ro"]))
+        source, target, *mode = volume.split(":")
+        kind = "bind" if source.startswith("/") else "volume"
+        found.append(Mount(kind, source, target, mode == ["ro"]))
     return found
 
 
 def published_ports(service: dict[str, Any]) -> list[tuple[str, str, int]]:
-    """(host ip, published port or range, container port) for each published port."""
+    """(host ip, published port or range, container port) for each published port: compose
+    prints a port given as a mapping as a mapping, and one given as a string as a string."""
     found = []
     for port in service.get("ports", []):
         if isinstance(port, dict):
@@ -279,8 +183,7 @@ def healthcheck_command(service: dict[str, Any]) -> str:
 
 
 def shell_script(service: dict[str, Any]) -> str:
-    command = service["command"]
-    return str(command[-1] if isinstance(command, list) else command).replace("$$", "$")
+    return str(service["command"][-1]).replace("$$", "$")
 
 
 # --- the resolved configuration -------------------------------------------------------------
@@ -332,9 +235,7 @@ def test_seed_job_runs_in_the_tracker_image_against_postgres(config: dict[str, A
         seed["environment"]["TRACKER_DATABASE_URL"]
         == (tracker["environment"]["TRACKER_DATABASE_URL"])
     )
-    build = tracker["build"]
-    context = build if isinstance(build, str) else build["context"]
-    assert (REPO / context).resolve() == REPO
+    assert Path(tracker["build"]["context"]) == REPO
     assert (REPO / "Dockerfile").is_file()
 
 
@@ -451,15 +352,11 @@ def tool(name: str) -> str | None:
 
 @pytest.fixture
 def production_broker(
-    resolver: Callable[[str], Resolver], tmp_path: Path
+    config: dict[str, Any], tmp_path: Path
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     if not (tool("mosquitto") and tool("mosquitto_passwd") and tool("mosquitto_sub")):
         pytest.skip("mosquitto is not installed: run scripts/ensure-mosquitto.sh")
-    # The most faithful resolution available (docker-compose's own when installed).
-    validator = "docker-compose" if shutil.which("docker-compose") else "pyyaml"
-    resolved = resolver(validator)(**SECRETS)
-    assert resolved.config is not None, resolved.errors
-    services = resolved.config["services"]
+    services = config["services"]
     # Container path -> host path: binds to the checkout, named volumes to temp dirs.
     mapping = {}
     for mount in mounts(services["mosquitto"]):

@@ -83,8 +83,11 @@ class DevStack:
         return dict(line.split("=", 1) for line in text.splitlines())
 
 
-def anonymous_connect_result(port: int) -> str:
+def connect_result(port: int, username: str | None = None, password: str | None = None) -> str:
+    """The broker's CONNACK reason for this login (anonymous without a username)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    if username is not None:
+        client.username_pw_set(username, password)
     codes: list[str] = []
     client.on_connect = lambda c, u, f, rc, p: codes.append(str(rc))
     client.connect("127.0.0.1", port)
@@ -105,7 +108,7 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
         credentials = stack.credentials()
         mode = stat.S_IMODE((stack.var_dir / "credentials.env").stat().st_mode)
         assert mode == 0o600
-        assert anonymous_connect_result(stack.broker_port) == "Not authorized"
+        assert connect_result(stack.broker_port) == "Not authorized"
 
         with Peer(
             stack.broker_port,
@@ -158,21 +161,6 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
     finally:
         os.killpg(process.pid, signal.SIGINT)
     stack.stopped_cleanly(process)
-
-
-def connect_result(port: int, username: str, password: str) -> str:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    client.username_pw_set(username, password)
-    codes: list[str] = []
-    client.on_connect = lambda c, u, f, rc, p: codes.append(str(rc))
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        wait_until(lambda: codes, timeout=5)
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    return codes[0]
 
 
 @pytest.mark.slow

@@ -15,35 +15,38 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from ..deps import ServiceDep
-from ..errors import PublishFailed, PublishOutcomeUnknown
+from ..errors import (
+    AccountInactive,
+    AccountNotFound,
+    DatabaseUnavailable,
+    InvalidRequest,
+    PayloadTooLarge,
+    PublishFailed,
+    PublishOutcomeUnknown,
+    openapi_responses,
+)
 from ..event_request import read_event_request
+from ..events import ACCEPTED_MESSAGE
+from ..ids import ACCOUNT_ID_PATTERN
 
 router = APIRouter(tags=["events"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"description": 'Inactive account: `{"detail": "Inactive account!"}`'},
-    404: {"description": 'Unknown account: `{"detail": "Account Id does not exist!"}`'},
-    413: {"description": "data larger than TRACKER_MAX_DATA_BYTES"},
-    422: {
-        "description": "Malformed account id (a percent-encoded `/` is part of it), missing "
-        "data, invalid event id, or a path or query string that is not valid UTF-8"
-    },
-    503: {
-        "description": f"Not accepted, never delivered later: `{PublishFailed.detail}`, "
-        "or the accounts database is unavailable. Retry-After: 1"
-    },
-    504: {
-        "description": f"Outcome unknown, the event may still be delivered: "
-        f"`{PublishOutcomeUnknown.detail}`. Retry-After: 1"
-    },
-}
+ERRORS = openapi_responses(
+    AccountInactive,
+    AccountNotFound,
+    PayloadTooLarge,
+    InvalidRequest,
+    PublishFailed,
+    DatabaseUnavailable,
+    PublishOutcomeUnknown,
+)
 OK: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The broker acknowledged the event (QoS 1 PUBACK)",
         "content": {
             "application/json": {
                 "example": {
-                    "message": "Request propagated to the subscribers!",
+                    "message": ACCEPTED_MESSAGE,
                     "event": {
                         "eventId": "019ac9a4-3b2e-7c01-9f5e-2b1d4c6a8e90",
                         "accountId": "42",
@@ -56,7 +59,7 @@ OK: dict[int | str, dict[str, Any]] = {
     }
 }
 
-AccountId = Annotated[str, Path(description="`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`")]
+AccountId = Annotated[str, Path(description=f"`{ACCOUNT_ID_PATTERN}`")]
 IdempotencyKey = Annotated[
     str | None,
     Header(description="Becomes the eventId: a retried request is shown only once"),

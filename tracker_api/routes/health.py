@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import db, metrics
+from ..errors import RETRY_AFTER, describe_headers
 
 router = APIRouter(tags=["operations"])
 
@@ -19,7 +21,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "broker or database not reachable"}})
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Broker or database not reachable" + describe_headers(RETRY_AFTER)}
+}
+
+
+@router.get("/readyz", responses=NOT_READY)
 async def readyz(request: Request) -> JSONResponse:
     """Ready when connected to the broker and the accounts database answers;
     ``broker_status`` says why the broker is not: refused (and the reason) or unreachable."""
@@ -42,7 +49,7 @@ async def readyz(request: Request) -> JSONResponse:
             "database": database,
         },
         status_code=200 if ready else 503,
-        headers=None if ready else {"Retry-After": "1"},
+        headers=None if ready else RETRY_AFTER,
     )
 
 
