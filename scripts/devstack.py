@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import IO
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
@@ -281,17 +282,30 @@ def die_with_us() -> Callable[[], None] | None:
     return in_child
 
 
-def spawn(args: list[str], pidfile: Path, **options: object) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str],
+    pidfile: Path,
+    *,
+    env: dict[str, str] | None = None,
+    output: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
     # Its own session: a Ctrl-C reaches only us, and we stop the children in order.
-    child = subprocess.Popen(args, start_new_session=True, preexec_fn=die_with_us(), **options)  # type: ignore[call-overload]
+    child = subprocess.Popen(
+        args,
+        env=env,
+        stdout=output,
+        stderr=output,
+        start_new_session=True,
+        preexec_fn=die_with_us(),
+    )
     pidfile.write_text(f"{child.pid}\n")
-    return child  # type: ignore[no-any-return]
+    return child
 
 
 def start_broker(config: Path) -> subprocess.Popen[bytes]:
     with open(MQTT_DIR / "mosquitto.log", "ab") as log:  # start-up chatter, too
         args = [tool("mosquitto"), "-c", str(config)]
-        return spawn(args, pidfile_for(PASSWD), stdout=log, stderr=log)
+        return spawn(args, pidfile_for(PASSWD), output=log)
 
 
 def wait_for(check: Callable[[], bool], process: subprocess.Popen[bytes], timeout: float) -> bool:

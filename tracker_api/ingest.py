@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 import orjson
 
 from . import metrics
 from .backoff import Backoff
 from .errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TrackerError
-from .events import EventService
+from .events import EventIds
 from .limits import largest_message
 from .mqtt import Message
 from .publisher import Acknowledger
@@ -56,6 +57,17 @@ def decode(payload: bytes, max_bytes: int) -> tuple[str, str | None]:
     return text, None
 
 
+class EventTracker(Protocol):
+    """What ingest needs of the event service (``events.EventService``)."""
+
+    max_data_bytes: int
+    ids: EventIds
+
+    async def track(self, account_id: str, data: str, event_id: str, source: str) -> bytes: ...
+
+    def count(self, source: str, outcome: str) -> None: ...
+
+
 class Ingest:
     """Processes device messages as tasks, with bounded work when something is missing.
 
@@ -69,7 +81,7 @@ class Ingest:
 
     def __init__(
         self,
-        service: EventService,
+        service: EventTracker,
         acks: Acknowledger,
         *,
         max_retrying: int = 16,

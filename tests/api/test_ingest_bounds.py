@@ -67,7 +67,7 @@ def test_qos1_messages_wait_unacknowledged_with_a_bounded_number_of_retries() ->
     service, client = FlakyService(), FakeAcknowledger()
 
     async def scenario() -> None:
-        ingest = Ingest(service, client, max_retrying=4)  # type: ignore[arg-type]
+        ingest = Ingest(service, client, max_retrying=4)
         for mid in range(1, 41):
             ingest.handle(Message("ingest/1", f"m{mid}".encode(), 1, False, mid))
         while service.calls < 100:
@@ -86,7 +86,7 @@ def test_qos0_messages_beyond_the_pending_bound_are_dropped_at_once() -> None:
     service.healthy = True
 
     async def scenario() -> None:
-        ingest = Ingest(service, client, max_pending_qos0=5)  # type: ignore[arg-type]
+        ingest = Ingest(service, client, max_pending_qos0=5)
         for i in range(20):
             ingest.handle(Message("ingest/1", f"m{i}".encode(), 0, False))
         await ingest.drain(timeout=5)
@@ -147,7 +147,7 @@ class ScriptedService(FlakyService):
 
 def run(service: ScriptedService, acks: FakeAcknowledger, *messages: Message) -> None:
     async def scenario() -> None:
-        consumer = Ingest(service, acks)  # type: ignore[arg-type]
+        consumer = Ingest(service, acks)
         for message in messages:
             consumer.handle(message)
         await consumer.drain(timeout=5)

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import orjson
@@ -198,10 +199,8 @@ def test_a_retained_device_message_becomes_one_event_not_one_per_resubscription(
 ) -> None:
     database_url = seeded_database(tmp_path)
 
-    def tracker(client_id: str = "tracker-retained-test") -> Iterator[TestClient]:
-        return api_client(  # type: ignore[return-value]
-            tmp_path, broker.url, client_id=client_id, database_url=database_url
-        )
+    def tracker(client_id: str = "tracker-retained-test") -> AbstractContextManager[TestClient]:
+        return api_client(tmp_path, broker.url, client_id=client_id, database_url=database_url)
 
     with Peer(broker.port, "track/#") as peer:
         with tracker() as api:
