@@ -47,6 +47,7 @@ START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 KICK_AFTER = 5.0  # seconds a node may take to boot before kick_client_id_tracking
 # Fixed ports of `make cluster`: MQTT 1884-1886 beside `make run`'s Mosquitto on 1883.
+LAYOUT_FILE = "layout.json"
 FIXED_MQTT, FIXED_AMQP, FIXED_DIST, FIXED_EPMD, FIXED_CTL = 1884, 5682, 25682, 4379, 35692
 
 
@@ -138,10 +139,36 @@ class Layout:
         """Ports free right now, for tests running beside anything else."""
         ports = free_ports(3 * size + 2)
         nodes = tuple(
-            Node(i + 1, base, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2])
-            for i in range(size)
+            Node(i + 1, base, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(size)
         )
         return cls(base, nodes, ports[-2], ports[-1])
+
+    def save(self) -> None:
+        """Record the ports beside the data, for tools that join a running cluster later."""
+        record = {
+            "epmd_port": self.epmd_port,
+            "ctl_port": self.ctl_port,
+            "nodes": [[n.mqtt_port, n.amqp_port, n.dist_port] for n in self.nodes],
+        }
+        (self.base / LAYOUT_FILE).write_text(json.dumps(record) + "\n")
+
+    @classmethod
+    def load(cls, base: Path) -> Layout:
+        """The layout a cluster under ``base`` was last started with, or ClusterError."""
+        try:
+            record = json.loads((base / LAYOUT_FILE).read_text())
+            nodes = tuple(Node(i + 1, base, *ports) for i, ports in enumerate(record["nodes"]))
+            return cls(base, nodes, record["epmd_port"], record["ctl_port"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ClusterError(f"no cluster was started under {base}: {error}") from None
+
+    def node(self, which: str) -> Node:
+        """A node by number (``2``), short name (``rabbit-2``) or full name."""
+        for node in self.nodes:
+            if which in (str(node.index), node.short, node.name):
+                return node
+        known = ", ".join(node.short for node in self.nodes)
+        raise ClusterError(f"no node {which!r} in this cluster (nodes: {known})")
 
     @property
     def home(self) -> Path:
@@ -263,6 +290,7 @@ class Cluster:
     def prepare(self) -> None:
         """Directories, the shared cookie and each node's config files (idempotent)."""
         self.layout.home.mkdir(parents=True, exist_ok=True)
+        self.layout.save()
         cookie = self.layout.home / ".erlang.cookie"
         if not cookie.exists():
             cookie.touch(mode=0o400)
@@ -452,24 +480,8 @@ class Cluster:
 
     # --- commands -------------------------------------------------------------------
 
-    def ctl(self, node: Node, *args: str, tool: str = "rabbitmqctl", stdin: str = "") -> str:
-        """Run a RabbitMQ CLI command against ``node``; its output, or ClusterError."""
-        command = [str(RABBITMQ_BIN / tool), "--node", node.name, *args]
-        try:
-            done = subprocess.run(
-                command,
-                input=stdin.encode(),
-                capture_output=True,
-                env=node_environment(self.layout, node),
-                timeout=60,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise ClusterError(f"{tool} {' '.join(args)} on {node.name} timed out") from None
-        if done.returncode != 0:
-            why = (done.stderr or done.stdout).decode(errors="replace").strip()
-            raise ClusterError(f"{tool} {' '.join(args)} on {node.name} failed: {why}")
-        return done.stdout.decode(errors="replace")
+    def ctl(self, node: Node, *args: str) -> str:
+        return ctl(self.layout, node, *args)
 
     def queue_leader(self, queue: str) -> Node:
         """The node leading quorum queue ``queue`` (where its Raft log is appended first)."""
@@ -484,7 +496,26 @@ class Cluster:
         raise ClusterError(f"no quorum queue named {queue!r}")
 
     def node_named(self, name: str) -> Node:
-        return next(node for node in self.nodes if node.name == name)
+        return self.layout.node(name)
+
+
+def ctl(layout: Layout, node: Node, *args: str) -> str:
+    """Run ``rabbitmqctl`` against ``node``; its output, or ClusterError saying why not."""
+    command = [str(RABBITMQ_BIN / "rabbitmqctl"), "--node", node.name, *args]
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            env=node_environment(layout, node),
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"rabbitmqctl {args[0]} on {node.name} timed out") from None
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).decode(errors="replace").strip()
+        raise ClusterError(f"rabbitmqctl {args[0]} on {node.name} failed: {why}")
+    return done.stdout.decode(errors="replace")
 
 
 def mqtt_session_queue(client_id: str) -> str:
@@ -522,4 +553,3 @@ def parse_json_list(text: str) -> list[dict[str, object]]:
         return []
     value = json.loads(text[match.start() :])
     return value if isinstance(value, list) else []
-
