@@ -7,7 +7,7 @@ VAR_DIR ?= var
 MQTT_PORT ?= 1883
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run tail test test-fast lint format bench soak seed clean
+.PHONY: help deps run cluster tail test test-fast lint format bench soak seed clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,12 +21,17 @@ deps: $(STAMP) ## create .venv and install the project
 run: deps  ## fresh machine to running system: broker :1883, API :9000 (Ctrl-C stops both)
 	$(BIN)/python scripts/devstack.py
 
+cluster: deps  ## the scale-out system: 3 RabbitMQ nodes, PostgreSQL, 2 trackers behind HAProxy :9000
+	@scripts/ensure-cluster-tools.sh
+	$(BIN)/python scripts/cluster.py
+
 tail: deps  ## mqtt-tail on every account with the reader login of `make run` (ARGS='--json' etc.)
 	@test -f $(VAR_DIR)/credentials.env || { echo "no $(VAR_DIR)/credentials.env: start the system with 'make run' first" >&2; exit 1; }
 	@set -a; . $(VAR_DIR)/credentials.env; set +a; exec $(BIN)/mqtt-tail --port $(MQTT_PORT) --account + $(ARGS)
 
 test: deps  ## the full suite with line coverage
 	@scripts/ensure-test-tools.sh docker-compose openssl
+	@scripts/ensure-cluster-tools.sh
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90
 
 test-fast: deps  ## the suite without the slow end-to-end scenarios

@@ -17,6 +17,7 @@ import uvicorn
 
 from .broker_reload import RELOAD_HINT, reload_broker
 from .client_ids import StateDirError, safe_directory
+from .cluster_roles import cluster_users
 from .config import ConfigError, get_settings
 from .db import make_engine
 from .errors import InvalidRequest
@@ -234,6 +235,9 @@ def retire_member_command(client_id: str, quiet: float) -> None:
     except RetireFailed as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"retired {client_id}: {handled} held message(s) republished or refused")
+
+
+cli.add_command(cluster_users)
 
 
 def main() -> None:
