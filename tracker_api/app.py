@@ -6,11 +6,13 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
+from starlette.middleware.cors import CORSMiddleware
 
 from . import __version__, db, ingest
 from .accounts import AccountCache, state_from_database
@@ -18,6 +20,7 @@ from .config import Settings, get_settings
 from .errors import TrackerError
 from .events import EventService
 from .fastpath import TrackerApp
+from .http_events import HttpEvents
 from .publisher import MqttPublisher, Publisher
 from .routes import events, health
 
@@ -65,6 +68,7 @@ def create_api(
         app.state.engine = database
         service = EventService(accounts, mqtt, settings.max_data_bytes)
         app.state.service = service
+        app.state.http = HttpEvents(service, settings)
         consumer = None
         if settings.ingest and isinstance(mqtt, MqttPublisher):
             consumer = ingest.Ingest(service, mqtt.client)
@@ -92,6 +96,9 @@ def create_api(
         static_url=DOCS_ASSETS,
     )
     api.add_exception_handler(TrackerError, _tracker_error)
+    cors = cors_options(settings)
+    if cors is not None:
+        api.add_middleware(CORSMiddleware, **cors)
     api.include_router(health.router)
     api.include_router(events.router)
     return api
@@ -104,4 +111,29 @@ def create_app(
 ) -> TrackerApp:
     """The ASGI application: the fast event path in front of the FastAPI app."""
     settings = settings or get_settings()
-    return TrackerApp(create_api(settings, publisher, engine), fast_path=settings.fast_path)
+    return TrackerApp(
+        create_api(settings, publisher, engine),
+        fast_path=settings.fast_path,
+        cors=cors_options(settings),
+    )
+
+
+def cors_options(settings: Settings) -> dict[str, Any] | None:
+    """Starlette ``CORSMiddleware`` options for ``TRACKER_CORS_ORIGINS``, None when unset:
+    the FastAPI app (preflights included) and the fast path use the same ones."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return None
+    return {
+        "allow_origins": origins,
+        "allow_methods": ["GET", "POST"],
+        "allow_headers": [
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "X-Request-ID",
+            "traceparent",
+        ],
+        "expose_headers": ["X-Request-ID", "Retry-After"],
+        "max_age": 600,
+    }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import orjson
@@ -101,6 +103,10 @@ class EventService:
 
     def validate(self, account_id: str, data: str | None, event_id: str | None) -> None:
         check_account_id(account_id)
+        self.validate_item(data, event_id)
+
+    def validate_item(self, data: str | None, event_id: str | None) -> None:
+        """The rules for one event's own fields, wherever it came from."""
         if data is None:
             raise InvalidRequest("Missing data: pass it as ?data=<string> or /<accountId>/<data>")
         # Cheap bound first: a str of n characters encodes to at most 4n UTF-8 bytes.
@@ -111,24 +117,63 @@ class EventService:
                 "Invalid Idempotency-Key / eventId: 1-128 characters from A-Z a-z 0-9 _ . : -"
             )
 
+    def envelope(
+        self,
+        account_id: str,
+        data: str | None,
+        event_id: str | None,
+        extra: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """The event's payload: the tracker's fields, then optional ones (``deviceTime``,
+        ``traceId``, ``requestId``) that are left out when absent."""
+        event = {
+            "eventId": event_id or self.ids.new(),
+            "accountId": account_id,
+            "timestamp": self.clock.now(),
+            "data": data,
+        }
+        if extra:
+            event.update(extra)
+        return orjson.dumps(event)
+
     async def track(
-        self, account_id: str, data: str | None, event_id: str | None = None, source: str = "http"
+        self,
+        account_id: str,
+        data: str | None,
+        event_id: str | None = None,
+        source: str = "http",
+        extra: Mapping[str, str] | None = None,
     ) -> bytes:
         """Publish the event and return the JSON body of the 200 answer."""
         try:
             self.validate(account_id, data, event_id)
             await self.accounts.require_active(account_id)
-            payload = orjson.dumps(
-                {
-                    "eventId": event_id or self.ids.new(),
-                    "accountId": account_id,
-                    "timestamp": self.clock.now(),
-                    "data": data,
-                }
-            )
+            payload = self.envelope(account_id, data, event_id, extra)
             await self.publisher.publish(TOPIC_PREFIX + account_id, payload)
         except TrackerError as error:
             self.count(source, error.outcome)
             raise
         self.count(source, "accepted")
         return b'{"message":"' + ACCEPTED_MESSAGE.encode() + b'","event":' + payload + b"}"
+
+    async def track_batch(
+        self, account_id: str, payloads: list[bytes]
+    ) -> list[TrackerError | None]:
+        """Publish validated envelopes of one active account concurrently, one QoS-1
+        message each; the outcome of each once all are settled (None: acknowledged)."""
+        topic = TOPIC_PREFIX + account_id
+        outcomes = await asyncio.gather(
+            *(self.publisher.publish(topic, payload) for payload in payloads),
+            return_exceptions=True,
+        )
+        results: list[TrackerError | None] = []
+        for outcome in outcomes:
+            if outcome is None:
+                self.count("http", "accepted")
+                results.append(None)
+            elif isinstance(outcome, TrackerError):
+                self.count("http", outcome.outcome)
+                results.append(outcome)
+            else:  # not a refusal the publisher knows: a bug, let it be seen
+                raise outcome
+        return results

@@ -193,8 +193,13 @@ def test_fixed_endpoint_names_are_not_account_ids(
     assert publisher.published == []
 
 
-def test_other_methods_are_not_event_routes(client: TestClient, publisher: FakePublisher) -> None:
-    response = client.post("/1", params={"data": "x"})
+@pytest.mark.parametrize(
+    ("method", "path"), [("PUT", "/1"), ("DELETE", "/1"), ("POST", "/1/x")]
+)
+def test_other_methods_are_not_event_routes(
+    client: TestClient, publisher: FakePublisher, method: str, path: str
+) -> None:
+    response = client.request(method, path, params={"data": "x"})
 
     assert response.status_code == 405
     assert publisher.published == []
