@@ -193,9 +193,7 @@ def test_fixed_endpoint_names_are_not_account_ids(
     assert publisher.published == []
 
 
-@pytest.mark.parametrize(
-    ("method", "path"), [("PUT", "/1"), ("DELETE", "/1"), ("POST", "/1/x")]
-)
+@pytest.mark.parametrize(("method", "path"), [("PUT", "/1"), ("DELETE", "/1"), ("POST", "/1/x")])
 def test_other_methods_are_not_event_routes(
     client: TestClient, publisher: FakePublisher, method: str, path: str
 ) -> None:

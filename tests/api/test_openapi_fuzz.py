@@ -14,7 +14,6 @@ from tracker_api.app import create_api
 from tracker_api.config import load_settings
 
 
-
 @schemathesis.serializer("application/x-ndjson")
 def ndjson(_context: schemathesis.SerializationContext, value: object) -> bytes:
     # The schema types an NDJSON body as a string: send it as it is.
