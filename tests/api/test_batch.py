@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -211,3 +212,39 @@ def test_max_batch_is_a_setting(database: tuple[str, Engine], tmp_path: Path) ->
         assert client.post("/1", json=[{"data": "x"}] * 3).status_code == 200
         assert client.post("/1", json=[{"data": "x"}] * 4).status_code == 413
     assert len(publisher.published) == 3
+
+
+def test_a_streamed_body_is_refused_as_soon_as_it_grows_past_the_cap(
+    database: tuple[str, Engine], publisher: FakePublisher
+) -> None:
+    settings = load_settings(database_url=database[0], max_batch=2, max_data_bytes=10)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        yield b'[{"data": "a"}'
+        for _ in range(100):
+            yield b" " * 100
+
+    with TestClient(create_app(settings, publisher=publisher, engine=database[1])) as client:
+        response = client.post("/1", content=chunks())
+
+    assert response.status_code == 413
+    assert publisher.published == []
+
+
+def test_an_invalid_content_length_is_422(client: TestClient, publisher: FakePublisher) -> None:
+    response = client.post("/1", content=b"[]", headers={"content-length": "many"})
+
+    assert response.status_code in (400, 422)  # the server may refuse it first
+    assert publisher.published == []
+
+
+def test_the_openapi_schema_documents_the_batch_body_and_its_answers(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/{account_id}"]["post"]
+
+    content = operation["requestBody"]["content"]
+    batch, single = content["application/json"]["schema"]["oneOf"]
+    assert batch["type"] == "array" and batch["items"]["required"] == ["data"]
+    assert set(single["properties"]) == {"data", "eventId", "timestamp"}
+    assert NDJSON in content
+    assert {"200", "401", "403", "413", "422", "429", "503", "504"} <= set(operation["responses"])
+    assert "X-Request-ID" in {p["name"] for p in operation["parameters"]}
