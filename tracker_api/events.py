@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 import time
@@ -123,13 +122,15 @@ class EventService:
         data: str | None,
         event_id: str | None,
         extra: Mapping[str, str] | None = None,
+        timestamp: str | None = None,
     ) -> bytes:
         """The event's payload: the tracker's fields, then optional ones (``deviceTime``,
-        ``traceId``, ``requestId``) that are left out when absent."""
+        ``traceId``, ``requestId``) that are left out when absent. ``timestamp``: when
+        the tracker accepted it (now, unless a batch accepted at once gives its own)."""
         event = {
             "eventId": event_id or self.ids.new(),
             "accountId": account_id,
-            "timestamp": self.clock.now(),
+            "timestamp": timestamp or self.clock.now(),
             "data": data,
         }
         if extra:
@@ -159,21 +160,9 @@ class EventService:
     async def track_batch(
         self, account_id: str, payloads: list[bytes]
     ) -> list[TrackerError | None]:
-        """Publish validated envelopes of one active account concurrently, one QoS-1
-        message each; the outcome of each once all are settled (None: acknowledged)."""
-        topic = TOPIC_PREFIX + account_id
-        outcomes = await asyncio.gather(
-            *(self.publisher.publish(topic, payload) for payload in payloads),
-            return_exceptions=True,
-        )
-        results: list[TrackerError | None] = []
+        """Publish validated envelopes of one active account, one QoS-1 message each; the
+        outcome of each once all are settled (None: acknowledged)."""
+        outcomes = await self.publisher.publish_many(TOPIC_PREFIX + account_id, payloads)
         for outcome in outcomes:
-            if outcome is None:
-                self.count("http", "accepted")
-                results.append(None)
-            elif isinstance(outcome, TrackerError):
-                self.count("http", outcome.outcome)
-                results.append(outcome)
-            else:  # not a refusal the publisher knows: a bug, let it be seen
-                raise outcome
-        return results
+            self.count("http", "accepted" if outcome is None else outcome.outcome)
+        return outcomes

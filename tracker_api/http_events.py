@@ -162,9 +162,14 @@ class HttpEvents:
     ) -> Reply:
         service = self.service
         event_ids = [item.event_id or service.ids.new() for item in body.items]
+        accepted_at = service.clock.now()  # one moment for the whole batch
         payloads = [
             service.envelope(
-                account_id, item.data, event_id, _with_device_time(item.device_time, extra)
+                account_id,
+                item.data,
+                event_id,
+                _with_device_time(item.device_time, extra),
+                accepted_at,
             )
             for item, event_id in zip(body.items, event_ids, strict=True)
         ]
