@@ -3,7 +3,8 @@ no generated request may get a 500, a status the schema does not list, or hang."
 
 from __future__ import annotations
 
-import orjson
+import json
+
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
@@ -17,7 +18,7 @@ from tracker_api.config import load_settings
 @schemathesis.serializer("application/x-ndjson")
 def ndjson(_context: schemathesis.SerializationContext, value: object) -> bytes:
     # The schema types an NDJSON body as a string: send it as it is.
-    return value.encode() if isinstance(value, str) else orjson.dumps(value)
+    return value.encode() if isinstance(value, str) else json.dumps(value).encode()
 
 
 # The schema does not depend on the settings; building the app runs no I/O.
