@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         self._check_database_url()
         if self.http_auth and self.password_file is None:
             raise ValueError("TRACKER_HTTP_AUTH=true needs TRACKER_PASSWORD_FILE")
+        if self.http_auth and self.password_file is not None and not self.password_file.is_file():
+            # Every login would be refused: say so now, not as 401s to every device.
+            raise ValueError(f"TRACKER_PASSWORD_FILE: no such file: {self.password_file}")
         return self
 
     @property

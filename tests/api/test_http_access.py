@@ -151,9 +151,11 @@ def test_verified_logins_are_cached_so_repeated_requests_derive_no_key(
     assert auth.derivations == 2
 
 
-def test_http_auth_needs_a_password_file() -> None:
+def test_http_auth_needs_a_password_file_that_exists(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="TRACKER_HTTP_AUTH=true needs TRACKER_PASSWORD_FILE"):
         load_settings(http_auth=True)
+    with pytest.raises(ConfigError, match="TRACKER_PASSWORD_FILE: no such file"):
+        load_settings(http_auth=True, password_file=tmp_path / "missing")
 
 
 def test_over_the_rate_limit_is_429_with_retry_after_and_batches_count_each_event(
