@@ -6,11 +6,13 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Lifespan
 
 from . import __version__, db, ingest
@@ -19,6 +21,7 @@ from .config import Settings, get_settings
 from .errors import TrackerError
 from .events import EventService
 from .fastpath import TrackerApp
+from .http_events import HttpEvents
 from .publisher import BrokerConnection, Publisher, Session
 from .routes import events, health
 
@@ -86,15 +89,18 @@ def create_api(
                 service = EventService(accounts, broker, settings.max_data_bytes)
             app.state.engine = database
             app.state.service = service
+            app.state.http = HttpEvents(service, settings)
             tune_garbage_collector()
             logger.info("tracker started (broker connected: %s)", broker.connected)
             yield
         logger.info("tracker stopped")
 
-    return build_api(lifespan)
+    return build_api(lifespan, cors_options(settings))
 
 
-def build_api(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+def build_api(
+    lifespan: Lifespan[FastAPI] | None = None, cors: dict[str, Any] | None = None
+) -> FastAPI:
     """The routes alone; with no lifespan it is the route table the reserved names come from."""
     # /docs works offline: its assets come with the fastapi-offline package, under /docs/
     # so that the fast path (which leaves "docs" to FastAPI) never mistakes them for events.
@@ -106,6 +112,8 @@ def build_api(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
         static_url=DOCS_ASSETS,
     )
     api.add_exception_handler(TrackerError, _tracker_error)
+    if cors is not None:
+        api.add_middleware(CORSMiddleware, **cors)
     api.include_router(health.router)
     api.include_router(events.router)
     return api
@@ -118,4 +126,29 @@ def create_app(
 ) -> TrackerApp:
     """The ASGI application: the fast event path in front of the FastAPI app."""
     settings = settings or get_settings()
-    return TrackerApp(create_api(settings, publisher, engine), fast_path=settings.fast_path)
+    return TrackerApp(
+        create_api(settings, publisher, engine),
+        fast_path=settings.fast_path,
+        cors=cors_options(settings),
+    )
+
+
+def cors_options(settings: Settings) -> dict[str, Any] | None:
+    """Starlette ``CORSMiddleware`` options for ``TRACKER_CORS_ORIGINS``, None when unset:
+    the FastAPI app (preflights included) and the fast path use the same ones."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return None
+    return {
+        "allow_origins": origins,
+        "allow_methods": ["GET", "POST"],
+        "allow_headers": [
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "X-Request-ID",
+            "traceparent",
+        ],
+        "expose_headers": ["X-Request-ID", "Retry-After"],
+        "max_age": 600,
+    }

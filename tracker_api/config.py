@@ -66,6 +66,22 @@ class Settings(BaseSettings):
     ingest: bool = Field(True, description="consume device events from ingest/<accountId>")
     fast_path: bool = Field(True, description="serve the event routes with the lean ASGI path")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    http_auth: bool = Field(
+        False, description="event requests need HTTP Basic with a login of TRACKER_PASSWORD_FILE"
+    )
+    password_file: Path | None = Field(
+        None, description="the Mosquitto password file HTTP logins are checked against"
+    )
+    http_auth_cache_ttl: float = Field(
+        5.0, ge=0, le=3600, description="seconds a verified HTTP login is trusted without a check"
+    )
+    rate_limit: float = Field(
+        0, ge=0, description="events per second per account, over all workers (0 = off)"
+    )
+    max_batch: int = Field(1000, ge=1, le=100_000, description="most events in one POST")
+    cors_origins: str = Field(
+        "", description="comma-separated origins browsers may send events from (* = any)"
+    )
 
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:
@@ -73,7 +89,16 @@ class Settings(BaseSettings):
         if self.client_id and self.workers > 1:
             raise ValueError("TRACKER_CLIENT_ID needs TRACKER_WORKERS=1: client ids must be unique")
         self._check_database_url()
+        if self.http_auth and self.password_file is None:
+            raise ValueError("TRACKER_HTTP_AUTH=true needs TRACKER_PASSWORD_FILE")
+        if self.http_auth and self.password_file is not None and not self.password_file.is_file():
+            # Every login would be refused: say so now, not as 401s to every device.
+            raise ValueError(f"TRACKER_PASSWORD_FILE: no such file: {self.password_file}")
         return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     def _check_database_url(self) -> None:
         example = "e.g. postgresql+psycopg://host/db or sqlite:///var/tracker.db"

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from .events import EventService
+from .http_events import HttpEvents
 
 
 def get_service(request: Request) -> EventService:
@@ -15,3 +16,11 @@ def get_service(request: Request) -> EventService:
 
 
 ServiceDep = Annotated[EventService, Depends(get_service)]
+
+
+def get_http_events(request: Request) -> HttpEvents:
+    http: HttpEvents = request.app.state.http
+    return http
+
+
+HttpEventsDep = Annotated[HttpEvents, Depends(get_http_events)]

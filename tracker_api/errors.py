@@ -2,9 +2,13 @@
 
 TrackerError
   ├── InvalidRequest      -> 422  (malformed account id, missing data, bad event id)
+  │     └── InvalidBatch          (a POST with bad items: the index of each, nothing sent)
   ├── PayloadTooLarge     -> 413
   ├── AccountNotFound     -> 404  "Account Id does not exist!"
   ├── AccountInactive     -> 403  "Inactive account!"
+  ├── LoginRequired       -> 401 + WWW-Authenticate (TRACKER_HTTP_AUTH: no or wrong login)
+  ├── LoginForbidden      -> 403  (another account's login)
+  ├── RateLimited         -> 429 + Retry-After (over TRACKER_RATE_LIMIT)
   └── ServiceUnavailable  -> 503 + Retry-After: not done now, safe to retry
         ├── PublishFailed        (broker unreachable, window full: nothing was sent)
         ├── DatabaseUnavailable  (accounts database unreachable)
@@ -53,6 +57,19 @@ class InvalidRequest(TrackerError):
     )
 
 
+class InvalidBatch(InvalidRequest):
+    """Items of a POST that cannot be events; ``problems`` pairs each one's index (in
+    request order, from 0) with what is wrong with it."""
+
+    def __init__(self, problems: list[tuple[int, str]]) -> None:
+        self.problems = problems
+        super().__init__(f"{len(problems)} invalid item(s); nothing was published")
+
+    @property
+    def body(self) -> bytes:
+        return orjson.dumps({"detail": [{"index": i, "msg": msg} for i, msg in self.problems]})
+
+
 class PayloadTooLarge(TrackerError):
     status = 413
     outcome = "too_large"
@@ -71,6 +88,40 @@ class AccountInactive(TrackerError):
     detail = "Inactive account!"
     outcome = "inactive_account"
     when = "Inactive account"
+
+
+class LoginRequired(TrackerError):
+    status = 401
+    detail = "Login required: HTTP Basic with the account's MQTT login (or tracker's)"
+    outcome = "unauthorized"
+    when = "TRACKER_HTTP_AUTH: no login, or a wrong one"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Basic realm="tracker", charset="UTF-8"'}
+
+
+class LoginForbidden(TrackerError):
+    status = 403
+    detail = "This login may not send events for this account"
+    outcome = "forbidden"
+    when = "TRACKER_HTTP_AUTH: another account's login"
+
+
+class RateLimited(TrackerError):
+    status = 429
+    outcome = "rate_limited"
+
+    def __init__(self, limit: float, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(
+            f"Rate limit of {limit:g} events/s for this account exceeded; "
+            f"retry after {retry_after} s"
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ServiceUnavailable(TrackerError):

@@ -66,14 +66,48 @@ def parse_query(query_string: bytes) -> tuple[str | None, str | None]:
     return data, event_id
 
 
+class RequestHeaders:
+    """The headers an event request may carry, found in one pass over the raw list."""
+
+    __slots__ = (
+        "idempotency_key",
+        "request_id",
+        "traceparent",
+        "authorization",
+        "content_type",
+        "content_length",
+    )
+
+    def __init__(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        self.idempotency_key: str | None = None
+        self.request_id: str | None = None
+        self.traceparent: str | None = None
+        self.authorization: str | None = None
+        self.content_type: str | None = None
+        self.content_length: str | None = None
+        for name, value in headers:
+            attribute = HEADER_ATTRIBUTES.get(name)
+            if attribute is not None:
+                setattr(self, attribute, value.decode("latin-1"))
+
+
+HEADER_ATTRIBUTES = {
+    b"idempotency-key": "idempotency_key",
+    b"x-request-id": "request_id",
+    b"traceparent": "traceparent",
+    b"authorization": "authorization",
+    b"content-type": "content_type",
+    b"content-length": "content_length",
+}
+
+
 def idempotency_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if name == b"idempotency-key":
-            return value.decode("latin-1")
-    return None
+    return RequestHeaders(headers).idempotency_key
 
 
-def read_event_request(scope: Mapping[str, Any]) -> EventRequest:
+def read_event_request(
+    scope: Mapping[str, Any], headers: RequestHeaders | None = None
+) -> EventRequest:
     """The event an ASGI ``scope`` asks for; ``InvalidRequest`` when it cannot be decoded."""
     # raw_path is optional in ASGI; without it, re-encoding the decoded path is the best
     # a server left us (a %2F it decoded can no longer be told from a /).
@@ -83,5 +117,5 @@ def read_event_request(scope: Mapping[str, Any]) -> EventRequest:
     return EventRequest(
         account_id,
         path_data if path_data is not None else query_data,
-        idempotency_key(scope["headers"]) or query_event_id,
+        (headers or RequestHeaders(scope["headers"])).idempotency_key or query_event_id,
     )

@@ -6,6 +6,7 @@ import functools
 import random
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import orjson
@@ -114,6 +115,10 @@ class EventService:
 
     def validate(self, account_id: str, data: str | None, event_id: str | None) -> None:
         check_account_id(account_id)
+        self.validate_item(data, event_id)
+
+    def validate_item(self, data: str | None, event_id: str | None) -> None:
+        """The rules for one event's own fields, wherever it came from."""
         if data is None:
             raise InvalidRequest("Missing data: pass it as ?data=<string> or /<accountId>/<data>")
         # Cheap bound first: a str of n characters encodes to at most 4n UTF-8 bytes.
@@ -124,24 +129,53 @@ class EventService:
                 "Invalid Idempotency-Key / eventId: 1-128 characters from A-Z a-z 0-9 _ . : -"
             )
 
+    def envelope(
+        self,
+        account_id: str,
+        data: str | None,
+        event_id: str | None,
+        extra: Mapping[str, str] | None = None,
+        timestamp: str | None = None,
+    ) -> bytes:
+        """The event's payload: the tracker's fields, then optional ones (``deviceTime``,
+        ``traceId``, ``requestId``) that are left out when absent. ``timestamp``: when
+        the tracker accepted it (now, unless a batch accepted at once gives its own)."""
+        event = {
+            "eventId": event_id or self.ids.new(),
+            "accountId": account_id,
+            "timestamp": timestamp or self.clock.now(),
+            "data": data,
+        }
+        if extra:
+            event.update(extra)
+        return orjson.dumps(event)
+
     async def track(
-        self, account_id: str, data: str | None, event_id: str | None = None, source: str = "http"
+        self,
+        account_id: str,
+        data: str | None,
+        event_id: str | None = None,
+        source: str = "http",
+        extra: Mapping[str, str] | None = None,
     ) -> bytes:
         """Publish the event and return the JSON body of the 200 answer."""
         try:
             self.validate(account_id, data, event_id)
             await self.accounts.require_active(account_id)
-            payload = orjson.dumps(
-                {
-                    "eventId": event_id or self.ids.new(),
-                    "accountId": account_id,
-                    "timestamp": self.clock.now(),
-                    "data": data,
-                }
-            )
+            payload = self.envelope(account_id, data, event_id, extra)
             await self.publisher.publish(TOPIC_PREFIX + account_id, payload)
         except TrackerError as error:
             self.count(source, error.outcome)
             raise
         self.count(source, "accepted")
         return b'{"message":"' + ACCEPTED_MESSAGE.encode() + b'","event":' + payload + b"}"
+
+    async def track_batch(
+        self, account_id: str, payloads: list[bytes]
+    ) -> list[TrackerError | None]:
+        """Publish validated envelopes of one active account, one QoS-1 message each; the
+        outcome of each once all are settled (None: acknowledged)."""
+        outcomes = await self.publisher.publish_many(TOPIC_PREFIX + account_id, payloads)
+        for outcome in outcomes:
+            self.count("http", "accepted" if outcome is None else outcome.outcome)
+        return outcomes

@@ -24,6 +24,9 @@ REQUEST_OUTCOMES = (
     "broker_unavailable",
     "outcome_unknown",
     "database_unavailable",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
 )
 
 REQUESTS = Counter(

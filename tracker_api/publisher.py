@@ -18,7 +18,7 @@ from typing import Protocol
 from . import metrics
 from .client_ids import ClientIdSlot
 from .config import Settings
-from .errors import PublishFailed, PublishOutcomeUnknown
+from .errors import PublishFailed, PublishOutcomeUnknown, TrackerError
 from .limits import largest_packet
 from .mqtt import ConnectionLost, Message, MqttClient, MqttError, PublishTimeout, Will
 
@@ -39,6 +39,11 @@ class Publisher(Protocol):
     async def publish(self, topic: str, payload: bytes) -> None:
         """Return once the broker acknowledged; raise ``PublishFailed`` when nothing was
         sent, ``PublishOutcomeUnknown`` when it was sent but not acknowledged in time."""
+
+    async def publish_many(self, topic: str, payloads: list[bytes]) -> list[TrackerError | None]:
+        """Publish each payload as its own message, all at once; once every one settled,
+        the outcome of each, in order: None when acknowledged, else what ``publish``
+        would have raised for it."""
 
 
 class Acknowledger(Protocol):
@@ -145,11 +150,36 @@ class BrokerConnection:
         started = time.perf_counter()
         try:
             await self._client.publish(topic, payload)
-        except (PublishTimeout, ConnectionLost) as error:  # sent: the broker may have it
-            raise PublishOutcomeUnknown() from error
-        except MqttError as error:  # not connected or window full: nothing was sent
-            raise PublishFailed() from error
+        except MqttError as error:
+            raise refusal(error) from error
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+    async def publish_many(self, topic: str, payloads: list[bytes]) -> list[TrackerError | None]:
+        # The client's own futures, awaited together: a task per message would cost more
+        # than the message (batches, docs/adr/0012-device-http-api.md).
+        started = time.perf_counter()
+        sent: list[asyncio.Future[None] | TrackerError] = []
+        for payload in payloads:
+            try:
+                sent.append(self._client.publish(topic, payload))
+            except MqttError as error:
+                sent.append(refusal(error))
+        futures = [item for item in sent if isinstance(item, asyncio.Future)]
+        if futures:
+            await asyncio.wait(futures)
+        elapsed = time.perf_counter() - started
+        outcomes: list[TrackerError | None] = []
+        for item in sent:
+            if isinstance(item, TrackerError):
+                outcomes.append(item)
+            elif item.cancelled():  # the client stopped with it in flight
+                outcomes.append(PublishOutcomeUnknown())
+            elif (failure := item.exception()) is not None:
+                outcomes.append(refusal(failure))
+            else:
+                metrics.PUBLISH_SECONDS.observe(elapsed)
+                outcomes.append(None)
+        return outcomes
 
     # -- Acknowledger ------------------------------------------------------------------
 
@@ -216,3 +246,10 @@ class BrokerConnection:
         finally:
             if self._on_close is not None:
                 self._on_close()
+
+
+def refusal(error: BaseException) -> TrackerError:
+    """What a failed publish means for the client."""
+    if isinstance(error, PublishTimeout | ConnectionLost):  # sent: the broker may have it
+        return PublishOutcomeUnknown()
+    return PublishFailed()  # not connected or window full: nothing was sent

@@ -202,8 +202,11 @@ def test_fixed_endpoint_names_are_not_account_ids(
     assert publisher.published == []
 
 
-def test_other_methods_are_not_event_routes(client: TestClient, publisher: FakePublisher) -> None:
-    response = client.post("/1", params={"data": "x"})
+@pytest.mark.parametrize(("method", "path"), [("PUT", "/1"), ("DELETE", "/1"), ("POST", "/1/x")])
+def test_other_methods_are_not_event_routes(
+    client: TestClient, publisher: FakePublisher, method: str, path: str
+) -> None:
+    response = client.request(method, path, params={"data": "x"})
 
     assert response.status_code == 405
     assert publisher.published == []
@@ -360,8 +363,8 @@ def test_the_openapi_error_answers_are_the_error_classes(client: TestClient) -> 
     responses = client.get("/openapi.json").json()["paths"]["/{account_id}"]["get"]["responses"]
     errors = concrete_errors()
 
-    assert len(errors) == 7
-    assert set(responses) == {"200"} | {str(error.status) for error in errors}
+    assert len(errors) == 9
+    assert set(responses) == {"200", "429"} | {str(error.status) for error in errors}
     for error in errors:
         description = responses[str(error.status)]["description"]
         assert error.when in description

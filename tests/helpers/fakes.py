@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
+from tracker_api.errors import PublishFailed, PublishOutcomeUnknown, TrackerError
 
 
 class FakePublisher:
@@ -32,3 +32,13 @@ class FakePublisher:
         self.published.append((topic, payload))
         if self.time_out:
             raise PublishOutcomeUnknown()
+
+    async def publish_many(self, topic: str, payloads: list[bytes]) -> list[TrackerError | None]:
+        outcomes: list[TrackerError | None] = []
+        for payload in payloads:
+            try:
+                await self.publish(topic, payload)
+                outcomes.append(None)
+            except TrackerError as error:
+                outcomes.append(error)
+        return outcomes

@@ -4,7 +4,8 @@
 forwarding without closing anything, like a dead network path: bytes are read and dropped,
 new connections are accepted but never reach the broker, so the client only notices
 through its keepalive. ``restore()`` forwards new connections again; black-holed ones stay
-dead, as they would after a real outage.
+dead, as they would after a real outage. ``cut_after(n)`` passes the next ``n`` bytes the target
+sends, then cuts: a broker that dies after acknowledging part of what it was sent.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Proxy:
         self._pairs: list[_Pair] = []
         self._lock = threading.Lock()
         self._blackholed = False
+        self._cut_after: int | None = None
         self._running = True
         self.accepted = 0
         self._thread = threading.Thread(target=self._run, name="proxy", daemon=True)
@@ -63,6 +65,10 @@ class Proxy:
             self._blackholed = True
             for pair in self._pairs:
                 pair.dead = True
+
+    def cut_after(self, target_bytes: int) -> None:
+        with self._lock:
+            self._cut_after = target_bytes
 
     def restore(self) -> None:
         with self._lock:
@@ -145,6 +151,16 @@ class Proxy:
             self._pairs.remove(pair)
             self._close_pair(pair)
             return
+        if self._cut_after is not None and sock is pair.upstream:
+            if len(data) >= self._cut_after:
+                data, self._cut_after = data[: self._cut_after], None
+                try:
+                    peer.sendall(data)
+                finally:
+                    self._pairs.remove(pair)
+                    self._close_pair(pair)
+                return
+            self._cut_after -= len(data)
         try:
             peer.sendall(data)
         except OSError:

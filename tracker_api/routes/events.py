@@ -14,19 +14,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 
-from ..deps import ServiceDep
+from ..batch import NDJSON
+from ..deps import HttpEventsDep
 from ..errors import (
     AccountInactive,
     AccountNotFound,
     DatabaseUnavailable,
     InvalidRequest,
+    LoginForbidden,
+    LoginRequired,
     PayloadTooLarge,
     PublishFailed,
     PublishOutcomeUnknown,
     openapi_responses,
 )
-from ..event_request import read_event_request
 from ..events import ACCEPTED_MESSAGE
+from ..http_events import Reply, partial_detail
 from ..ids import ACCOUNT_ID_PATTERN
 
 router = APIRouter(tags=["events"])
@@ -39,6 +42,8 @@ ERRORS = openapi_responses(
     PublishFailed,
     DatabaseUnavailable,
     PublishOutcomeUnknown,
+    LoginRequired,
+    LoginForbidden,
 )
 OK: dict[int | str, dict[str, Any]] = {
     200: {
@@ -69,31 +74,170 @@ EventIdParam = Annotated[
 ]
 
 
-def _json(body: bytes) -> Response:
-    return Response(body, media_type="application/json")
+def _response(reply: Reply) -> Response:
+    response = Response(reply.body, reply.status)
+    response.raw_headers += reply.headers  # content-length is Starlette's already
+    return response
+
+
+EVENT_EXAMPLE = {
+    "eventId": "019ac9a4-3b2e-7c01-9f5e-2b1d4c6a8e90",
+    "accountId": "42",
+    "timestamp": "2026-11-28T12:00:00.123Z",
+    "data": "hello",
+}
+# Headers every event request may send, documented once for each route.
+ACCESS: dict[int | str, dict[str, Any]] = {
+    401: ERRORS[401],
+    429: {"description": "Over TRACKER_RATE_LIMIT for this account; Retry-After says when"},
+}
+ITEM_SCHEMA = {
+    "type": "object",
+    "required": ["data"],
+    "additionalProperties": False,
+    "properties": {
+        "data": {"type": "string", "description": "The event's data (UTF-8)"},
+        "eventId": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+            "description": "Idempotency key, unique within the account and the batch",
+        },
+        "timestamp": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the device saw it (RFC 3339); kept as `deviceTime`",
+        },
+    },
+}
+POST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One event (a JSON object, answered like a GET), or a batch: a JSON "
+        "array, or NDJSON (one object per line), of at most TRACKER_MAX_BATCH events",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "array", "items": ITEM_SCHEMA, "minItems": 1},
+                        ITEM_SCHEMA,
+                    ]
+                },
+                "examples": {
+                    "batch": {
+                        "value": [
+                            {"data": "door opened", "eventId": "door-17"},
+                            {"data": "21.5", "timestamp": "2026-11-28T11:59:58Z"},
+                        ]
+                    },
+                    "one event": {"value": {"data": "hello"}},
+                },
+            },
+            NDJSON: {
+                "schema": {"type": "string"},
+                "example": '{"data": "a"}\n{"data": "b", "eventId": "b-1"}\n',
+            },
+        },
+    }
+}
+POST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Every event acknowledged by the broker (one QoS-1 message each), "
+        "in request order. A single JSON object is answered like a GET.",
+        "content": {"application/json": {"example": {"events": [EVENT_EXAMPLE]}}},
+    },
+    403: ERRORS[403],
+    404: ERRORS[404],
+    413: {
+        "description": "Body larger than a full batch may be, more than TRACKER_MAX_BATCH "
+        "events, or (one event) data over TRACKER_MAX_DATA_BYTES"
+    },
+    422: {
+        "description": "Not JSON / NDJSON, or invalid items: each one's index, nothing published",
+        "content": {
+            "application/json": {
+                "example": {"detail": [{"index": 1, "msg": '"data" must be a string'}]}
+            }
+        },
+    },
+    **ACCESS,
+    503: {
+        "description": "Some or all events not accepted (none may be delivered later); "
+        "`results` says which, item by item. Retry-After: 1",
+        "content": {
+            "application/json": {
+                "example": {
+                    "detail": partial_detail(1, 2),
+                    "accepted": 1,
+                    "results": [
+                        {"status": 200, "event": EVENT_EXAMPLE},
+                        {"status": 503, "eventId": "door-17", "detail": PublishFailed.detail},
+                    ],
+                }
+            }
+        },
+    },
+    504: {
+        "description": "Some events were sent but not acknowledged in time: their outcome "
+        "is unknown (`results`, status 504); retry them with the same eventId. Retry-After: 1"
+    },
+}
+ERRORS = {**ERRORS, **ACCESS}
+RequestIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Request-ID",
+        description="Echoed in the response and carried in the event as `requestId`; "
+        "generated (and only echoed) when absent",
+    ),
+]
+TraceparentHeader = Annotated[
+    str | None,
+    Header(description="W3C trace context: its trace id is carried in the event as `traceId`"),
+]
 
 
 @router.get("/{account_id}", responses={**OK, **ERRORS})
 async def track(
     request: Request,
-    service: ServiceDep,
+    http: HttpEventsDep,
     account_id: AccountId,
     data: Annotated[str | None, Query(description="The event's data (UTF-8)")] = None,
     event_id: EventIdParam = None,
     idempotency_key: IdempotencyKey = None,
+    x_request_id: RequestIdHeader = None,
+    traceparent: TraceparentHeader = None,
 ) -> Response:
     """Publish `data` for the account on `track/<accountId>`; 200 only after the PUBACK."""
-    return _json(await service.track(*read_event_request(request.scope)))
+    return _response(await http.get(request.scope))
 
 
 @router.get("/{account_id}/{data:path}", responses={**OK, **ERRORS})
 async def track_path(
     request: Request,
-    service: ServiceDep,
+    http: HttpEventsDep,
     account_id: AccountId,
     data: Annotated[str, Path(description="The rest of the path; when empty, `?data=`")],
     event_id: EventIdParam = None,
     idempotency_key: IdempotencyKey = None,
+    x_request_id: RequestIdHeader = None,
+    traceparent: TraceparentHeader = None,
 ) -> Response:
     """The original path form: `data` is the rest of the path (`/1/` is `/1`)."""
-    return _json(await service.track(*read_event_request(request.scope)))
+    return _response(await http.get(request.scope))
+
+
+@router.post("/{account_id}", responses=POST_RESPONSES, openapi_extra=POST_BODY)
+async def track_batch(
+    request: Request,
+    http: HttpEventsDep,
+    account_id: AccountId,
+    x_request_id: RequestIdHeader = None,
+    traceparent: TraceparentHeader = None,
+) -> Response:
+    """Publish a batch of events (or one): one QoS-1 message per event on
+    `track/<accountId>`, answered after every PUBACK. An invalid item refuses the whole
+    request (422, each bad item's index); a repeated eventId in one batch is invalid.
+    When some events could not be accepted the answer says, item by item, which were
+    accepted (200), refused (503: not delivered, retry) or unknown (504: retry with the
+    same eventId). With TRACKER_HTTP_AUTH, HTTP Basic with the account's MQTT login."""
+    return _response(await http.post(request.scope, request.receive))

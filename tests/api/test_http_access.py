@@ -1,0 +1,278 @@
+"""Who may send, how fast, from which origin, and under which request id: logins from a
+real password file written by `tracker-api users`, rate limits, CORS and tracing, on both
+HTTP paths."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from tests.helpers.fakes import FakePublisher
+from tests.helpers.waiting import wait_until
+from tracker_api.app import create_app
+from tracker_api.config import ConfigError, load_settings
+from tracker_api.errors import LoginForbidden, LoginRequired
+from tracker_api.http_auth import HttpAuth
+from tracker_api.rate_limit import RateLimiter
+from tracker_api.tracing import trace_id
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+
+
+def users(*args: str) -> None:
+    """`tracker-api users …` as a real process, as an operator would run it."""
+    subprocess.run(
+        [sys.executable, "-m", "tracker_api", "users", *args], check=True, capture_output=True
+    )
+
+
+@pytest.fixture(scope="module")
+def written_password_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("auth") / "passwd"
+    users("add", "1", "--password", "one-secret", "--password-file", str(path))
+    users("add", "2", "--password", "two-secret", "--password-file", str(path))
+    users("add", "--role", "tracker", "--password", "svc-secret", "--password-file", str(path))
+    return path
+
+
+@pytest.fixture
+def password_file(written_password_file: Path, tmp_path: Path) -> Path:
+    """A copy for each test, which may change it."""
+    path = tmp_path / "passwd"
+    shutil.copy(written_password_file, path)
+    return path
+
+
+def make_client(
+    database: tuple[str, Engine], publisher: FakePublisher, fast_path: bool, **settings: object
+) -> TestClient:
+    loaded = load_settings(database_url=database[0], fast_path=fast_path, **settings)
+    return TestClient(create_app(loaded, publisher=publisher, engine=database[1]))
+
+
+@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+@pytest.fixture
+def auth_client(
+    database: tuple[str, Engine], publisher: FakePublisher, password_file: Path, fast_path: bool
+) -> Iterator[TestClient]:
+    with make_client(
+        database,
+        publisher,
+        fast_path,
+        http_auth=True,
+        password_file=password_file,
+        http_auth_cache_ttl=0.2,
+    ) as client:
+        yield client
+
+
+def test_the_accounts_own_login_and_the_service_login_may_send(
+    auth_client: TestClient, publisher: FakePublisher
+) -> None:
+    own = auth_client.get("/1", params={"data": "a"}, auth=("1", "one-secret"))
+    service = auth_client.post("/1", json=[{"data": "b"}], auth=("tracker", "svc-secret"))
+
+    assert (own.status_code, service.status_code) == (200, 200)
+    assert len(publisher.published) == 2
+
+
+@pytest.mark.parametrize(
+    "auth", [None, ("1", "wrong"), ("nobody", "x")], ids=["none", "wrong-password", "no-such-user"]
+)
+def test_no_or_a_wrong_login_is_401_with_a_challenge(
+    auth_client: TestClient, publisher: FakePublisher, auth: tuple[str, str] | None
+) -> None:
+    get = auth_client.get("/1", params={"data": "a"}, auth=auth)
+    post = auth_client.post("/1", json=[{"data": "a"}], auth=auth)
+
+    for response in (get, post):
+        assert response.status_code == 401
+        assert response.json() == {"detail": LoginRequired.detail}
+        assert response.headers["www-authenticate"].startswith('Basic realm="tracker"')
+    assert publisher.published == []
+
+
+def test_a_malformed_authorization_header_is_401(
+    auth_client: TestClient, publisher: FakePublisher
+) -> None:
+    for value in ("Bearer abc", "Basic !!!", "Basic bm9jb2xvbg=="):  # the last: "nocolon"
+        response = auth_client.get("/1?data=a", headers={"Authorization": value})
+        assert response.status_code == 401
+    assert publisher.published == []
+
+
+def test_another_accounts_login_is_403(auth_client: TestClient, publisher: FakePublisher) -> None:
+    response = auth_client.post("/1", json={"data": "a"}, auth=("2", "two-secret"))
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": LoginForbidden.detail}
+    assert publisher.published == []
+
+
+def test_a_removed_login_is_refused_once_the_cache_notices(
+    auth_client: TestClient, password_file: Path
+) -> None:
+    assert auth_client.get("/1?data=a", auth=("1", "one-secret")).status_code == 200
+
+    users("remove", "1", "--password-file", str(password_file))
+
+    wait_until(
+        lambda: auth_client.get("/1?data=b", auth=("1", "one-secret")).status_code == 401,
+        timeout=5,
+    )
+
+
+def test_verified_logins_are_cached_so_repeated_requests_derive_no_key(
+    password_file: Path,
+) -> None:
+    now = [0.0]
+    auth = HttpAuth(password_file, ttl=5, clock=lambda: now[0])
+    header = httpx.BasicAuth("1", "one-secret")._auth_header
+
+    for _ in range(100):
+        auth.check("1", header)
+    assert auth.derivations == 1
+    now[0] = 6.0  # past the TTL: verified again
+    auth.check("1", header)
+    assert auth.derivations == 2
+
+
+def test_http_auth_needs_a_password_file_that_exists(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="TRACKER_HTTP_AUTH=true needs TRACKER_PASSWORD_FILE"):
+        load_settings(http_auth=True)
+    with pytest.raises(ConfigError, match="TRACKER_PASSWORD_FILE: no such file"):
+        load_settings(http_auth=True, password_file=tmp_path / "missing")
+
+
+def test_over_the_rate_limit_is_429_with_retry_after_and_batches_count_each_event(
+    database: tuple[str, Engine], publisher: FakePublisher, fast_path: bool
+) -> None:
+    with make_client(database, publisher, fast_path, rate_limit=3) as client:
+        assert client.post("/1", json=[{"data": "a"}, {"data": "b"}]).status_code == 200
+        assert client.get("/1?data=c").status_code == 200
+        refused = client.get("/1?data=d")
+        other_account = client.get("/2?data=e")
+
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["detail"].startswith("Rate limit of 3 events/s for this account")
+    assert other_account.status_code == 200
+    assert [orjson.loads(p)["data"] for _, p in publisher.published] == ["a", "b", "c", "e"]
+
+
+def test_the_token_bucket_refills_at_the_rate_and_lets_a_big_batch_run_into_debt() -> None:
+    now = [0.0]
+    limiter = RateLimiter(10, workers=2, clock=lambda: now[0])  # 5/s in this worker
+
+    limiter.take("a", 5)
+    with pytest.raises(Exception, match="retry after 1 s") as refused:
+        limiter.take("a", 1)
+    assert refused.value.headers == {"Retry-After": "1"}  # type: ignore[attr-defined]
+    now[0] = 0.2  # one token back
+    limiter.take("a", 1)
+    now[0] = 2.0  # full again: a batch bigger than the burst passes, leaving a debt
+    limiter.take("a", 12)
+    now[0] = 2.5
+    with pytest.raises(Exception, match="retry after 2 s"):  # (5 - (-7 + 2.5)) / 5 = 1.9
+        limiter.take("a", 5)
+
+
+def test_request_ids_are_echoed_or_generated_and_carried_with_the_trace_id(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    given = client.post(
+        "/1",
+        json=[{"data": "a"}, {"data": "b"}],
+        headers={"X-Request-ID": "req-42", "traceparent": TRACEPARENT},
+    )
+    generated = [client.get("/1?data=c"), client.get("/1?data=d")]
+
+    assert given.headers["x-request-id"] == "req-42"
+    events = [orjson.loads(payload) for _, payload in publisher.published]
+    assert [(e.get("requestId"), e.get("traceId")) for e in events] == [
+        ("req-42", TRACE),
+        ("req-42", TRACE),
+        (None, None),
+        (None, None),
+    ]
+    ids = {response.headers["x-request-id"] for response in generated}
+    assert len(ids) == 2 and all(ids)
+
+
+def test_an_invalid_request_id_is_422_and_not_echoed(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    response = client.get("/1?data=a", headers={"X-Request-ID": "has space"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("Invalid X-Request-ID")
+    assert response.headers["x-request-id"] != "has space"
+    assert publisher.published == []
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-" + "0" * 32 + "-00f067aa0ba902b7-01",
+        f"00-{TRACE}-0000000000000000-01",
+        f"ff-{TRACE}-00f067aa0ba902b7-01",
+        f"00-{TRACE}-00f067aa0ba902b7-01-extra",
+        f"00-{TRACE.upper()}-00f067aa0ba902b7-01",
+        "garbage",
+    ],
+)
+def test_an_invalid_traceparent_is_ignored(traceparent: str) -> None:
+    assert trace_id(traceparent) is None
+
+
+def test_a_failed_request_is_logged_with_its_request_id(
+    client: TestClient, publisher: FakePublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher.refuse = True
+    with caplog.at_level("WARNING", logger="tracker_api.tracing"):
+        client.get("/1?data=a", headers={"X-Request-ID": "req-failing"})
+        client.post("/1", json=[{"data": "a"}], headers={"X-Request-ID": "req-batch"})
+
+    lines = [record.getMessage() for record in caplog.records]
+    assert any(line.startswith("request req-failing for account '1': 503") for line in lines)
+    assert any(line.startswith("request req-batch for account '1': 503") for line in lines)
+
+
+def test_cors_preflight_and_event_answers_carry_the_allowed_origin(
+    database: tuple[str, Engine], publisher: FakePublisher, fast_path: bool
+) -> None:
+    origin = "https://dashboard.example"
+    with make_client(database, publisher, fast_path, cors_origins=origin) as client:
+        preflight = client.options(
+            "/1",
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+        )
+        event = client.post("/1", json={"data": "a"}, headers={"Origin": origin})
+        stranger = client.get("/1?data=b", headers={"Origin": "https://evil.example"})
+
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert event.headers["access-control-allow-origin"] == origin
+    assert "x-request-id" in event.headers["access-control-expose-headers"].lower()
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_no_cors_headers_by_default(client: TestClient) -> None:
+    response = client.get("/1?data=a", headers={"Origin": "https://dashboard.example"})
+
+    assert "access-control-allow-origin" not in response.headers
