@@ -141,6 +141,7 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
             out, _ = tail.communicate(timeout=10)
         finally:
             tail.kill()
+            tail.communicate()  # reaps it and closes its pipe, whatever happened
         assert tail.returncode == 0, tail_err.read_text()
         assert json.loads(out)["eventId"] == shown.json()["event"]["eventId"]
         output = stack.output.read_text()
