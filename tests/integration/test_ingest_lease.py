@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.postgres import PostgresCluster
+from tests.helpers.postgres import PostgresCluster, throwaway_postgres
 from tracker_api.ingest_lease import FileLease, PostgresLease, lease_for, lock_key
 
 
@@ -33,13 +33,7 @@ def test_the_lease_follows_the_database(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresCluster]:
-    try:
-        cluster = PostgresCluster()
-    except FileNotFoundError:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    cluster.start()
-    yield cluster
-    cluster.destroy()
+    yield from throwaway_postgres()
 
 
 @pytest.mark.postgres
