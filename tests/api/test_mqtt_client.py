@@ -233,11 +233,12 @@ def test_waiting_for_a_connection_answers_when_it_comes_or_at_the_timeout(
     assert asyncio.run(scenario()) == (False, True)
 
 
-class RefusingSubscriptions:
+class RefusingSubscriptions(SilentBroker):
     """Accepts every connection and refuses its SUBSCRIBE: with a SUBACK 0x80, or (as
     RabbitMQ does) by hanging up; stays connected otherwise."""
 
     def __init__(self, hang_up: bool) -> None:
+        super().__init__()
         self.hang_up = hang_up
         self.subscribes = 0
 
@@ -251,14 +252,6 @@ class RefusingSubscriptions:
                     break
                 writer.write(bytes([0x90, 3]) + chunk[2:4] + b"\x80")
         writer.close()
-
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[int]:
-        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        try:
-            yield server.sockets[0].getsockname()[1]
-        finally:
-            server.close()
 
 
 @pytest.mark.parametrize(
