@@ -201,9 +201,9 @@ class Stack:
                 "TRACKER_PORT": str(port),
                 "TRACKER_MQTT_URL": url,
                 "TRACKER_STATE_DIR": str(VAR / f"tracker-{i + 1}"),
-                # RabbitMQ 3.10 has no shared subscriptions ($share/...): device ingest
-                # stays off here rather than subscribe to a topic that matches nothing.
-                "TRACKER_INGEST": "false",
+                # RabbitMQ 3.10 has no shared subscriptions ($share/...): one tracker,
+                # elected through PostgreSQL, consumes ingest/+ (ADR 14).
+                "TRACKER_INGEST_MODE": "leader",
             }
             self.trackers.append(
                 spawn([sys.executable, "-m", "tracker_api"], VAR / f"tracker-{i + 1}.log", instance)

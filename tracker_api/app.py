@@ -22,6 +22,7 @@ from .errors import TrackerError
 from .events import EventService
 from .fastpath import TrackerApp
 from .http_events import HttpEvents
+from .ingest_lease import lease_for
 from .publisher import BrokerConnection, Publisher, Session
 from .routes import events, health
 
@@ -49,10 +50,10 @@ async def _tracker_error(_request: Request, error: Exception) -> JSONResponse:
 
 
 def worker_connection(settings: Settings, service: Callable[[], EventService]) -> BrokerConnection:
-    """The worker's broker connection; with ingest on, it consumes device messages into
-    ``service()`` (asked for when the connection starts: the service publishes through
-    this very connection, so it is made after it)."""
-    if not settings.ingest:
+    """The worker's broker connection; with ingest on in ``shared`` mode, it consumes device
+    messages into ``service()`` (asked for when the connection starts: the service
+    publishes through this very connection, so it is made after it)."""
+    if not settings.ingest or settings.ingest_mode == "leader":
         return BrokerConnection.for_worker(settings, session=Session.CLEAN)
     return BrokerConnection.for_worker(
         settings,
@@ -61,6 +62,20 @@ def worker_connection(settings: Settings, service: Callable[[], EventService]) -
         subscriptions=[ingest.SUBSCRIPTION],
         consumer=lambda connection: ingest.Ingest(service(), connection),
     )
+
+
+async def ingest_status(
+    settings: Settings, connection: BrokerConnection, service: EventService, stack: AsyncExitStack
+) -> Callable[[], str]:
+    """Starts the ``leader`` mode's election (stopped with ``stack``); returns what
+    ``/readyz`` shows of ingest: shared, leader, follower, off or ``refused: <why>``."""
+    if not settings.ingest:
+        return lambda: "off"
+    if settings.ingest_mode == "shared":
+        return lambda: connection.refusal or "shared"
+    lease = lease_for(settings.database_url, settings.state_dir, settings.ingest_client_id)
+    leader = await stack.enter_async_context(ingest.Leader(settings, service, lease))
+    return lambda: leader.status
 
 
 def create_api(
@@ -84,14 +99,20 @@ def create_api(
                 connection = worker_connection(settings, lambda: service)
                 service = EventService(accounts, connection, settings.max_data_bytes)
                 broker = await stack.enter_async_context(connection)
+                app.state.ingest_status = await ingest_status(settings, connection, service, stack)
             else:  # the caller's, started and stopped by the caller
                 broker = publisher
                 service = EventService(accounts, broker, settings.max_data_bytes)
+                app.state.ingest_status = lambda: "off"
             app.state.engine = database
             app.state.service = service
             app.state.http = HttpEvents(service, settings)
             tune_garbage_collector()
-            logger.info("tracker started (broker connected: %s)", broker.connected)
+            logger.info(
+                "tracker started (broker connected: %s, ingest: %s)",
+                broker.connected,
+                app.state.ingest_status(),
+            )
             yield
         logger.info("tracker stopped")
 

@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     account_cache_ttl: float = Field(5.0, ge=0, le=3600)
     account_cache_size: int = Field(100_000, ge=1)
     ingest: bool = Field(True, description="consume device events from ingest/<accountId>")
+    ingest_mode: Literal["shared", "leader"] = Field(
+        "shared",
+        description="shared: $share/tracker/ingest/+ on every tracker (Mosquitto, EMQX, "
+        "HiveMQ); leader: one elected tracker consumes ingest/+ (any broker, RabbitMQ 3.10)",
+    )
+    ingest_client_id: str = Field(
+        "tracker-ingest",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="leader mode: the one cluster-wide client id of the ingest session",
+    )
     fast_path: bool = Field(True, description="serve the event routes with the lean ASGI path")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     http_auth: bool = Field(

@@ -90,6 +90,7 @@ class BrokerConnection:
         subscriptions: Sequence[tuple[str, int]] = (),
         consumer: Callable[[BrokerConnection], Consumer] | None = None,
         on_close: Callable[[], None] | None = None,
+        publishing: bool = True,
     ) -> None:
         self.client_id = client_id
         self.status_topic = STATUS_TOPIC.format(client_id=client_id)
@@ -110,7 +111,8 @@ class BrokerConnection:
             on_message=self._deliver,
             max_packet=largest_packet(settings.max_data_bytes),
         )
-        self._client.stats.state_listeners.append(self._on_state)
+        if publishing:  # the broker gauges describe the connection events go through
+            self._client.stats.state_listeners.append(self._on_state)
 
     @classmethod
     def for_worker(
@@ -188,6 +190,13 @@ class BrokerConnection:
 
     def ack(self, message: Message) -> bool:
         return self._client.ack(message)
+
+    @property
+    def refusal(self) -> str:
+        """``""``, or ``refused: <why>`` once the broker refused one of the subscriptions."""
+        for topic, why in self._client.refused.items():
+            return f"refused: {topic}: {why}"
+        return ""
 
     # -- what retiring a member needs --------------------------------------------------
 

@@ -24,6 +24,7 @@ def test_readyz_is_ready_with_broker_and_database(client: TestClient) -> None:
         "broker": True,
         "broker_status": "connected",
         "database": True,
+        "ingest": "off",  # the caller's publisher: nothing consumes device messages
     }
 
 
@@ -39,6 +40,7 @@ def test_readyz_is_503_without_the_broker(client: TestClient, publisher: FakePub
         "broker": False,
         "broker_status": "unreachable: fake broker down",
         "database": True,
+        "ingest": "off",
     }
 
 

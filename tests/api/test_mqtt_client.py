@@ -231,3 +231,49 @@ def test_waiting_for_a_connection_answers_when_it_comes_or_at_the_timeout(
         return down, up
 
     assert asyncio.run(scenario()) == (False, True)
+
+
+class RefusingSubscriptions(SilentBroker):
+    """Accepts every connection and refuses its SUBSCRIBE: with a SUBACK 0x80, or (as
+    RabbitMQ does) by hanging up; stays connected otherwise."""
+
+    def __init__(self, hang_up: bool) -> None:
+        super().__init__()
+        self.hang_up = hang_up
+        self.subscribes = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)  # CONNECT
+        writer.write(bytes([0x20, 2, 0, 0]))
+        while chunk := await reader.read(65536):
+            if chunk[0] >> 4 == 8:  # SUBSCRIBE: packet id in bytes 2-3 (short packets)
+                self.subscribes += 1
+                if self.hang_up:
+                    break
+                writer.write(bytes([0x90, 3]) + chunk[2:4] + b"\x80")
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("hang_up", "reason"),
+    [(False, "SUBACK 0x80"), (True, "the broker closes the connection on SUBSCRIBE")],
+)
+def test_a_refused_subscription_is_reported_and_never_retried_while_publishing_goes_on(
+    hang_up: bool, reason: str
+) -> None:
+    broker = RefusingSubscriptions(hang_up)
+
+    async def scenario() -> None:
+        async with broker.serving() as port:
+            options = {"subscriptions": [("$share/tracker/ingest/+", 1)]}
+            async with running(make_client(port, **options)) as client:
+                await asyncio.to_thread(wait_until, lambda: client.refused, timeout=5)
+                assert client.refused == {"$share/tracker/ingest/+": reason}
+                assert await client.wait_connected(5)
+                connects = client.stats.connects
+                client.publish("track/1", b"x", qos=0)  # the connection still publishes
+                await asyncio.sleep(0.3)  # no reconnect loop: nothing to wait for
+                assert client.stats.connects == connects and client.connected
+                assert broker.subscribes == (2 if hang_up else 1)
+
+    asyncio.run(scenario())

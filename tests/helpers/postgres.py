@@ -7,7 +7,10 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from .net import free_port
 
@@ -68,3 +71,14 @@ class PostgresCluster:
         except subprocess.CalledProcessError:
             pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def throwaway_postgres() -> Iterator[PostgresCluster]:
+    """A started cluster for a fixture to yield from; skips without the server binaries."""
+    try:
+        cluster = PostgresCluster()
+    except FileNotFoundError:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+    cluster.start()
+    yield cluster
+    cluster.destroy()

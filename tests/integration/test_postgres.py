@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers.fakes import FakePublisher
-from tests.helpers.postgres import PostgresCluster
+from tests.helpers.postgres import PostgresCluster, throwaway_postgres
 from tests.helpers.waiting import wait_until
 from tracker_api.app import create_app
 from tracker_api.config import load_settings
@@ -22,13 +22,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresCluster]:
-    try:
-        cluster = PostgresCluster()
-    except FileNotFoundError:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    cluster.start()
-    yield cluster
-    cluster.destroy()
+    yield from throwaway_postgres()
 
 
 def seed(url: str, *args: str) -> str:

@@ -104,6 +104,10 @@ class MqttClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._topic_cache: dict[str, bytes] = {}
+        # Topic filters the broker refused (filter -> why), never subscribed again: a
+        # refusal repeated on every reconnect would only take the connection down in a loop.
+        self.refused: dict[str, str] = {}
+        self._unanswered_subscribes = 0
 
     # -- state -------------------------------------------------------------------------
 
@@ -252,12 +256,17 @@ class MqttClient:
                 self._connack.set_result(packet)
         elif isinstance(packet, Suback):
             self._window.release(packet.mid)
+            self._unanswered_subscribes = 0
             codes = zip(self.subscriptions, packet.codes, strict=False)
-            refused = [topic for (topic, _), code in codes if code == 0x80]
-            if refused:
-                logger.error("broker refused subscription to %s", ", ".join(refused))
+            self._refuse([topic for (topic, _), code in codes if code == 0x80], "SUBACK 0x80")
         elif isinstance(packet, Other) and packet.header != 0xD0:  # PINGRESP: heard
             logger.warning("unexpected packet type 0x%02x from broker", packet.header)
+
+    def _refuse(self, topics: list[str], reason: str) -> None:
+        if topics:
+            logger.error("broker refused subscription to %s (%s)", ", ".join(topics), reason)
+            self.refused.update(dict.fromkeys(topics, reason))
+            self.subscriptions = [s for s in self.subscriptions if s[0] not in topics]
 
     def _on_publish(self, message: Message) -> None:
         self.stats.received += 1
@@ -332,6 +341,7 @@ class MqttClient:
         decoder = Decoder(self._on_packet, self._on_puback, self.max_packet, self._on_oversize)
         link = await open_link(address, decoder, self.connect_timeout)
         self._link = link
+        subscribed: asyncio.Future[None] | None = None
         try:
             self._connack = connack = loop.create_future()
             link.write(
@@ -357,7 +367,7 @@ class MqttClient:
                 raise ConnectionRefused(answer.code)
             if self.subscriptions:
                 # SUBSCRIBE shares the packet-id space: its id is held until the SUBACK.
-                subscribed: asyncio.Future[None] = loop.create_future()
+                subscribed = loop.create_future()
                 mid = self._window.add(subscribed, timed=False)
                 link.write(encode_subscribe(mid, self.subscriptions))
             self.stats.connects += 1
@@ -373,6 +383,13 @@ class MqttClient:
                 self.on_connect()
             await self._keep_alive(link)
         finally:
+            if subscribed is not None and not subscribed.done() and link.closed.done():
+                # Some brokers (RabbitMQ) answer a SUBSCRIBE they refuse by hanging up;
+                # twice in a row is that, not a network cut that happened to fall there.
+                self._unanswered_subscribes += 1
+                if self._unanswered_subscribes >= 2:
+                    topics = [topic for topic, _ in self.subscriptions]
+                    self._refuse(topics, "the broker closes the connection on SUBSCRIBE")
             was_connected = self._connected
             link.abort()
             self._drop_link(ConnectionLost("connection to the broker lost"))

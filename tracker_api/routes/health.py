@@ -29,7 +29,10 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 @router.get("/readyz", responses=NOT_READY)
 async def readyz(request: Request) -> JSONResponse:
     """Ready when connected to the broker and the accounts database answers;
-    ``broker_status`` says why the broker is not: refused (and the reason) or unreachable."""
+    ``broker_status`` says why the broker is not: refused (and the reason) or unreachable.
+    ``ingest`` says what device ingest does here: ``shared``, ``leader``, ``follower``,
+    ``off`` or ``refused: <why>``. A refused ingest leaves the answer 200: events over HTTP
+    still work, and a balancer taking this tracker out would not bring ingest back."""
     state = request.app.state
     publisher = state.service.publisher
     broker = publisher.connected
@@ -47,6 +50,7 @@ async def readyz(request: Request) -> JSONResponse:
             # "unreachable: ..." (a broker or network to fix).
             "broker_status": publisher.broker_status,
             "database": database,
+            "ingest": state.ingest_status(),
         },
         status_code=200 if ready else 503,
         headers=None if ready else RETRY_AFTER,
