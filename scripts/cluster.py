@@ -141,7 +141,8 @@ class Postgres:
         self.pg_ctl = shutil.which("pg_ctl", path=search)
         self.root = VAR / "postgres"
         self.data = self.root / "data"
-        self.prefix: list[str] = []
+        # As root, PostgreSQL runs as `postgres`, also for a stop after a failed start.
+        self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{PG_PORT}/postgres"
 
     def run(self, *args: str) -> None:
@@ -162,7 +163,6 @@ class Postgres:
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
-            self.prefix = ["runuser", "-u", "postgres", "--"]
         if not self.data.exists():
             self.run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust")
         options = f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -k {self.root}"

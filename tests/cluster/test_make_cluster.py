@@ -170,8 +170,9 @@ def test_an_event_through_haproxy_reaches_a_node_and_ctrl_c_stops_every_process(
     password = reader_password(make_cluster.var_dir)
     with connected(last.mqtt_port, "reader", password) as reader:
         assert reader.subscribe("track/#") == 1
-        answer = httpx.get(f"http://127.0.0.1:{make_cluster.lb_port}/1?data=hello", timeout=10)
-        assert answer.status_code == 200, answer.text
+        # HAProxy takes a tracker in after its first good /readyz (within a second).
+        url = f"http://127.0.0.1:{make_cluster.lb_port}/1?data=hello"
+        wait_until(lambda: httpx.get(url, timeout=10).status_code == 200, timeout=10)
         wait_until(lambda: reader.received(), timeout=10, message="nothing delivered")
         topic, payload = reader.received()[0]
         assert topic == "track/1" and b"hello" in payload

@@ -421,3 +421,87 @@ def test_production_broker_config_boots_on_the_compose_mounts_and_passes_its_hea
 
     assert run_check("reader-secret") == 0
     assert run_check("wrong") != 0  # the healthcheck notices a broken password file
+
+
+# --- the scale-out stacks: deploy/cluster.compose.yml added to the base file ------------------
+
+CLUSTER_FILE = REPO / "deploy" / "cluster.compose.yml"
+COOKIES = {"RABBITMQ_ERLANG_COOKIE": "rabbit-cookie", "EMQX_NODE_COOKIE": "emqx-cookie"}
+
+
+def cluster_config(tmp_path: Path, profile: str, **values: str) -> Resolved:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = subprocess.run(
+        [DOCKER_COMPOSE or "docker-compose", "--env-file", str(empty)]
+        + ["-f", str(COMPOSE_FILE), "-f", str(CLUSTER_FILE), "--profile", profile, "config"],
+        cwd=REPO,
+        env=isolated_env(**values),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    config = yaml.safe_load(result.stdout) if result.returncode == 0 else None
+    return Resolved(result.returncode, config, result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("profile", "nodes", "tracker"),
+    [
+        ("cluster", ("rabbit-1", "rabbit-2", "rabbit-3"), "cluster-tracker"),
+        ("emqx", ("emqx-1", "emqx-2", "emqx-3"), "emqx-tracker"),
+    ],
+)
+def test_cluster_profiles_resolve_with_every_node_in_the_trackers_url(
+    tmp_path: Path, profile: str, nodes: tuple[str, ...], tracker: str
+) -> None:
+    resolved = cluster_config(tmp_path, profile, **SECRETS, **COOKIES)
+    assert resolved.returncode == 0, resolved.errors
+    assert resolved.config is not None
+    services = resolved.config["services"]
+    assert set(nodes) | {tracker, f"{profile}-haproxy"} <= set(services)
+    url = services[tracker]["environment"]["TRACKER_MQTT_URL"]
+    assert url == "mqtt://tracker:tracker-secret@" + ",".join(f"{n}:1883" for n in nodes)
+    assert (
+        services[tracker]["environment"]["TRACKER_DATABASE_URL"]
+        == (services["seed"]["environment"]["TRACKER_DATABASE_URL"])
+    )
+    conditions = {name: spec["condition"] for name, spec in services[tracker]["depends_on"].items()}
+    assert all(conditions[node] == "service_healthy" for node in nodes)
+    for name in (*nodes, tracker, f"{profile}-haproxy"):
+        assert services[name]["profiles"] == [profile]
+        for host_ip, _published, _target in published_ports(services[name]):
+            assert host_ip == "127.0.0.1", f"{name} publishes beyond 127.0.0.1"
+    haproxy = services[f"{profile}-haproxy"]
+    assert haproxy["environment"]["TRACKERS"] == tracker
+    for mount in mounts(haproxy) + mounts(services[nodes[0]]):
+        if mount.type == "bind":
+            assert Path(mount.source).is_file() and mount.read_only, mount
+
+
+def test_rabbitmq_nodes_mount_quorum_sessions_the_mqtt_plugin_and_one_cookie(
+    tmp_path: Path,
+) -> None:
+    resolved = cluster_config(tmp_path, "cluster", **SECRETS, **COOKIES)
+    assert resolved.config is not None
+    node = resolved.config["services"]["rabbit-1"]
+    assert node["image"].startswith("rabbitmq:3.10")
+    assert node["environment"]["RABBITMQ_ERLANG_COOKIE"] == "rabbit-cookie"
+    binds = {Path(m.target).name: Path(m.source) for m in mounts(node) if m.type == "bind"}
+    conf = binds["rabbitmq.conf"].read_text()
+    assert "mqtt.durable_queue_type = quorum" in conf
+    assert "mqtt.allow_anonymous = false" in conf
+    assert "cluster_formation.peer_discovery_backend = classic_config" in conf
+    assert "rabbitmq_mqtt" in binds["enabled_plugins"].read_text()
+
+
+@pytest.mark.parametrize(
+    ("profile", "cookie"), [("cluster", "RABBITMQ_ERLANG_COOKIE"), ("emqx", "EMQX_NODE_COOKIE")]
+)
+def test_a_missing_cluster_cookie_stops_compose_with_its_message(
+    tmp_path: Path, profile: str, cookie: str
+) -> None:
+    values = {k: v for k, v in COOKIES.items() if k != cookie}
+    resolved = cluster_config(tmp_path, profile, **SECRETS, **values)
+    assert resolved.returncode != 0
+    assert f"set {cookie}" in resolved.errors
