@@ -36,6 +36,9 @@ def haproxy_config(port: int, backends: Sequence[int], header: str) -> str:
             "    timeout server 30s",
             "    retry-on conn-failure empty-response",
             "    retries 2",
+            # Every retry on another instance: by default HAProxy retries the one that
+            # just failed, and a killed tracker then costs a 503 per request it was sent.
+            "    option redispatch 1",
             "frontend api",
             f"    bind 127.0.0.1:{port}",
             "    default_backend trackers",

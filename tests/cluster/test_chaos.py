@@ -142,14 +142,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def steady(load: Load, seconds: float = 0.5) -> None:
     """Until the load has run ``seconds`` with only 200s (what follows starts from calm)."""
-    wait_until(
-        lambda: (
-            set(load.since(time.monotonic() - seconds)) == {"200"}
-            and len(load.since(time.monotonic() - seconds)) > 5
-        ),
-        timeout=20,
-        message=f"no steady 200s: {load.since(time.monotonic() - seconds)}",
-    )
+
+    def calm() -> bool:
+        recent = load.since(time.monotonic() - seconds)
+        return set(recent) == {"200"} and recent.total() > 5  # requests, not outcome kinds
+
+    try:
+        wait_until(calm, timeout=20)
+    except AssertionError:  # say what the load saw at the deadline, not at the start
+        recent = load.since(time.monotonic() - seconds)
+        raise AssertionError(f"no steady 200s in the last {seconds} s: {recent}") from None
 
 
 def test_a_sigkilled_tracker_costs_at_most_its_in_flight_requests(stack: Stack) -> None:

@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -505,3 +506,20 @@ def test_a_missing_cluster_cookie_stops_compose_with_its_message(
     resolved = cluster_config(tmp_path, profile, **SECRETS, **values)
     assert resolved.returncode != 0
     assert f"set {cookie}" in resolved.errors
+
+
+def haproxy_section(config: str, name: str) -> list[str]:
+    lines = [line for line in config.splitlines() if not line.lstrip().startswith("#")]
+    start = lines.index(name) + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    return lines[start:end]
+
+
+def test_the_compose_load_balancer_retries_and_times_out_as_make_cluster_does() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from loadbalancer import haproxy_config
+
+    generated = haproxy_config(9000, [9001, 9002], "test")
+    compose = (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+    assert haproxy_section(compose, "defaults") == haproxy_section(generated, "defaults")
+    assert "    option redispatch 1" in haproxy_section(compose, "defaults")
