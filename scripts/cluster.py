@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +121,15 @@ def credentials() -> dict[str, str]:
     )
     say(f"created the cluster's MQTT logins in {shown(CREDENTIALS)} (mode 0600)")
     return passwords
+
+
+def ready_through(port: int) -> bool:
+    """Whether GET /readyz on ``port`` answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:  # refused, reset, or an HTTPError (503: no ready tracker yet)
+        return False
 
 
 def haproxy_config() -> Path:
@@ -228,7 +238,10 @@ class Stack:
                 **env,
                 "TRACKER_PORT": str(port),
                 "TRACKER_MQTT_URL": url,
-                "TRACKER_STATE_DIR": str(VAR / f"tracker-{i + 1}"),
+                # One state dir for all: its client id slots give each tracker its own
+                # id. RabbitMQ tracks client ids cluster-wide, and two trackers with one id
+                # would take the connection from each other, over and over.
+                "TRACKER_STATE_DIR": str(VAR / "trackers"),
                 # RabbitMQ 3.10 has no shared subscriptions ($share/...): device ingest
                 # stays off here rather than subscribe to a topic that matches nothing.
                 "TRACKER_INGEST": "false",
@@ -237,8 +250,8 @@ class Stack:
                 spawn([sys.executable, "-m", "tracker_api"], VAR / f"tracker-{i + 1}.log", instance)
             )
         for tracker, port in zip(self.trackers, tracker_ports(), strict=True):
-            if not wait_for(lambda port=port: port_open(port), tracker, 30):  # type: ignore[misc]
-                say(f"the tracker on :{port} did not start: see {shown(VAR)}/tracker-*.log")
+            if not wait_for(lambda port=port: ready_through(port), tracker, 30):  # type: ignore[misc]
+                say(f"the tracker on :{port} did not get ready: see {shown(VAR)}/tracker-*.log")
                 return 1
         haproxy = haproxy_binary()
         if haproxy is None:
@@ -249,6 +262,11 @@ class Stack:
         )
         if not wait_for(lambda: port_open(LB_PORT), self.haproxy, 10):
             say(f"HAProxy did not start: see {shown(VAR / 'haproxy.log')}")
+            return 1
+        # HAProxy listens before its first health check: until a tracker passed one, every
+        # request would get a 503, so the banner waits for a ready tracker through it.
+        if not wait_for(lambda: ready_through(LB_PORT), self.haproxy, 15):
+            say(f"no tracker became ready behind HAProxy: see {shown(VAR)}/tracker-*.log")
             return 1
         self.banner(time.monotonic() - started)
         while True:
