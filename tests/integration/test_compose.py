@@ -523,3 +523,91 @@ def test_the_compose_load_balancer_retries_and_times_out_as_make_cluster_does() 
     compose = (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text()
     assert haproxy_section(compose, "defaults") == haproxy_section(generated, "defaults")
     assert "    option redispatch 1" in haproxy_section(compose, "defaults")
+
+
+# --- the cluster stacks' logins: deploy/cluster_logins.py, run by the cluster-logins job -----
+
+LOGINS_SCRIPT = REPO / "deploy" / "cluster_logins.py"
+
+
+def run_cluster_logins(directory: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(LOGINS_SCRIPT), str(directory)],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_both_broker_stacks_boot_only_after_their_logins_were_written(tmp_path: Path) -> None:
+    for profile, nodes, logins_dir in (
+        ("cluster", ("rabbit-1", "rabbit-2", "rabbit-3"), "/etc/rabbitmq/logins"),
+        ("emqx", ("emqx-1", "emqx-2", "emqx-3"), "/opt/emqx/etc/logins"),
+    ):
+        resolved = cluster_config(tmp_path, profile, **SECRETS, **COOKIES)
+        assert resolved.config is not None, resolved.errors
+        services = resolved.config["services"]
+        job = services["cluster-logins"]
+        assert job["environment"]["MQTT_TRACKER_PASSWORD"] == SECRETS["MQTT_TRACKER_PASSWORD"]
+        assert "/deploy/cluster_logins.py" in job["command"]
+        for name in nodes:
+            node = services[name]
+            assert node["depends_on"]["cluster-logins"]["condition"] == (
+                "service_completed_successfully"
+            )
+            assert "RABBITMQ_DEFAULT_USER" not in node["environment"]
+            volume = next(m for m in mounts(node) if m.source == "cluster-logins")
+            assert volume.target == logins_dir and volume.read_only
+    rabbit_conf = (REPO / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert "load_definitions = /etc/rabbitmq/logins/rabbitmq-definitions.json" in rabbit_conf
+    emqx_conf = (REPO / "deploy" / "emqx" / "emqx.conf").read_text()
+    assert 'bootstrap_file = "/opt/emqx/etc/logins/emqx-users.csv"' in emqx_conf
+    assert 'path = "/opt/emqx/etc/logins/emqx-acl.conf"' in emqx_conf
+    assert "no_match = deny" in emqx_conf
+
+
+def test_cluster_logins_writes_each_engine_the_roles_of_make_cluster(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from tracker_api.cluster_roles import topic_regex, topics_of
+
+    done = run_cluster_logins(
+        tmp_path, **SECRETS, MQTT_EXTRA_USERS="42:device-secret 1.x:other-secret"
+    )
+    assert done.returncode == 0, done.stderr
+    definitions = json.loads((tmp_path / "rabbitmq-definitions.json").read_text())
+    assert definitions["vhosts"] == [{"name": "/"}]
+    assert [user["name"] for user in definitions["users"]] == ["tracker", "reader", "42", "1.x"]
+    rules = {rule["user"]: rule for rule in definitions["topic_permissions"]}
+    assert rules["1.x"]["read"] == topic_regex(topics_of("1.x")[1]) == r"^track\.1\.x$"
+    users = (tmp_path / "emqx-users.csv").read_text().splitlines()
+    assert users[0] == "user_id,password_hash,salt,is_superuser"
+    name, digest, salt, superuser = users[3].split(",")
+    assert (name, superuser) == ("42", "false")
+    assert digest == hashlib.sha256(("device-secret" + salt).encode()).hexdigest()
+    acl = (tmp_path / "emqx-acl.conf").read_text()
+    assert '{allow, {username, "42"}, publish, ["ingest/42"]}.' in acl
+    assert '{allow, {username, "42"}, subscribe, ["track/42"]}.' in acl
+    assert '{allow, {username, "reader"}, subscribe, ["track/#", "tracker/status/#"]}.' in acl
+    assert '"$share/+/ingest/#"' in acl
+    assert acl.rstrip().endswith("{deny, all}.")
+    assert {path.stat().st_mode & 0o777 for path in tmp_path.iterdir()} == {0o600}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MQTT_READER_PASSWORD": "r"}, "set MQTT_TRACKER_PASSWORD"),
+        ({**SECRETS, "MQTT_EXTRA_USERS": "42"}, "'42' has no password"),
+        ({**SECRETS, "MQTT_EXTRA_USERS": "a/b:pw"}, "MQTT_EXTRA_USERS: "),
+    ],
+)
+def test_cluster_logins_refuses_bad_input_and_writes_nothing(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    done = run_cluster_logins(tmp_path, **env)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
