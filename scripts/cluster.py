@@ -34,7 +34,6 @@ from foreground import (  # noqa: E402
     described,
     die_with_us,
     listening_pids,
-    port_open,
     run_in_foreground,
     stop_child,
     wait_for,
@@ -45,7 +44,7 @@ from pydantic import Field, ValidationError  # noqa: E402
 from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 
 from tracker_api import cluster as rabbit  # noqa: E402
-from tracker_api.cluster import Cluster, ClusterError, Layout, Node  # noqa: E402
+from tracker_api.cluster import Cluster, ClusterError, Layout, Node, port_open  # noqa: E402
 from tracker_api.cluster_roles import provision  # noqa: E402
 from tracker_api.config import describe  # noqa: E402
 

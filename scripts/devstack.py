@@ -37,7 +37,6 @@ from foreground import (  # noqa: E402
     described,
     die_with_us,
     listening_pids,
-    port_open,
     run_in_foreground,
     stop_child,
     stop_pid,
@@ -45,6 +44,7 @@ from foreground import (  # noqa: E402
 )
 
 from tracker_api.broker_reload import command_line, config_for, pidfile_for, running_broker  # noqa: E402
+from tracker_api.cluster import port_open  # noqa: E402
 from tracker_api.config import ConfigError, describe, load_settings  # noqa: E402
 from tracker_api.users import PasswordFile  # noqa: E402
 

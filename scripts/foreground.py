@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -81,14 +80,6 @@ def run_in_foreground(
         stack.stop()
     say("stopped")
     return code
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def listening_pids(port: int) -> list[int]:
