@@ -13,19 +13,15 @@ also get SIGTERM from the kernel if this process dies without a word (SIGKILL).
 
 from __future__ import annotations
 
-import ctypes
 import getpass
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import IO
 from urllib.parse import urlsplit
 
@@ -34,13 +30,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from foreground import (  # noqa: E402
+    announcer,
+    described,
+    die_with_us,
+    listening_pids,
+    run_in_foreground,
+    stop_child,
+    stop_pid,
+    wait_for,
+)
 
 from tracker_api.broker_reload import command_line, config_for, pidfile_for, running_broker  # noqa: E402
+from tracker_api.cluster import port_open  # noqa: E402
 from tracker_api.config import ConfigError, describe, load_settings  # noqa: E402
 from tracker_api.users import PasswordFile  # noqa: E402
 
+say = announcer("make run")
+
 USERS = ("tracker", "reader", "1")  # "1": demo device and per-account reader of account 1
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FIRST_RESTART_DELAY, MAX_RESTART_DELAY = 1.0, 30.0
 STABLE_AFTER = 30.0  # a broker up this long is healthy again: the next restart is quick
 
@@ -52,10 +62,6 @@ class DevStackSettings(BaseSettings):
 
     mqtt_port: int = Field(1883, ge=1, le=65535)
     var_dir: Path = REPO / "var"
-
-
-class Shutdown(BaseException):
-    """A stop signal arrived; unwinds whatever was running, then everything is stopped."""
 
 
 def read_settings() -> tuple[DevStackSettings, str, int]:
@@ -86,13 +92,6 @@ API_PIDFILE = VAR / "api.pid"
 
 def shown(path: Path) -> Path:
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
-
-
-def say(message: str) -> None:
-    try:
-        print(f"[make run] {message}", flush=True)
-    except OSError:  # the terminal is gone (SIGHUP): stopping matters more than saying so
-        pass
 
 
 def tool(name: str) -> str:
@@ -166,39 +165,6 @@ def broker_config() -> Path:
     return conf
 
 
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-# --- who holds a port -------------------------------------------------------------------
-
-
-def listening_pids(port: int) -> list[int]:
-    """Processes with a socket listening on ``port`` (Linux /proc; empty elsewhere)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
-                inodes.add(f"socket:[{fields[9]}]")
-    pids = []
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-        try:
-            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
-                pids.append(int(fd_dir.parent.name))
-        except OSError:  # gone, or another user's
-            continue
-    return pids
-
-
 def parent_of(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -218,10 +184,6 @@ def ours(pid: int) -> bool:
     return pid == recorded and "tracker_api" in (command_line(pid) or [])
 
 
-def described(pid: int) -> str:
-    return f"pid {pid} ({' '.join(command_line(pid) or ['?'])})"
-
-
 def free_port_or_exit(port: int, name: str, variable: str) -> None:
     """Stop a leftover of an earlier `make run` here; refuse with who holds it otherwise."""
     if not port_open(port):
@@ -237,7 +199,7 @@ def free_port_or_exit(port: int, name: str, variable: str) -> None:
                 f"checkout (pid {parent}): stop it with Ctrl-C in its terminal, or: kill {parent}"
             )
         say(f"port {port} ({name}): stopping a leftover of an earlier make run, {described(pid)}")
-        stop_process(pid)
+        stop_pid(pid, signal.SIGTERM, timeout=10.0)
     if not port_open(port):
         return
     who = ", ".join(described(pid) for pid in holders if not ours(pid)) or (
@@ -247,39 +209,6 @@ def free_port_or_exit(port: int, name: str, variable: str) -> None:
         f"[make run] port {port} ({name}) is already in use by {who}: "
         f"stop it, or choose another port with {variable}=..."
     )
-
-
-def stop_process(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``, a process that is not our child."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while command_line(pid) is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if command_line(pid) is None:
-            return
-
-
-# --- children ---------------------------------------------------------------------------
-
-
-def die_with_us() -> Callable[[], None] | None:
-    """Have the kernel SIGTERM a child when we die, even by SIGKILL (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def in_child() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-        if os.getppid() != parent:  # we died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return in_child
 
 
 def spawn(
@@ -308,33 +237,10 @@ def start_broker(config: Path) -> subprocess.Popen[bytes]:
         return spawn(args, pidfile_for(PASSWD), output=log)
 
 
-def wait_for(check: Callable[[], bool], process: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Whether ``check`` came true before ``process`` exited or ``timeout`` passed."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if process.poll() is not None or time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def ended(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}"
     return f"exited with code {returncode}"
-
-
-def stop_child(child: subprocess.Popen[bytes] | None, pidfile: Path | None = None) -> None:
-    if child is not None:
-        if child.poll() is None:
-            child.terminate()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    if pidfile is not None:
-        pidfile.unlink(missing_ok=True)
 
 
 class Stack:
@@ -420,28 +326,5 @@ class Stack:
         stop_child(self.broker, pidfile_for(PASSWD))
 
 
-def on_signal(signum: int, _frame: FrameType | None) -> None:
-    for sig in STOP_SIGNALS:  # a second Ctrl-C must not interrupt the orderly stop
-        signal.signal(sig, signal.SIG_IGN)
-    raise Shutdown(signal.Signals(signum).name)
-
-
-def main() -> int:
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, on_signal)
-    stack = Stack()
-    try:
-        code = stack.run()
-    except Shutdown as stopped:
-        say(f"{stopped} received: stopping")
-        code = 0
-    finally:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        stack.stop()
-    say("stopped")
-    return code
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_in_foreground(Stack(), say))

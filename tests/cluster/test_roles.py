@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from tests.helpers.waiting import wait_until
 from tracker_api.__main__ import cli
+from tracker_api.cluster import ctl
 from tracker_api.cluster_roles import routing_key, topic_regex
 
 from .clients import Client, connected
 from .conftest import ProvisionedCluster
 
 REFUSED = 0x80
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_routing_keys_have_dots_for_slashes_and_rules_are_escaped() -> None:
@@ -149,3 +155,32 @@ def test_cluster_users_refuses_bad_input_with_one_line(
     result = CliRunner().invoke(cli, ["cluster-users", *args, *base])
     assert result.exit_code != 0
     assert error in result.output
+
+
+def test_the_compose_logins_file_gives_real_clients_their_roles(
+    rabbit: ProvisionedCluster, tmp_path: Path
+) -> None:
+    """The definitions deploy/cluster_logins.py writes for the compose nodes, imported as
+    their boot does, with the cluster's own tracker and reader passwords."""
+    password = secrets.token_urlsafe(12)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(REPO),
+        "MQTT_TRACKER_PASSWORD": rabbit.passwords["tracker"],
+        "MQTT_READER_PASSWORD": rabbit.passwords["reader"],
+        "MQTT_EXTRA_USERS": f"77:{password}",
+    }
+    script = REPO / "deploy" / "cluster_logins.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, check=True, timeout=30)
+    definitions = tmp_path / "rabbitmq-definitions.json"
+    definitions.chmod(0o644)  # read by rabbitmqctl, which may run as another user
+    node = rabbit.layout.nodes[1]
+    ctl(rabbit.layout, node, "import_definitions", str(definitions))
+
+    port = rabbit.layout.nodes[2].mqtt_port
+    with connected(port, "77", password) as device:
+        assert device.subscribe("track/77") == 1
+    with connected(port, "77", password) as device:
+        assert device.subscribe("track/1") == REFUSED
+    with connected(port, "reader", rabbit.passwords["reader"]) as reader:
+        assert reader.subscribe("track/#") == 1

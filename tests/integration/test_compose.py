@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -421,3 +422,192 @@ def test_production_broker_config_boots_on_the_compose_mounts_and_passes_its_hea
 
     assert run_check("reader-secret") == 0
     assert run_check("wrong") != 0  # the healthcheck notices a broken password file
+
+
+# --- the scale-out stacks: deploy/cluster.compose.yml added to the base file ------------------
+
+CLUSTER_FILE = REPO / "deploy" / "cluster.compose.yml"
+COOKIES = {"RABBITMQ_ERLANG_COOKIE": "rabbit-cookie", "EMQX_NODE_COOKIE": "emqx-cookie"}
+
+
+def cluster_config(tmp_path: Path, profile: str, **values: str) -> Resolved:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = subprocess.run(
+        [DOCKER_COMPOSE or "docker-compose", "--env-file", str(empty)]
+        + ["-f", str(COMPOSE_FILE), "-f", str(CLUSTER_FILE), "--profile", profile, "config"],
+        cwd=REPO,
+        env=isolated_env(**values),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    config = yaml.safe_load(result.stdout) if result.returncode == 0 else None
+    return Resolved(result.returncode, config, result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("profile", "nodes", "tracker"),
+    [
+        ("cluster", ("rabbit-1", "rabbit-2", "rabbit-3"), "cluster-tracker"),
+        ("emqx", ("emqx-1", "emqx-2", "emqx-3"), "emqx-tracker"),
+    ],
+)
+def test_cluster_profiles_resolve_with_every_node_in_the_trackers_url(
+    tmp_path: Path, profile: str, nodes: tuple[str, ...], tracker: str
+) -> None:
+    resolved = cluster_config(tmp_path, profile, **SECRETS, **COOKIES)
+    assert resolved.returncode == 0, resolved.errors
+    assert resolved.config is not None
+    services = resolved.config["services"]
+    assert set(nodes) | {tracker, f"{profile}-haproxy"} <= set(services)
+    url = services[tracker]["environment"]["TRACKER_MQTT_URL"]
+    assert url == "mqtt://tracker:tracker-secret@" + ",".join(f"{n}:1883" for n in nodes)
+    assert (
+        services[tracker]["environment"]["TRACKER_DATABASE_URL"]
+        == (services["seed"]["environment"]["TRACKER_DATABASE_URL"])
+    )
+    conditions = {name: spec["condition"] for name, spec in services[tracker]["depends_on"].items()}
+    assert all(conditions[node] == "service_healthy" for node in nodes)
+    for name in (*nodes, tracker, f"{profile}-haproxy"):
+        assert services[name]["profiles"] == [profile]
+        for host_ip, _published, _target in published_ports(services[name]):
+            assert host_ip == "127.0.0.1", f"{name} publishes beyond 127.0.0.1"
+    haproxy = services[f"{profile}-haproxy"]
+    assert haproxy["environment"]["TRACKERS"] == tracker
+    for mount in mounts(haproxy) + mounts(services[nodes[0]]):
+        if mount.type == "bind":
+            assert Path(mount.source).is_file() and mount.read_only, mount
+
+
+def test_rabbitmq_nodes_mount_quorum_sessions_the_mqtt_plugin_and_one_cookie(
+    tmp_path: Path,
+) -> None:
+    resolved = cluster_config(tmp_path, "cluster", **SECRETS, **COOKIES)
+    assert resolved.config is not None
+    node = resolved.config["services"]["rabbit-1"]
+    assert node["image"].startswith("rabbitmq:3.10")
+    assert node["environment"]["RABBITMQ_ERLANG_COOKIE"] == "rabbit-cookie"
+    binds = {Path(m.target).name: Path(m.source) for m in mounts(node) if m.type == "bind"}
+    conf = binds["rabbitmq.conf"].read_text()
+    assert "mqtt.durable_queue_type = quorum" in conf
+    assert "mqtt.allow_anonymous = false" in conf
+    assert "cluster_formation.peer_discovery_backend = classic_config" in conf
+    assert "rabbitmq_mqtt" in binds["enabled_plugins"].read_text()
+
+
+@pytest.mark.parametrize(
+    ("profile", "cookie"), [("cluster", "RABBITMQ_ERLANG_COOKIE"), ("emqx", "EMQX_NODE_COOKIE")]
+)
+def test_a_missing_cluster_cookie_stops_compose_with_its_message(
+    tmp_path: Path, profile: str, cookie: str
+) -> None:
+    values = {k: v for k, v in COOKIES.items() if k != cookie}
+    resolved = cluster_config(tmp_path, profile, **SECRETS, **values)
+    assert resolved.returncode != 0
+    assert f"set {cookie}" in resolved.errors
+
+
+def haproxy_section(config: str, name: str) -> list[str]:
+    lines = [line for line in config.splitlines() if not line.lstrip().startswith("#")]
+    start = lines.index(name) + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    return lines[start:end]
+
+
+def test_the_compose_load_balancer_retries_and_times_out_as_make_cluster_does() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from loadbalancer import haproxy_config
+
+    generated = haproxy_config(9000, [9001, 9002], "test")
+    compose = (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+    assert haproxy_section(compose, "defaults") == haproxy_section(generated, "defaults")
+    assert "    option redispatch 1" in haproxy_section(compose, "defaults")
+
+
+# --- the cluster stacks' logins: deploy/cluster_logins.py, run by the cluster-logins job -----
+
+LOGINS_SCRIPT = REPO / "deploy" / "cluster_logins.py"
+
+
+def run_cluster_logins(directory: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(LOGINS_SCRIPT), str(directory)],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_both_broker_stacks_boot_only_after_their_logins_were_written(tmp_path: Path) -> None:
+    for profile, nodes, logins_dir in (
+        ("cluster", ("rabbit-1", "rabbit-2", "rabbit-3"), "/etc/rabbitmq/logins"),
+        ("emqx", ("emqx-1", "emqx-2", "emqx-3"), "/opt/emqx/etc/logins"),
+    ):
+        resolved = cluster_config(tmp_path, profile, **SECRETS, **COOKIES)
+        assert resolved.config is not None, resolved.errors
+        services = resolved.config["services"]
+        job = services["cluster-logins"]
+        assert job["environment"]["MQTT_TRACKER_PASSWORD"] == SECRETS["MQTT_TRACKER_PASSWORD"]
+        assert "/deploy/cluster_logins.py" in job["command"]
+        for name in nodes:
+            node = services[name]
+            assert node["depends_on"]["cluster-logins"]["condition"] == (
+                "service_completed_successfully"
+            )
+            assert "RABBITMQ_DEFAULT_USER" not in node["environment"]
+            volume = next(m for m in mounts(node) if m.source == "cluster-logins")
+            assert volume.target == logins_dir and volume.read_only
+    rabbit_conf = (REPO / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert "load_definitions = /etc/rabbitmq/logins/rabbitmq-definitions.json" in rabbit_conf
+    emqx_conf = (REPO / "deploy" / "emqx" / "emqx.conf").read_text()
+    assert 'bootstrap_file = "/opt/emqx/etc/logins/emqx-users.csv"' in emqx_conf
+    assert 'path = "/opt/emqx/etc/logins/emqx-acl.conf"' in emqx_conf
+    assert "no_match = deny" in emqx_conf
+
+
+def test_cluster_logins_writes_each_engine_the_roles_of_make_cluster(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from tracker_api.cluster_roles import topic_regex, topics_of
+
+    done = run_cluster_logins(
+        tmp_path, **SECRETS, MQTT_EXTRA_USERS="42:device-secret 1.x:other-secret"
+    )
+    assert done.returncode == 0, done.stderr
+    definitions = json.loads((tmp_path / "rabbitmq-definitions.json").read_text())
+    assert definitions["vhosts"] == [{"name": "/"}]
+    assert [user["name"] for user in definitions["users"]] == ["tracker", "reader", "42", "1.x"]
+    rules = {rule["user"]: rule for rule in definitions["topic_permissions"]}
+    assert rules["1.x"]["read"] == topic_regex(topics_of("1.x")[1]) == r"^track\.1\.x$"
+    users = (tmp_path / "emqx-users.csv").read_text().splitlines()
+    assert users[0] == "user_id,password_hash,salt,is_superuser"
+    name, digest, salt, superuser = users[3].split(",")
+    assert (name, superuser) == ("42", "false")
+    assert digest == hashlib.sha256(("device-secret" + salt).encode()).hexdigest()
+    acl = (tmp_path / "emqx-acl.conf").read_text()
+    assert '{allow, {username, "42"}, publish, ["ingest/42"]}.' in acl
+    assert '{allow, {username, "42"}, subscribe, ["track/42"]}.' in acl
+    assert '{allow, {username, "reader"}, subscribe, ["track/#", "tracker/status/#"]}.' in acl
+    assert '"$share/+/ingest/#"' in acl
+    assert acl.rstrip().endswith("{deny, all}.")
+    assert {path.stat().st_mode & 0o777 for path in tmp_path.iterdir()} == {0o600}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MQTT_READER_PASSWORD": "r"}, "set MQTT_TRACKER_PASSWORD"),
+        ({**SECRETS, "MQTT_EXTRA_USERS": "42"}, "'42' has no password"),
+        ({**SECRETS, "MQTT_EXTRA_USERS": "a/b:pw"}, "MQTT_EXTRA_USERS: "),
+    ],
+)
+def test_cluster_logins_refuses_bad_input_and_writes_nothing(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    done = run_cluster_logins(tmp_path, **env)
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []

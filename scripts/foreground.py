@@ -1,0 +1,231 @@
+"""What `make run` and `make cluster` share: a stack in the foreground until a stop signal.
+
+``run_in_foreground(stack, say)`` runs ``stack.run()`` until it returns or Ctrl-C, SIGTERM
+or SIGHUP arrives, then ``stack.stop()`` (a second signal does not interrupt the stop).
+Children are spawned in their own sessions (a Ctrl-C reaches only us) and with
+``die_with_us()``: the kernel SIGTERMs them when we die, even by SIGKILL.
+
+A server that daemonizes or is started by another tool (RabbitMQ nodes, epmd, PostgreSQL)
+is not our child and gets no such signal: ``Watchdog`` is a child that does get it and
+stops the processes named by pidfiles, in order. Run as a program, this file is that
+watchdog: ``python scripts/foreground.py PIDFILE[:SIGNAL] ...``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+
+from tracker_api.broker_reload import command_line
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STAND_DOWN = signal.SIGUSR1  # to the watchdog: we stopped everything ourselves
+WATCHDOG_STOP_TIMEOUT = 30.0
+
+
+class Shutdown(BaseException):
+    """A stop signal arrived; unwinds whatever was running, then everything is stopped."""
+
+
+class Stack(Protocol):
+    def run(self) -> int: ...
+
+    def stop(self) -> None: ...
+
+
+def announcer(prefix: str) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        try:
+            print(f"[{prefix}] {message}", flush=True)
+        except OSError:  # the terminal is gone (SIGHUP): stopping matters more than saying so
+            pass
+
+    return say
+
+
+def on_signal(signum: int, _frame: FrameType | None) -> None:
+    for sig in STOP_SIGNALS:  # a second Ctrl-C must not interrupt the orderly stop
+        signal.signal(sig, signal.SIG_IGN)
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def run_in_foreground(
+    stack: Stack, say: Callable[[str], None], failures: tuple[type[Exception], ...] = ()
+) -> int:
+    """``stack.run()`` until it ends or a stop signal; ``stack.stop()`` in every case.
+
+    ``failures``: exceptions that end the run with their message and exit code 1.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
+    try:
+        code = stack.run()
+    except Shutdown as stopped:
+        say(f"{stopped} received: stopping")
+        code = 0
+    except failures as error:
+        say(str(error))
+        code = 1
+    finally:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop()
+    say("stopped")
+    return code
+
+
+def listening_pids(port: int) -> list[int]:
+    """Processes with a socket listening on ``port`` (Linux /proc; empty elsewhere)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                pids.append(int(fd_dir.parent.name))
+        except OSError:  # gone, or another user's
+            continue
+    return pids
+
+
+def described(pid: int) -> str:
+    return f"pid {pid} ({' '.join(command_line(pid) or ['?'])})"
+
+
+def die_with_us() -> Callable[[], None] | None:
+    """Have the kernel SIGTERM a child when we die, even by SIGKILL (Linux only).
+
+    The signal follows the death of the thread that spawned the child: spawn from the
+    main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def in_child() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # we died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
+def wait_for(check: Callable[[], bool], process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether ``check`` came true before ``process`` exited or ``timeout`` passed."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop_child(child: subprocess.Popen[bytes] | None, pidfile: Path | None = None) -> None:
+    if child is not None:
+        if child.poll() is None:
+            child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    if pidfile is not None:
+        pidfile.unlink(missing_ok=True)
+
+
+# --- the watchdog -----------------------------------------------------------------------
+
+
+class Watchdog:
+    """A child that stops what the pidfiles name if we die without stopping it ourselves.
+
+    ``pidfiles``: ``(path, signal)`` in stop order; a pidfile's first line is the pid. A
+    pidfile that is gone by then names nothing to stop (its owner was stopped cleanly).
+    """
+
+    def __init__(self, pidfiles: Sequence[tuple[Path, signal.Signals]]) -> None:
+        args = [f"{path}:{sig.name}" for path, sig in pidfiles]
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, *args],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_us(),
+        )
+
+    def stand_down(self) -> None:
+        """We stopped everything: the watchdog leaves without touching anything."""
+        if self.process.poll() is None:
+            self.process.send_signal(STAND_DOWN)
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def pid_in(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop_pid(pid: int, sig: signal.Signals, timeout: float) -> None:
+    """``sig``, then SIGKILL after ``timeout``: one process that is not our child."""
+    for each, wait in ((sig, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, each)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not alive(pid):
+            return
+
+
+def watch(specs: list[str]) -> int:
+    """The watchdog's body: wait for SIGTERM (our parent died) or STAND_DOWN."""
+    pidfiles = []
+    for spec in specs:
+        path, _, name = spec.rpartition(":")
+        pidfiles.append((Path(path), signal.Signals[name]))
+    wanted = {signal.SIGTERM, STAND_DOWN}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted | {signal.SIGINT, signal.SIGHUP})
+    if signal.sigwait(wanted) == STAND_DOWN:
+        return 0
+    for path, sig in pidfiles:
+        pid = pid_in(path)
+        if pid is not None and alive(pid):
+            stop_pid(pid, sig, WATCHDOG_STOP_TIMEOUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(watch(sys.argv[1:]))

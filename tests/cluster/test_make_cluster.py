@@ -1,0 +1,209 @@
+"""`make cluster` (scripts/cluster.py) run as a person does: its own process group, its own
+var directory and ports; an event through HAProxy reaches a reader on a cluster node; Ctrl-C
+stops every process of the run, and so does a SIGKILL of the script (through its watchdog).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.helpers.net import free_port, port_open
+from tests.helpers.waiting import wait_until
+from tracker_api.cluster import Layout
+
+from .clients import connected
+
+REPO = Path(__file__).resolve().parents[2]
+BANNER = "Ctrl-C stops everything"
+
+
+def free_block(size: int, taken: set[int]) -> int:
+    """The first of ``size`` consecutive ports nothing listens on and no other block has."""
+    while True:
+        first = free_port()
+        block = set(range(first, first + size))
+        if first + size < 65535 and not block & taken and not any(map(port_open, block)):
+            taken |= block
+            return first
+
+
+@dataclass
+class MakeCluster:
+    var_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    output: Path = field(init=False)
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        taken: set[int] = set()
+        ports = {
+            "CLUSTER_PORT": free_block(3, taken),  # HAProxy, then the two trackers
+            "CLUSTER_PG_PORT": free_block(1, taken),
+            "CLUSTER_MQTT_PORT": free_block(3, taken),
+            "CLUSTER_AMQP_PORT": free_block(3, taken),
+            "CLUSTER_DIST_PORT": free_block(3, taken),
+            "CLUSTER_EPMD_PORT": free_block(1, taken),
+            "CLUSTER_CTL_PORT": free_block(11, taken),
+        }
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("TRACKER_", "MQTT_TAIL_", "CLUSTER_"))
+        }
+        self.env.update(VAR_DIR=str(self.var_dir), **{k: str(v) for k, v in ports.items()})
+        self.output = self.var_dir / "make-cluster.out"
+
+    @property
+    def lb_port(self) -> int:
+        return int(self.env["CLUSTER_PORT"])
+
+    def start(self) -> tuple[subprocess.Popen[bytes], float]:
+        """The running script and how long it took to print its banner."""
+        self.offset = self.output.stat().st_size if self.output.exists() else 0
+        started = time.monotonic()
+        with open(self.output, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, str(REPO / "scripts" / "cluster.py")],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a process group of its own, as a shell's job
+            )
+        wait_until(
+            lambda: BANNER in self.latest() or process.poll() is not None,
+            timeout=150,
+            interval=0.2,
+            message=f"no banner:\n{self.latest()}",
+        )
+        assert process.poll() is None, self.latest()
+        return process, time.monotonic() - started
+
+    def latest(self) -> str:
+        return self.output.read_text(errors="replace")[self.offset :]
+
+    def processes(self) -> list[tuple[int, str]]:
+        """Every live process of this run: its var directory in its arguments or its
+        environment, or the private epmd on its port."""
+        marker = str(self.var_dir).encode()
+        epmd = ["-port", self.env["CLUSTER_EPMD_PORT"]]
+        found = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                argv = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if int(entry.name) == os.getpid() or state == "Z" or not argv:
+                continue
+            words = [part.decode(errors="replace") for part in argv.split(b"\0") if part]
+            is_epmd = "epmd" in words[0] and " ".join(epmd) in " ".join(words)
+            if marker in argv or marker in environ or is_epmd:
+                found.append((int(entry.name), " ".join(words)[:120]))
+        return found
+
+    def kill_leftovers(self) -> None:
+        for pid, _ in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeCluster]:
+    # Not under pytest's 0700 temp root: as root, PostgreSQL runs as `postgres`, which
+    # must be able to reach its data directory.
+    var_dir = Path(tempfile.mkdtemp(prefix="make-cluster-"))
+    var_dir.chmod(0o755)
+    run = MakeCluster(var_dir)
+    try:
+        yield run
+    finally:
+        run.kill_leftovers()  # a failed test must not leave nodes burning the cores
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def test_a_var_dir_postgres_cannot_enter_is_refused_with_the_reason(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only as root does PostgreSQL run as another user")
+    run = MakeCluster(tmp_path_factory.mktemp("closed"))  # under pytest's 0700 root
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "cluster.py")],
+        env=run.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "initdb failed (as the postgres user" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert run.processes() == []
+
+
+def reader_password(var_dir: Path) -> str:
+    lines = (var_dir / "cluster" / "credentials.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines)["MQTT_TAIL_PASSWORD"]
+
+
+def test_an_event_through_haproxy_reaches_a_node_and_ctrl_c_stops_every_process(
+    make_cluster: MakeCluster,
+) -> None:
+    process, took = make_cluster.start()
+    print(f"make cluster, first start: banner after {took:.1f} s")  # noqa: T201 - the measured figure
+    try:
+        assert make_cluster.processes(), "no process of the run found: the check sees nothing"
+        last = Layout.load(make_cluster.var_dir / "cluster").nodes[-1]
+        password = reader_password(make_cluster.var_dir)
+        with connected(last.mqtt_port, "reader", password) as reader:
+            assert reader.subscribe("track/#") == 1
+            # The banner promises ready trackers behind HAProxy, each connected for good
+            # (round robin: these reach both): every request is a 200 from the first.
+            url = f"http://127.0.0.1:{make_cluster.lb_port}/1"
+            answers = [httpx.get(url, params={"data": f"hello {i}"}, timeout=10) for i in range(10)]
+            assert [answer.status_code for answer in answers] == [200] * 10, answers[-1].text
+            wait_until(lambda: len(reader.received()) == 10, timeout=10, message="not delivered")
+            topic, payload = reader.received()[0]
+            assert topic == "track/1" and b"hello 0" in payload
+    except BaseException:  # the next test starts its own run: stop this one first
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(90)
+        raise
+
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in its terminal
+    assert process.wait(90) == 0, make_cluster.latest()
+    output = make_cluster.latest()
+    assert "Traceback" not in output and output.rstrip().endswith("stopped"), output
+    assert make_cluster.processes() == []
+
+
+def test_a_sigkilled_make_cluster_leaves_nothing_running_and_restarts_in_seconds(
+    make_cluster: MakeCluster,
+) -> None:
+    process, took = make_cluster.start()  # the second start: data dirs from the first
+    print(f"make cluster, second start: banner after {took:.1f} s")  # noqa: T201 - the measured figure
+    assert "started in" in make_cluster.latest()
+    assert len(make_cluster.processes()) >= 7  # 3 nodes, epmd, PostgreSQL, 2 trackers...
+
+    process.kill()
+    process.wait(5)
+    wait_until(
+        lambda: not make_cluster.processes(),
+        timeout=60,
+        interval=0.5,
+        message=f"left running: {make_cluster.processes()}",
+    )
