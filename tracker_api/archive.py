@@ -253,7 +253,7 @@ class Archiver:
             self.database_error = ""
             now = time.time() * 1000
             for row in rows:
-                metrics.ARCHIVE_LAG.observe(max(0.0, (now - row.ts) / 1000))
+                metrics.ARCHIVE_LAG_SECONDS.observe(max(0.0, (now - row.ts) / 1000))
             metrics.ARCHIVED.inc(len(rows))
             return
 
