@@ -201,7 +201,8 @@ class Archiver:
         self.linger = linger
         self.database_error = ""  # why the last write failed, "" once one succeeds
         self._pending: list[tuple[Message, Row]] = []
-        self._full = asyncio.Event()
+        self._arrived = asyncio.Event()  # the batch has something
+        self._full = asyncio.Event()  # the batch is full, or is being drained
         self._task: asyncio.Task[None] | None = None
 
     def handle(self, message: Message) -> None:
@@ -213,6 +214,7 @@ class Archiver:
             self.acks.ack(message)  # never let it block the session
             return
         self._pending.append((message, row))
+        self._arrived.set()
         if len(self._pending) >= self.batch_size:
             self._full.set()
         if self._task is None:
@@ -221,18 +223,17 @@ class Archiver:
     async def _write(self) -> None:
         while True:
             if not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            if len(self._pending) < self.batch_size:
                 self._full.clear()
-                await self._full.wait()
-            elif len(self._pending) < self.batch_size:
-                try:
+                try:  # a moment for the batch to fill: one commit for many messages
                     await asyncio.wait_for(self._full.wait(), self.linger)
                 except TimeoutError:
                     pass
             batch = self._pending[: self.batch_size]
             await self._commit([row for _, row in batch])
             del self._pending[: len(batch)]
-            if len(self._pending) < self.batch_size:
-                self._full.clear()
             for message, _ in batch:
                 self.acks.ack(message)  # False for a copy from a lost connection: fine
 
