@@ -138,6 +138,7 @@ def test_events_sent_before_any_subscriber_are_archived_once_by_one_of_two_worke
         malformed = tracker.metric("tracker_archive_malformed_total")
         archived = tracker.metric("tracker_archived_total")
         states = {archive_state(tracker) for _ in range(20)}
+    engine.dispose()
 
     events = first["events"] + rest["events"]
     assert [e for e in events if e["eventId"] != "last"] == sent  # time order, as published
@@ -178,6 +179,8 @@ def test_an_archive_killed_mid_batch_loses_and_duplicates_nothing(
     url = f"sqlite:///{tmp_path / 'tracker.db'}"
     engine = migrated(url)
     first = start_archive(tmp_path, broker, url)
+    # Its session exists from its first connection on: events before that are no one's.
+    wait_until(lambda: "session present" in (tmp_path / "archive.log").read_text(), timeout=10)
     publisher = Publisher(broker.port)
     try:
         publisher.steady()
@@ -196,6 +199,7 @@ def test_an_archive_killed_mid_batch_loses_and_duplicates_nothing(
     finally:
         publisher.stop()
         stop(first)
+        engine.dispose()
 
 
 @pytest.fixture
@@ -231,3 +235,4 @@ def test_with_the_database_down_nothing_is_acknowledged_and_all_is_caught_up_aft
             assert count_rows(engine) == (21, 21)
     finally:
         publisher.stop()
+        engine.dispose()
