@@ -157,14 +157,14 @@ def start_archive(tmp_path: Path, broker: Mosquitto, url: str) -> subprocess.Pop
         "TRACKER_DATABASE_URL": url,
         "TRACKER_STATE_DIR": str(tmp_path / "state"),
     }
-    log = open(tmp_path / "archive.log", "ab")  # noqa: SIM115 - the process keeps it
-    return subprocess.Popen(
-        [sys.executable, "-m", "tracker_api", "archive"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(tmp_path / "archive.log", "ab") as log:  # the process keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "tracker_api", "archive"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
