@@ -25,6 +25,7 @@ from ..errors import InvalidRequest, LoginForbidden, LoginRequired, openapi_resp
 from ..http_auth import HttpAuth
 from ..ids import ACCOUNT_ID, ACCOUNT_ID_PATTERN
 from ..users import ROLES
+from .events import EVENT_EXAMPLE
 
 router = APIRouter(tags=["history"])
 
@@ -102,19 +103,15 @@ def read_query(
 
 
 QueryDep = Annotated[HistoryQuery, Depends(read_query)]
-EXAMPLE = {
-    "eventId": "019ac9a4-3b2e-7c01-9f5e-2b1d4c6a8e90",
-    "accountId": "42",
-    "timestamp": "2026-11-28T12:00:00.123Z",
-    "data": "hello",
-}
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Events in (timestamp, archive sequence) order; `next` is null once "
         "the range is exhausted. With `Accept: application/x-ndjson`, the whole range, one "
         "event per line, without a cursor",
         "content": {
-            "application/json": {"example": {"events": [EXAMPLE], "next": "MTc5NTg2NzIwMDEyMy4x"}},
+            "application/json": {
+                "example": {"events": [EVENT_EXAMPLE], "next": "MTc5NTg2NzIwMDEyMy4x"}
+            },
             NDJSON: {"schema": {"type": "string"}},
         },
     },
