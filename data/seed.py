@@ -1,4 +1,4 @@
-"""Create the accounts schema and upsert a deterministic set of demo accounts.
+"""Migrate the schema to the newest revision and upsert a deterministic set of demo accounts.
 
 Idempotent: running it again changes nothing unless the options differ. Accounts are
 named ``1`` … ``N``; every ``--inactive-every``-th one is inactive, so the demo has both.
@@ -25,7 +25,7 @@ from sqlmodel import Session, select  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tracker_api.config import ConfigError, get_settings  # noqa: E402
-from tracker_api.db import create_schema, make_engine  # noqa: E402
+from tracker_api.db import make_engine, migrate  # noqa: E402
 from tracker_api.events import check_account_id  # noqa: E402
 from tracker_api.models import Account  # noqa: E402
 
@@ -92,11 +92,11 @@ def upsert(session: Session, accounts: list[Account], chunk: int = 500) -> tuple
     help="SQLAlchemy URL [default: sqlite:///var/tracker.db]",
 )
 def main(count: int, inactive_every: int, database_url: str | None) -> None:
-    """Create the `accounts` table and upsert demo accounts."""
+    """Migrate the schema (tables `accounts`, `events`) and upsert demo accounts."""
     try:
         url = database_url or get_settings().database_url
         engine = make_engine(url)
-        create_schema(engine)
+        migrate(engine)
         accounts = demo_accounts(count, inactive_every)
         inactive = sum(not a.is_active for a in accounts)
         with Session(engine) as session:

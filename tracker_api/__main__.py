@@ -7,6 +7,7 @@ import logging
 import logging.config
 import os
 import secrets
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -14,14 +15,17 @@ from typing import Any
 
 import click
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
+from .archive import Archive
 from .broker_reload import RELOAD_HINT, reload_broker
 from .client_ids import StateDirError, safe_directory
 from .cluster_roles import cluster_users
-from .config import ConfigError, get_settings
-from .db import make_engine
+from .config import ConfigError, Settings, get_settings
+from .db import make_engine, migrate
 from .errors import InvalidRequest
 from .events import check_account_id
+from .ingest_lease import lease_for
 from .retire import RetireFailed, retire_member
 from .users import ROLES, PasswordFile, describe_role
 
@@ -103,6 +107,8 @@ def cli(ctx: click.Context) -> None:
     \b
     tracker-api                         # serve on TRACKER_HOST:TRACKER_PORT
     tracker-api users add 42            # a login for account 42 (reader and device)
+    tracker-api migrate                 # bring the database to the newest schema
+    tracker-api archive                 # the event archive on its own
     """
     if ctx.invoked_subcommand is None:
         serve()
@@ -225,16 +231,61 @@ def retire_member_command(client_id: str, quiet: float) -> None:
     \b
     tracker-api retire-member tracker-tracker-2
     """
-    try:
-        settings = get_settings()
-    except ConfigError as error:
-        raise click.ClickException(f"invalid configuration: {error}") from None
+    settings = configured()
     logging.config.dictConfig(logging_config(settings.log_level))
     try:
         handled = asyncio.run(retire_member(settings, client_id, quiet))
     except RetireFailed as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"retired {client_id}: {handled} held message(s) republished or refused")
+
+
+@cli.command("archive")
+def archive_command() -> None:
+    """Run the event archive on its own: consume track/# into the database while this
+    process holds the archive lease (several may run; one consumes, the others wait).
+    Needs TRACKER_ARCHIVE_* and the tracker's database and MQTT login.
+
+    \b
+    TRACKER_DATABASE_URL=postgresql+psycopg://db/tracker tracker-api archive
+    """
+    settings = configured()
+    logging.config.dictConfig(logging_config(settings.log_level))
+    try:
+        asyncio.run(run_archive(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+async def run_archive(settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    lease = lease_for(settings.database_url, settings.state_dir, settings.archive_client_id)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopped.set)
+    try:
+        async with Archive(settings, engine, lease):
+            await stopped.wait()
+    finally:
+        engine.dispose()
+
+
+@cli.command("migrate")
+def migrate_command() -> None:
+    """Bring the database (TRACKER_DATABASE_URL) to the newest schema; keeps its rows."""
+    settings = configured()
+    try:
+        revision = migrate(settings.database_url)
+    except SQLAlchemyError as error:
+        raise click.ClickException(f"database error: {error}") from None
+    click.echo(f"database at revision {revision}")
+
+
+def configured() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as error:
+        raise click.ClickException(f"invalid configuration: {error}") from None
 
 
 cli.add_command(cluster_users)

@@ -17,14 +17,16 @@ from starlette.types import Lifespan
 
 from . import __version__, db, ingest
 from .accounts import AccountCache, state_from_database
+from .archive import Archive
 from .config import Settings, get_settings
 from .errors import TrackerError
 from .events import EventService
 from .fastpath import TrackerApp
+from .http_auth import HttpAuth
 from .http_events import HttpEvents
 from .ingest_lease import lease_for
 from .publisher import BrokerConnection, Publisher, Session
-from .routes import events, health
+from .routes import events, health, history
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,18 @@ async def ingest_status(
     return lambda: leader.status
 
 
+async def archive_status(
+    settings: Settings, engine: Engine, stack: AsyncExitStack
+) -> Callable[[], str]:
+    """Starts the archive's competition for its lease (stopped with ``stack``); returns
+    what ``/readyz`` shows of it: leader, follower, off, behind or refused."""
+    if not settings.archive:
+        return lambda: "off"
+    lease = lease_for(settings.database_url, settings.state_dir, settings.archive_client_id)
+    archive = await stack.enter_async_context(Archive(settings, engine, lease))
+    return lambda: archive.status
+
+
 def create_api(
     settings: Settings, publisher: Publisher | None = None, engine: Engine | None = None
 ) -> FastAPI:
@@ -100,18 +114,26 @@ def create_api(
                 service = EventService(accounts, connection, settings.max_data_bytes)
                 broker = await stack.enter_async_context(connection)
                 app.state.ingest_status = await ingest_status(settings, connection, service, stack)
+                app.state.archive_status = await archive_status(settings, database, stack)
             else:  # the caller's, started and stopped by the caller
                 broker = publisher
                 service = EventService(accounts, broker, settings.max_data_bytes)
                 app.state.ingest_status = lambda: "off"
+                app.state.archive_status = lambda: "off"  # no broker of ours to read
             app.state.engine = database
+            app.state.history_auth = (
+                HttpAuth(settings.password_file, ttl=settings.http_auth_cache_ttl)
+                if settings.password_file is not None
+                else None
+            )
             app.state.service = service
             app.state.http = HttpEvents(service, settings)
             tune_garbage_collector()
             logger.info(
-                "tracker started (broker connected: %s, ingest: %s)",
+                "tracker started (broker connected: %s, ingest: %s, archive: %s)",
                 broker.connected,
                 app.state.ingest_status(),
+                app.state.archive_status(),
             )
             yield
         logger.info("tracker stopped")
@@ -136,6 +158,7 @@ def build_api(
     if cors is not None:
         api.add_middleware(CORSMiddleware, **cors)
     api.include_router(health.router)
+    api.include_router(history.router)  # before /{account_id}: "events" is no account
     api.include_router(events.router)
     return api
 

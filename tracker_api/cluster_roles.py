@@ -9,7 +9,8 @@ key, ``/`` made ``.`` (``track/1`` is ``track.1``), and keeps each session in a 
 - topic permissions on ``amq.topic``: regular expressions over routing keys, write (publish)
   and read (subscribe: the binding key, ``track.#`` for ``track/#``).
 
-    tracker   publishes track/#, tracker/status/#; reads ingest/#, tracker/status/#
+    tracker   publishes track/#, tracker/status/#; reads ingest/#, track/# (the archive),
+              tracker/status/#
     reader    reads track/#, tracker/status/#
     <account> reads track/<account>, publishes ingest/<account>
 
@@ -48,7 +49,7 @@ PUBLISH = r"^(amq\.topic|mqtt-subscription-.*)$"
 NOTHING = "^$"  # matches no routing key: an MQTT topic is never empty
 # MQTT topic filters per role, as in mqtt/acl: (publish, subscribe).
 ROLE_TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "tracker": (("track/#", "tracker/status/#"), ("ingest/#", "tracker/status/#")),
+    "tracker": (("track/#", "tracker/status/#"), ("ingest/#", "track/#", "tracker/status/#")),
     "reader": ((), ("track/#", "tracker/status/#")),
 }
 assert set(ROLE_TOPICS) == set(ROLES), "a role of mqtt/acl without rules on the cluster"

@@ -10,16 +10,18 @@ never prints.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from .durations import parse_duration
 from .mqtt import BrokerAddress
 
 ENV_PREFIX = "TRACKER_"
@@ -31,6 +33,16 @@ URL_CREDENTIALS = re.compile(r"(://[^\s:/@'\"]*):[^\s'\"]*@")
 def redact(text: str) -> str:
     """``text`` with the password of every URL in it replaced by ``***``."""
     return URL_CREDENTIALS.sub(r"\1:***@", text)
+
+
+def retention(value: object) -> object:
+    """``7d`` and the like, as ``mqtt-tail --since`` and the history API read them."""
+    if isinstance(value, str):
+        span = parse_duration(value)
+        if not span:
+            raise ValueError("must be longer than 0s")
+        return span
+    return value
 
 
 class Settings(BaseSettings):
@@ -89,6 +101,15 @@ class Settings(BaseSettings):
         0, ge=0, description="events per second per account, over all workers (0 = off)"
     )
     max_batch: int = Field(1000, ge=1, le=100_000, description="most events in one POST")
+    archive: bool = Field(True, description="keep every event in the database (history, replay)")
+    archive_retention: Annotated[timedelta, BeforeValidator(retention)] = Field(
+        timedelta(days=7), description="how long archived events are kept, e.g. 7d, 12h"
+    )
+    archive_client_id: str = Field(
+        "tracker-archive",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the one MQTT client id (persistent session) the archive consumes as",
+    )
     cors_origins: str = Field(
         "", description="comma-separated origins browsers may send events from (* = any)"
     )

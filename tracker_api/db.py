@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -49,7 +49,40 @@ def make_engine(database_url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
+    """Every table as the models say, without migrations: for throwaway databases (tests).
+    A database that is kept is brought up to date by ``migrate``."""
     SQLModel.metadata.create_all(engine)
+
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The revision whose schema is what ``create_all`` made before migrations existed.
+BASELINE = "0001_accounts"
+
+
+def migrate(target: Engine | str) -> str:
+    """Upgrade the database to the newest schema; returns its revision.
+
+    A database from before migrations (tables but no ``alembic_version``) is first
+    stamped with the revision its tables match, so its rows are kept as they are."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    engine = make_engine(target) if isinstance(target, str) else target
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            tables = set(inspect(connection).get_table_names())
+            if "alembic_version" not in tables and "accounts" in tables:
+                # "events" too: made by create_schema, already the newest shape.
+                command.stamp(config, "head" if "events" in tables else BASELINE)
+            command.upgrade(config, "head")
+        return ScriptDirectory.from_config(config).get_current_head() or ""
+    finally:
+        if isinstance(target, str):
+            engine.dispose()
 
 
 def fetch_account(engine: Engine, account_id: str) -> Account | None:

@@ -27,17 +27,16 @@ from .config import Settings
 from .errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TrackerError
 from .events import EventIds
 from .ingest_lease import Lease
+from .leased import LEASE_CHECK, LeasedConsumer
 from .limits import largest_message
 from .mqtt import Message
-from .publisher import Acknowledger, BrokerConnection, Session
+from .publisher import Acknowledger
 
 logger = logging.getLogger(__name__)
 
 INGEST_PREFIX = "ingest/"
 SUBSCRIPTION = ("$share/tracker/ingest/+", 1)
 LEADER_SUBSCRIPTION = ("ingest/+", 1)
-# Followers ask for the lease, and the leader checks it is still its own, this often.
-LEASE_CHECK = 1.0
 # Retrying while the database or the broker's acknowledgement is missing: from 0.1 s up
 # to 2 s between attempts; one warning per message, at the fifth attempt.
 RETRY_FIRST, RETRY_CAP, RETRY_WARN_AFTER = 0.1, 2.0, 5
@@ -186,13 +185,11 @@ class Ingest:
         return bool(self._tasks)
 
 
-class Leader:
-    """``leader`` mode: competes for the ingest lease; while it holds it, consumes
-    ``ingest/+`` on a connection of its own with a persistent session under the one
-    cluster-wide client id, so whoever leads next resumes the same session, unacknowledged
-    messages included. The envelopes go out through ``service`` (the process's publishing
-    connection); device messages are acknowledged on the ingest connection after their
-    envelope's PUBACK. Losing the lease closes the ingest connection at once."""
+class Leader(LeasedConsumer):
+    """``leader`` mode: while it holds the ingest lease, consumes ``ingest/+`` under the
+    one cluster-wide client id (``leased.LeasedConsumer``). The envelopes go out through
+    ``service`` (the process's publishing connection); device messages are acknowledged on
+    the ingest connection after their envelope's PUBACK."""
 
     def __init__(
         self,
@@ -201,62 +198,13 @@ class Leader:
         lease: Lease,
         check_every: float = LEASE_CHECK,
     ) -> None:
-        self.settings = settings
         self.service = service
-        self.lease = lease
-        self.check_every = check_every
-        self._connection: BrokerConnection | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def status(self) -> str:
-        """``leader``, ``follower``, or ``refused: <why>`` when the broker refuses the
-        leader's login or subscription."""
-        connection = self._connection
-        if connection is None:
-            return "follower"
-        if connection.broker_status.startswith("refused"):
-            return connection.broker_status
-        return connection.refusal or "leader"
-
-    async def __aenter__(self) -> Leader:
-        self._task = asyncio.get_running_loop().create_task(self._compete(), name="ingest-lease")
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-
-    async def _compete(self) -> None:
-        logger.info("ingest: leader mode, competing for the lease as a follower")
-        while True:
-            if await asyncio.to_thread(self.lease.try_acquire):
-                try:
-                    await self._lead()
-                finally:
-                    self.lease.release()
-            await asyncio.sleep(self.check_every)
-
-    async def _lead(self) -> None:
-        client_id = self.settings.ingest_client_id
-        logger.info("ingest: leader, consuming %s as %s", LEADER_SUBSCRIPTION[0], client_id)
-        connection = BrokerConnection(
-            self.settings,
-            client_id,
-            session=Session.PERSISTENT,
-            subscriptions=[LEADER_SUBSCRIPTION],
-            consumer=lambda acks: Ingest(self.service, acks),
-            publishing=False,
+        super().__init__(
+            settings,
+            lease,
+            name="ingest",
+            client_id=settings.ingest_client_id,
+            subscription=LEADER_SUBSCRIPTION,
+            consumer=lambda acks: Ingest(service, acks),
+            check_every=check_every,
         )
-        async with connection:
-            self._connection = connection
-            try:
-                while await asyncio.to_thread(self.lease.held):
-                    await asyncio.sleep(self.check_every)
-            finally:
-                self._connection = None
-        logger.error("ingest: lease lost, stopped consuming; competing again")

@@ -51,6 +51,17 @@ INGEST_DROPPED = Counter(
     ["reason"],
 )
 
+ARCHIVED = Counter("tracker_archived", "Events written to the archive (once each)")
+ARCHIVE_MALFORMED = Counter(
+    "tracker_archive_malformed",
+    "Messages on track/# the archive skipped: not an event envelope, or another account's",
+)
+ARCHIVE_LAG_SECONDS = Histogram(
+    "tracker_archive_lag_seconds",
+    "From an event's timestamp to the commit that archived it",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+
 
 def render() -> tuple[bytes, str]:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:

@@ -25,6 +25,7 @@ def test_readyz_is_ready_with_broker_and_database(client: TestClient) -> None:
         "broker_status": "connected",
         "database": True,
         "ingest": "off",  # the caller's publisher: nothing consumes device messages
+        "archive": "off",  # nor track/#
     }
 
 
@@ -41,6 +42,7 @@ def test_readyz_is_503_without_the_broker(client: TestClient, publisher: FakePub
         "broker_status": "unreachable: fake broker down",
         "database": True,
         "ingest": "off",
+        "archive": "off",
     }
 
 

@@ -31,8 +31,11 @@ async def readyz(request: Request) -> JSONResponse:
     """Ready when connected to the broker and the accounts database answers;
     ``broker_status`` says why the broker is not: refused (and the reason) or unreachable.
     ``ingest`` says what device ingest does here: ``shared``, ``leader``, ``follower``,
-    ``off`` or ``refused: <why>``. A refused ingest leaves the answer 200: events over HTTP
-    still work, and a balancer taking this tracker out would not bring ingest back."""
+    ``off`` or ``refused: <why>``; ``archive`` what the archive does: ``leader``
+    (consuming here), ``follower``, ``off``, ``behind: database unavailable`` (not
+    acknowledging until the database is back) or ``refused: <why>``. A refused ingest or a
+    late archive leaves the answer 200: events over HTTP still work, and a balancer taking
+    this tracker out would bring neither back."""
     state = request.app.state
     publisher = state.service.publisher
     broker = publisher.connected
@@ -51,6 +54,7 @@ async def readyz(request: Request) -> JSONResponse:
             "broker_status": publisher.broker_status,
             "database": database,
             "ingest": state.ingest_status(),
+            "archive": state.archive_status(),
         },
         status_code=200 if ready else 503,
         headers=None if ready else RETRY_AFTER,

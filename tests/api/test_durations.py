@@ -1,0 +1,69 @@
+"""The one parser of times and spans (history API, retention, ``mqtt-tail --since``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tracker_api.durations import InvalidTime, parse_duration, parse_time, parse_timestamp
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("15m", timedelta(minutes=15)),
+        ("2h", timedelta(hours=2)),
+        ("7d", timedelta(days=7)),
+        ("1w", timedelta(days=7)),
+        (" 3 h ", timedelta(hours=3)),
+    ],
+)
+def test_durations_read_as_people_type_them(text: str, span: timedelta) -> None:
+    assert parse_duration(text) == span
+    assert parse_time(text, now=NOW) == NOW - span
+
+
+@given(st.integers(min_value=0, max_value=10**6 - 1), st.sampled_from("smhdw"))
+def test_every_whole_duration_parses_back(amount: int, unit: str) -> None:
+    span = parse_duration(f"{amount}{unit}")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    assert span == timedelta(seconds=amount * seconds)
+
+
+def test_rfc3339_times_become_aware_utc() -> None:
+    assert parse_time("2026-11-28T12:00:00.123Z") == datetime(
+        2026, 11, 28, 12, 0, 0, 123000, tzinfo=UTC
+    )
+    assert parse_timestamp("2026-11-28T14:00:00+02:00") == NOW
+    assert parse_timestamp("2026-11-28t12:00:00z") == NOW
+
+
+@given(st.datetimes(timezones=st.just(timezone(timedelta(hours=-5)))))
+def test_an_isoformat_time_round_trips(moment: datetime) -> None:
+    assert parse_time(moment.isoformat()) == moment
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "15",
+        "m",
+        "-5m",
+        "1.5h",
+        "15 minutes",
+        "2026-11-28T12:00:00",
+        "2026-11-28",
+        "yesterday",
+        "2026-13-01T00:00:00Z",
+    ],
+)
+def test_anything_else_is_refused_with_an_example(text: str) -> None:
+    with pytest.raises(InvalidTime, match="expected"):
+        parse_time(text)

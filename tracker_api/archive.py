@@ -1,0 +1,332 @@
+"""The event archive: every event published on ``track/<accountId>``, kept once in the
+``events`` table for the history API and ``mqtt-tail --since``
+(docs/adr/0015-event-archive.md).
+
+One consumer at a time holds the archive lease and reads ``track/#`` on a persistent
+session under one fixed client id (``TRACKER_ARCHIVE_CLIENT_ID``), so whoever holds the
+lease next resumes the same session. Messages are written in batches and each is
+acknowledged only after its batch was committed: a crash loses nothing (the broker hands
+the unacknowledged messages over again) and duplicates nothing (the (account, eventId) key
+makes a second copy a no-op). While the database is down nothing is acknowledged, the
+broker keeps the events, and the batch is retried with backoff.
+
+The account comes from the topic, never from the payload: a message whose envelope names
+another account, or that is no envelope at all, is counted, acknowledged and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from sqlalchemy import Engine, and_, delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import metrics
+from .backoff import Backoff
+from .config import Settings
+from .durations import InvalidTime, parse_timestamp
+from .ids import ACCOUNT_ID
+from .ingest_lease import Lease
+from .leased import LeasedConsumer
+from .models import ArchivedEvent
+from .mqtt import Message
+from .publisher import Acknowledger
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIPTION = ("track/#", 1)
+TOPIC_PREFIX = "track/"
+# A batch is written when it holds this many messages, or this long after its first.
+BATCH_SIZE, BATCH_LINGER = 500, 0.05
+# Retrying a batch while the database is down: 0.2 s doubling up to 5 s.
+RETRY_FIRST, RETRY_CAP = 0.2, 5.0
+# Retention deletes this many rows per transaction, so writers never wait long.
+RETENTION_BATCH, RETENTION_EVERY = 1000, 60.0
+EVENTS = ArchivedEvent.__table__  # type: ignore[attr-defined]
+
+
+class Malformed(ValueError):
+    """A message on ``track/#`` that is not an event of the topic's account."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    account_id: str
+    event_id: str
+    ts: int  # epoch milliseconds
+    envelope: str
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def parse(topic: str, payload: bytes) -> Row:
+    """The row of a ``track/<accountId>`` message; ``Malformed`` when it is none."""
+    account_id = topic.removeprefix(TOPIC_PREFIX)
+    if not topic.startswith(TOPIC_PREFIX) or not ACCOUNT_ID.fullmatch(account_id):
+        raise Malformed(f"not an account topic: {topic!r}")
+    try:
+        envelope = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise Malformed("not JSON") from None
+    if not isinstance(envelope, dict):
+        raise Malformed("not a JSON object")
+    event_id, timestamp = envelope.get("eventId"), envelope.get("timestamp")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 128:
+        raise Malformed("no eventId")
+    if envelope.get("accountId") != account_id:
+        raise Malformed(f"accountId is not the topic's ({account_id})")
+    if not isinstance(timestamp, str):
+        raise Malformed("no timestamp")
+    try:
+        ts = to_ms(parse_timestamp(timestamp))
+    except InvalidTime:
+        raise Malformed("timestamp is not RFC 3339") from None
+    return Row(account_id, event_id, ts, payload.decode())
+
+
+# -- the table ---------------------------------------------------------------------------
+
+
+def insert(engine: Engine, rows: Sequence[Row]) -> None:
+    """Write ``rows`` in one transaction; a row already there (same account and eventId)
+    is left as it is."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(EVENTS).on_conflict_do_nothing(
+        index_elements=["account_id", "event_id"]
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            statement,
+            [
+                {
+                    "account_id": r.account_id,
+                    "event_id": r.event_id,
+                    "ts": r.ts,
+                    "envelope": r.envelope,
+                }
+                for r in rows
+            ],
+        )
+
+
+def delete_before(engine: Engine, cutoff_ms: int, limit: int = RETENTION_BATCH) -> int:
+    """Delete at most ``limit`` of the oldest events before ``cutoff_ms``; how many."""
+    oldest = select(EVENTS.c.seq).where(EVENTS.c.ts < cutoff_ms).order_by(EVENTS.c.ts).limit(limit)
+    with engine.begin() as connection:
+        result = connection.execute(delete(EVENTS).where(EVENTS.c.seq.in_(oldest)))
+        return int(result.rowcount)
+
+
+def expire(engine: Engine, retention: timedelta, now: datetime | None = None) -> int:
+    """Delete every event older than ``retention``, a small transaction at a time."""
+    cutoff = to_ms((now or datetime.now(UTC)) - retention)
+    total = 0
+    while (deleted := delete_before(engine, cutoff)) > 0:
+        total += deleted
+        if deleted < RETENTION_BATCH:
+            break
+    return total
+
+
+Cursor = tuple[int, int]  # (ts, seq) of the last event of a page
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    return base64.urlsafe_b64encode(f"{cursor[0]}.{cursor[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    """``ValueError`` for anything ``encode_cursor`` did not make."""
+    try:
+        decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        ts, seq = decoded.split(".")
+        return int(ts), int(seq)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor of this API") from None
+
+
+def page(
+    engine: Engine,
+    accounts: Sequence[str] | None,
+    since_ms: int,
+    until_ms: int,
+    after: Cursor | None,
+    limit: int,
+) -> list[tuple[str, Cursor]]:
+    """Up to ``limit`` envelopes in [since, until] (all accounts when ``accounts`` is
+    None), in (timestamp, sequence) order, after ``after``; each with its cursor."""
+    columns = EVENTS.c
+    query = select(columns.envelope, columns.ts, columns.seq).where(
+        columns.ts >= since_ms, columns.ts <= until_ms
+    )
+    if accounts is not None:
+        query = query.where(columns.account_id.in_(accounts))
+    if after is not None:
+        # Spelled out rather than a row comparison, which SQLite plans as a scan.
+        query = query.where(
+            or_(columns.ts > after[0], and_(columns.ts == after[0], columns.seq > after[1]))
+        )
+    query = query.order_by(columns.ts, columns.seq).limit(limit)
+    with engine.connect() as connection:
+        return [(envelope, (ts, seq)) for envelope, ts, seq in connection.execute(query)]
+
+
+# -- the consumer ------------------------------------------------------------------------
+
+
+class Archiver:
+    """Consumes ``track/#`` messages into the table in batches (``publisher.Consumer``)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        acks: Acknowledger,
+        batch_size: int = BATCH_SIZE,
+        linger: float = BATCH_LINGER,
+    ) -> None:
+        self.engine = engine
+        self.acks = acks
+        self.batch_size = batch_size
+        self.linger = linger
+        self.database_error = ""  # why the last write failed, "" once one succeeds
+        self._pending: list[tuple[Message, Row]] = []
+        self._arrived = asyncio.Event()  # the batch has something
+        self._full = asyncio.Event()  # the batch is full, or is being drained
+        self._task: asyncio.Task[None] | None = None
+
+    def handle(self, message: Message) -> None:
+        try:
+            row = parse(message.topic, message.payload)
+        except Malformed as error:
+            metrics.ARCHIVE_MALFORMED.inc()
+            logger.warning("archive: skipped a message on %s: %s", message.topic, error)
+            self.acks.ack(message)  # never let it block the session
+            return
+        self._pending.append((message, row))
+        self._arrived.set()
+        if len(self._pending) >= self.batch_size:
+            self._full.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._write(), name="archive")
+
+    async def _write(self) -> None:
+        while True:
+            if not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            if len(self._pending) < self.batch_size:
+                self._full.clear()
+                try:  # a moment for the batch to fill: one commit for many messages
+                    await asyncio.wait_for(self._full.wait(), self.linger)
+                except TimeoutError:
+                    pass
+            batch = self._pending[: self.batch_size]
+            await self._commit([row for _, row in batch])
+            del self._pending[: len(batch)]
+            for message, _ in batch:
+                self.acks.ack(message)  # False for a copy from a lost connection: fine
+
+    async def _commit(self, rows: list[Row]) -> None:
+        backoff = Backoff(RETRY_FIRST, RETRY_CAP)
+        while True:
+            try:
+                await asyncio.to_thread(insert, self.engine, rows)
+            except SQLAlchemyError as error:
+                reason = (str(getattr(error, "orig", None) or error).splitlines() or ["?"])[0]
+                if reason != self.database_error:
+                    logger.warning("archive: database unavailable, not acknowledging: %s", reason)
+                self.database_error = reason
+                await asyncio.sleep(backoff.next())
+                continue
+            if self.database_error:
+                logger.info("archive: database back, catching up")
+            self.database_error = ""
+            now = time.time() * 1000
+            for row in rows:
+                metrics.ARCHIVE_LAG_SECONDS.observe(max(0.0, (now - row.ts) / 1000))
+            metrics.ARCHIVED.inc(len(rows))
+            return
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    async def drain(self, timeout: float) -> None:
+        """Let the batch in hand be committed (and acknowledged), then stop writing."""
+        deadline = time.monotonic() + timeout
+        while self._pending and not self.database_error and time.monotonic() < deadline:
+            self._full.set()
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+class Archive(LeasedConsumer):
+    """Holds the archive lease, consumes ``track/#`` while it does, and expires old
+    events every ``RETENTION_EVERY`` seconds. ``status`` is what ``/readyz`` shows:
+    ``leader``, ``follower``, ``behind: database unavailable`` or ``refused: <why>``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        lease: Lease,
+        check_every: float = 1.0,
+        retention_every: float = RETENTION_EVERY,
+    ) -> None:
+        self.engine = engine
+        self.retention = settings.archive_retention
+        self.retention_every = retention_every
+        self.archiver: Archiver | None = None
+        super().__init__(
+            settings,
+            lease,
+            name="archive",
+            client_id=settings.archive_client_id,
+            subscription=SUBSCRIPTION,
+            consumer=self._consumer,
+            check_every=check_every,
+        )
+
+    def _consumer(self, acks: Acknowledger) -> Archiver:
+        self.archiver = Archiver(self.engine, acks)
+        return self.archiver
+
+    @property
+    def status(self) -> str:
+        status = super().status
+        if status == "leader" and self.archiver is not None and self.archiver.database_error:
+            return "behind: database unavailable"
+        return status
+
+    async def while_leading(self) -> None:
+        next_expiry = 0.0
+        while await asyncio.to_thread(self.lease.held):
+            if time.monotonic() >= next_expiry:
+                next_expiry = time.monotonic() + self.retention_every
+                await self._expire()
+            await asyncio.sleep(self.check_every)
+
+    async def _expire(self) -> None:
+        try:
+            deleted = await asyncio.to_thread(expire, self.engine, self.retention)
+        except SQLAlchemyError as error:
+            logger.warning("archive: retention skipped, database unavailable: %s", error)
+            return
+        if deleted:
+            logger.info("archive: deleted %d event(s) older than %s", deleted, self.retention)
