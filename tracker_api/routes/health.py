@@ -29,7 +29,8 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 @router.get("/readyz", responses=NOT_READY)
 async def readyz(request: Request) -> JSONResponse:
     """Ready when connected to the broker and the accounts database answers;
-    ``broker_status`` says why the broker is not: refused (and the reason) or unreachable."""
+    ``broker_status`` names the broker node connected to (``connected to <host>:<port>``),
+    or says why there is none: refused (and the reason) or unreachable."""
     state = request.app.state
     publisher = state.service.publisher
     broker = publisher.connected
