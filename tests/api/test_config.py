@@ -56,9 +56,7 @@ def test_a_cluster_is_a_list_of_hosts_sharing_one_scheme_and_login() -> None:
     brokers = load_settings(mqtt_url=url).brokers
 
     assert [(b.host, b.port) for b in brokers] == [("h1", 1884), ("h2", 8883), ("::1", 1886)]
-    assert {(b.tls, b.username, b.password) for b in brokers} == {
-        (True, "tracker", "pa,ss,word")
-    }
+    assert {(b.tls, b.username, b.password) for b in brokers} == {(True, "tracker", "pa,ss,word")}
 
 
 @pytest.mark.parametrize(

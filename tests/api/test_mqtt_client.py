@@ -264,9 +264,7 @@ def test_a_refusing_and_an_unreachable_node_are_passed_over_at_once(broker: Mosq
     asyncio.run(scenario())
 
 
-def test_losing_the_node_moves_to_the_next_at_once(
-    broker: Mosquitto, tmp_path: Path
-) -> None:
+def test_losing_the_node_moves_to_the_next_at_once(broker: Mosquitto, tmp_path: Path) -> None:
     other = Mosquitto(tmp_path / "other")
     other.start()
     by_port = {broker.port: broker, other.port: other}
