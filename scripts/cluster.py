@@ -4,7 +4,7 @@
    var/cluster/, with the roles of mqtt/acl and local credentials (first run: random
    passwords in var/cluster/credentials.env, 0600);
 2. a throwaway PostgreSQL under var/cluster/postgres (port 5442), seeded (idempotent);
-3. two trackers (ports 9001 and 9002), each on its own broker node;
+3. two trackers (ports 9001 and 9002), each given every broker node (failing over);
 4. HAProxy on 127.0.0.1:9000 in front of them, checking GET /readyz.
 
 Ctrl-C, SIGTERM and SIGHUP stop HAProxy, the trackers, the cluster, then PostgreSQL. Every
@@ -229,10 +229,10 @@ class Stack:
         provision(self.layout, self.layout.nodes[0], passwords)
         nodes = ", ".join(f"{node.short} :{node.mqtt_port}" for node in self.layout.nodes)
         say(f"RabbitMQ cluster up: {nodes}")
-        # One broker node per tracker: the list of nodes each one is given is set here.
+        # Every tracker gets every node: each starts at its own (by pid) and fails over.
+        hosts = ",".join(f"127.0.0.1:{node.mqtt_port}" for node in self.layout.nodes)
+        url = f"mqtt://tracker:{passwords['tracker']}@{hosts}"
         for i, port in enumerate(tracker_ports()):
-            node = self.layout.nodes[i % len(self.layout.nodes)]
-            url = f"mqtt://tracker:{passwords['tracker']}@127.0.0.1:{node.mqtt_port}"
             instance = {
                 **env,
                 "TRACKER_PORT": str(port),

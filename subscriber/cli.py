@@ -21,6 +21,7 @@ from click.core import ParameterSource
 from rich.console import Console
 
 from tracker_api.ids import ACCOUNT_ID
+from tracker_api.mqtt.nodes import parse_hosts
 
 from .aggregate import Aggregator
 from .dedup import DEFAULT_CAPACITY, Deduplicator
@@ -48,15 +49,39 @@ class RefusedError(click.ClickException):
     exit_code = EXIT_REFUSED
 
 
+class HostType(click.ParamType[str, str]):
+    """``host[:port]``; a comma-separated list in the environment variable."""
+
+    name = "host[:port]"
+    envvar_list_splitter = ","
+
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return str(value)
+
+
+HOST = HostType()
+
+
 def connection_options(command: F) -> F:
     """Where the broker is and who we are."""
     for option in reversed(
         [
-            click.option("--host", default="127.0.0.1", show_default=True, help="Broker host."),
+            click.option(
+                "--host",
+                "hosts",
+                envvar="MQTT_TAIL_HOST",
+                type=HOST,
+                multiple=True,
+                default=["127.0.0.1"],
+                show_default=True,
+                help="Broker host[:port]; repeat it for the nodes of a cluster (or list them "
+                "comma-separated in MQTT_TAIL_HOST): on failure the next one is tried and "
+                "the session resumes on whichever answers.",
+            ),
             click.option(
                 "--port",
                 type=click.IntRange(1, 65535),
-                help="Broker port  [default: 1883, 8883 with --tls]",
+                help="Port of the hosts given without one  [default: 1883, 8883 with --tls]",
             ),
             click.option("--username", help="MQTT username."),
             click.option(
@@ -176,7 +201,7 @@ def output_options(command: F) -> F:
 @output_options
 def tail(
     *,
-    host: str,
+    hosts: tuple[str, ...],
     port: int | None,
     username: str | None,
     password: str | None,
@@ -206,6 +231,7 @@ def tail(
       mqtt-tail --account 42
       mqtt-tail --json | jq .data
       mqtt-tail --aggregate --window 5
+      mqtt-tail --host 127.0.0.1:1884 --host 127.0.0.1:1885 --host 127.0.0.1:1886
     """
     with _stderr_logging(quiet=quiet):
         ctx = click.get_current_context()
@@ -224,9 +250,13 @@ def tail(
             client_id = default_client_id(watched)
             logger.info("client id %s (set --client-id to choose one)", client_id)
         tls = tls or cafile is not None
+        listed = ",".join(hosts)
+        try:
+            nodes = parse_hosts(listed, port or (8883 if tls else 1883))
+        except ValueError as error:
+            raise click.BadParameter(f"{listed!r} {error}", param_hint="--host") from None
         options = ConnectOptions(
-            host=host,
-            port=port or (8883 if tls else 1883),
+            nodes=nodes,
             client_id=client_id,
             topics=[f"track/{account}" for account in watched],
             clean=clean,

@@ -1,4 +1,5 @@
-"""The MQTT side of mqtt-tail: connect, resubscribe, reconnect forever, acknowledge late.
+"""The MQTT side of mqtt-tail: connect, resubscribe, reconnect forever (to the next node
+of a cluster when one fails, ``Rotation``), acknowledge late.
 
 One thread drives paho's public primitives (``socket``, ``want_write``, ``loop_read``,
 ``loop_write``, ``loop_misc``) from our own loop rather than ``loop_forever``, because the
@@ -28,6 +29,8 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
+
+from tracker_api.mqtt.nodes import Rotation
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +75,9 @@ class Handler(Protocol):
 
 @dataclass(frozen=True)
 class ConnectOptions:
-    host: str = "127.0.0.1"
-    port: int = 1883
+    # The broker, or the nodes of one cluster in the order they are tried: whichever
+    # answers resumes the session (the cluster keeps it, not the node).
+    nodes: Sequence[tuple[str, int]] = (("127.0.0.1", 1883),)
     client_id: str = "mqtt-tail"
     topics: Sequence[str] = ("track/+",)
     clean: bool = False
@@ -117,14 +121,16 @@ class Session:
     def __init__(self, options: ConnectOptions, handler: Handler) -> None:
         self.options = options
         self.handler = handler
-        self.backoff = Backoff(options.reconnect_min, options.reconnect_max)
+        self.rotation = Rotation(
+            options.nodes, Backoff(options.reconnect_min, options.reconnect_max)
+        )
         self.connected = False
         self.subscribed = False
         self.connections = 0
         self._wipe = options.clean
         self._refused: Refused | None = None
         self._pending: list[int] = []
-        self._reported_down = False
+        self._reported_down: set[tuple[str, int]] = set()
         self._received = 0
         # paho's disconnect reason for a dropped connection is "Unspecified error"; the
         # exception it logs just before says what happened.
@@ -154,7 +160,6 @@ class Session:
         # one at once; our loop writes them together (see module docstring).
         client.on_socket_register_write = _ignore
         client.enable_logger(self._paho_log)
-        client.connect_async(options.host, options.port, options.keepalive)
         return client
 
     # -- paho callbacks (run inside our loop, on our thread) ---------------------------
@@ -174,9 +179,9 @@ class Session:
             else:
                 logger.warning("connection refused by the broker: %s; retrying", reason)
             return
-        self.backoff.reset()
-        self._reported_down = False
-        where = f"{self.options.host}:{self.options.port}"
+        self.rotation.connected()
+        self._reported_down.clear()
+        where = self._where()
         if self._wipe:
             logger.info("connected to %s; discarding the stored session (--clean)", where)
             client.disconnect()
@@ -265,7 +270,7 @@ class Session:
                     continue
                 if self._connect():
                     continue
-                delay = self.backoff.next()
+                delay = self.rotation.failed()
                 next_attempt = time.monotonic() + delay
                 logger.debug("next connection attempt in %.1f s", delay)
                 continue
@@ -277,18 +282,25 @@ class Session:
                     self._client = self._new_client(clean=False)
                     next_attempt = 0.0
                 else:
-                    next_attempt = time.monotonic() + self.backoff.next()
+                    next_attempt = time.monotonic() + self.rotation.failed()
         self._shutdown()
 
+    def _where(self) -> str:
+        host, port = self.rotation.current
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def _connect(self) -> bool:
-        where = f"{self.options.host}:{self.options.port}"
+        node = self.rotation.current
+        self._client.connect_async(*node, self.options.keepalive)  # sets the node only
         self._last_error.error = None
         try:
             self._client.reconnect()
         except (OSError, ssl.SSLError) as error:
-            if not self._reported_down:
-                logger.warning("broker %s unreachable (%s); retrying", where, _reason(error))
-                self._reported_down = True
+            if node not in self._reported_down:  # once per node until connected again
+                logger.warning(
+                    "broker %s unreachable (%s); retrying", self._where(), _reason(error)
+                )
+                self._reported_down.add(node)
             return False
         return True
 

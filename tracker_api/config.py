@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .durations import parse_duration
 from .mqtt import BrokerAddress
+from .mqtt.nodes import parse_hosts
 
 ENV_PREFIX = "TRACKER_"
 # "scheme://user:password@": the password runs to the last "@" of the URL, since an
@@ -54,7 +55,9 @@ class Settings(BaseSettings):
         "sqlite:///var/tracker.db", description="SQLAlchemy URL of the accounts database"
     )
     mqtt_url: str = Field(
-        "mqtt://127.0.0.1:1883", description="mqtt:// or mqtts://, optional user:password@"
+        "mqtt://127.0.0.1:1883",
+        description="mqtt:// or mqtts://, optional user:password@; the nodes of one cluster "
+        "as a list of hosts: mqtt://user:password@h1:1884,h2:1885",
     )
     mqtt_cafile: Path | None = Field(None, description="CA bundle for mqtts://")
     mqtt_keepalive: int = Field(15, ge=2, le=3600)
@@ -116,7 +119,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:
-        self.broker  # noqa: B018 - parse now so a bad URL fails at start
+        self.brokers  # noqa: B018 - parse now so a bad URL fails at start
         if self.client_id and self.workers > 1:
             raise ValueError("TRACKER_CLIENT_ID needs TRACKER_WORKERS=1: client ids must be unique")
         self._check_database_url()
@@ -149,27 +152,47 @@ class Settings(BaseSettings):
             ) from None
 
     @property
-    def broker(self) -> BrokerAddress:
+    def brokers(self) -> tuple[BrokerAddress, ...]:
+        """The broker, or the nodes of one cluster: one scheme and login for all of them,
+        ``mqtt://user:password@h1:1884,h2:1885`` (a list of full URLs is refused)."""
         url = urlsplit(self.mqtt_url)
         if url.scheme not in ("mqtt", "mqtts"):
             raise ValueError(
                 f"TRACKER_MQTT_URL must start with mqtt:// or mqtts://, got {url.scheme!r}"
             )
-        try:
-            port = url.port
-        except ValueError:
-            raise ValueError("TRACKER_MQTT_URL has an invalid port") from None
-        if not url.hostname:
-            raise ValueError("TRACKER_MQTT_URL has no host")
+        if self.mqtt_url.count("://") > 1:
+            raise ValueError(
+                "TRACKER_MQTT_URL: list the nodes of a cluster as hosts of one URL, "
+                "e.g. mqtt://h1:1884,h2:1885 with the login once, before the first host"
+            )
+        # The login ends at the last "@": a password may hold "," or "@" unencoded.
+        login, _, hosts = url.netloc.rpartition("@")
+        credentials = urlsplit(f"//{login}@host") if login else None
         tls = url.scheme == "mqtts"
-        return BrokerAddress(
-            host=url.hostname,
-            port=port or (8883 if tls else 1883),
-            tls=tls,
-            username=unquote(url.username) if url.username else None,
-            password=unquote(url.password) if url.password else None,
-            cafile=str(self.mqtt_cafile) if self.mqtt_cafile else None,
+        try:
+            nodes = parse_hosts(hosts, 8883 if tls else 1883)
+        except ValueError as error:
+            raise ValueError(f"TRACKER_MQTT_URL {error}") from None
+        return tuple(
+            BrokerAddress(
+                host=host,
+                port=port,
+                tls=tls,
+                username=unquote(credentials.username)
+                if credentials and credentials.username
+                else None,
+                password=unquote(credentials.password)
+                if credentials and credentials.password
+                else None,
+                cafile=str(self.mqtt_cafile) if self.mqtt_cafile else None,
+            )
+            for host, port in nodes
         )
+
+    @property
+    def broker(self) -> BrokerAddress:
+        """The first of ``brokers``, for tools that talk to one node."""
+        return self.brokers[0]
 
 
 class ConfigError(Exception):

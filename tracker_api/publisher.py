@@ -99,7 +99,7 @@ class BrokerConnection:
         self._consumer: Consumer | None = None
         self._on_close = on_close
         self._client = MqttClient(
-            settings.broker,
+            settings.brokers,
             client_id,
             keepalive=settings.mqtt_keepalive,
             will=Will(self.status_topic, b"offline", qos=1, retain=True),

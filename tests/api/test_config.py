@@ -50,9 +50,22 @@ def test_broker_url_is_parsed(url: str, expected: tuple[object, ...]) -> None:
     assert (broker.host, broker.port, broker.tls, broker.username, broker.password) == expected
 
 
+def test_a_cluster_is_a_list_of_hosts_sharing_one_scheme_and_login() -> None:
+    url = "mqtts://tracker:pa%2Css,word@h1:1884,h2,[::1]:1886"
+
+    brokers = load_settings(mqtt_url=url).brokers
+
+    assert [(b.host, b.port) for b in brokers] == [("h1", 1884), ("h2", 8883), ("::1", 1886)]
+    assert {(b.tls, b.username, b.password) for b in brokers} == {(True, "tracker", "pa,ss,word")}
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        ({"mqtt_url": "mqtt://h1:1884,,h3"}, "TRACKER_MQTT_URL has no host (host 2 of 3)"),
+        ({"mqtt_url": "mqtt://h1,h2:x"}, "TRACKER_MQTT_URL has an invalid port (host 2 of 2)"),
+        ({"mqtt_url": "mqtt://h1:1883,h1"}, "TRACKER_MQTT_URL lists a node twice (host 2 of 2)"),
+        ({"mqtt_url": "mqtt://h1,mqtt://h2"}, "list the nodes of a cluster as hosts of one URL"),
         ({"port": 70000}, "TRACKER_PORT: Input should be less than or equal to 65535"),
         ({"workers": 0}, "TRACKER_WORKERS: Input should be greater than or equal to 1"),
         ({"mqtt_url": "http://x"}, "TRACKER_MQTT_URL must start with mqtt:// or mqtts://"),
@@ -71,6 +84,7 @@ def test_invalid_values_fail_with_one_readable_line(
         load_settings(**overrides)
 
     assert message in str(error.value)
+    assert "***" not in str(error.value)
     assert "\n" not in str(error.value)
 
 

@@ -8,10 +8,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.helpers.broker import Mosquitto
+from tests.helpers.net import free_port
 from tests.helpers.silent_broker import SilentBroker
 from tests.helpers.waiting import wait_until
 from tracker_api.mqtt import (
@@ -24,6 +28,7 @@ from tracker_api.mqtt import (
     NotConnected,
 )
 from tracker_api.mqtt.codec import encode_publish
+from tracker_api.mqtt.nodes import Rotation
 
 
 @asynccontextmanager
@@ -277,3 +282,96 @@ def test_a_refused_subscription_is_reported_and_never_retried_while_publishing_g
                 assert broker.subscribes == (2 if hang_up else 1)
 
     asyncio.run(scenario())
+
+
+# -- several nodes of one cluster ------------------------------------------------------
+
+SLOW_BACKOFF = (5.0, 5.0)
+"""Any wait between nodes would take 2.5 s or more: answers within 2 s prove none."""
+
+
+def nodes(*ports: int) -> list[BrokerAddress]:
+    return [BrokerAddress(port=port) for port in ports]
+
+
+def test_a_refusing_and_an_unreachable_node_are_passed_over_at_once(broker: Mosquitto) -> None:
+    refusing = SilentBroker(connack_code=3)
+
+    async def scenario() -> None:
+        async with refusing.serving() as refusing_port:
+            client = MqttClient(
+                nodes(refusing_port, free_port(), broker.port), "c", backoff=SLOW_BACKOFF
+            )
+            async with running(client, connect=False):
+                assert await client.wait_connected(2.0), client.status
+                assert client.status == f"connected to 127.0.0.1:{broker.port}"
+                await asyncio.wait_for(client.publish("track/1", b"x"), 2)
+
+    asyncio.run(scenario())
+
+
+def test_losing_the_node_moves_to_the_next_at_once(broker: Mosquitto, tmp_path: Path) -> None:
+    other = Mosquitto(tmp_path / "other")
+    other.start()
+    by_port = {broker.port: broker, other.port: other}
+
+    async def scenario() -> None:
+        client = MqttClient(nodes(broker.port, other.port), "c", backoff=SLOW_BACKOFF)
+        async with running(client):
+            first = client.address.port
+            by_port[first].kill()
+            await asyncio.to_thread(wait_until, lambda: client.stats.connects == 2, timeout=2)
+            survivor = next(port for port in by_port if port != first)
+            assert client.status == f"connected to 127.0.0.1:{survivor}"
+            assert client.stats.disconnects == 1
+            await asyncio.wait_for(client.publish("track/1", b"y"), 2)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        other.kill()
+
+
+class CountingPacing:
+    def __init__(self) -> None:
+        self.waits = 0
+
+    def next(self) -> float:
+        self.waits += 1
+        return float(self.waits)
+
+    def reset(self) -> None:
+        self.waits = 0
+
+
+@given(
+    size=st.integers(1, 5),
+    start=st.integers(0, 1000),
+    outcomes=st.lists(st.booleans(), max_size=40),
+)
+def test_a_rotation_waits_only_after_every_node_failed_in_a_row(
+    size: int, start: int, outcomes: list[bool]
+) -> None:
+    pacing = CountingPacing()
+    rotation = Rotation(list(range(size)), pacing, start=start)
+    failed_in_a_row = 0
+    for connected in outcomes:
+        before = rotation.current
+        if connected:
+            rotation.connected()
+            failed_in_a_row = 0
+            assert (rotation.current, pacing.waits) == (before, 0)
+            continue
+        waits = pacing.waits
+        delay = rotation.failed()
+        failed_in_a_row += 1
+        assert rotation.current == (before + 1) % size  # always the next node
+        if failed_in_a_row % size:
+            assert delay == 0 and pacing.waits == waits
+        else:  # a whole round failed: the pacing decides, and grows round after round
+            assert delay == pacing.waits == failed_in_a_row // size
+
+
+def test_a_rotation_needs_a_node() -> None:
+    with pytest.raises(ValueError, match="at least one node"):
+        Rotation([], CountingPacing())

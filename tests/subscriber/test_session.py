@@ -102,7 +102,8 @@ def _read_packet(conn: socket.socket) -> bytes:
 
 def session(port: int) -> Session:
     settings = ConnectOptions(
-        port=port, client_id="t", topics=["track/1", "track/2"], keepalive=1, reconnect_min=0.01,
+        nodes=[("127.0.0.1", port)], client_id="t", topics=["track/1", "track/2"], keepalive=1,
+        reconnect_min=0.01,
         reconnect_max=0.05,
     )  # fmt: skip
     return Session(settings, Recorder())

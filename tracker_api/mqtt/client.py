@@ -1,4 +1,5 @@
-"""The client: one supervised connection to a broker, with an in-flight window of QoS-1
+"""The client: one supervised connection to a broker (or to one node of a cluster at a
+time, failing over between them), with an in-flight window of QoS-1
 publishes whose PUBACKs callers await, manual acknowledgement of incoming messages, and
 keepalive. Used as ``async with MqttClient(...) as client:`` (as aiomqtt is); unlike
 aiomqtt it never waits for a connection: while there is none, ``publish`` raises at once.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from .errors import (
     NotConnected,
     ProtocolError,
 )
+from .nodes import Rotation
 from .transport import BrokerAddress, Link, open_link
 from .window import InflightWindow
 
@@ -59,7 +62,9 @@ class ClientStats:
 
 
 class MqttClient:
-    """A supervised connection to one broker.
+    """A supervised connection to one broker, or to one node at a time of a cluster given
+    as several addresses: a lost or refused node is left for the next one (``Rotation``);
+    processes start at different nodes (by pid) so that a fleet spreads over the cluster.
 
     ``publish`` returns a future resolved by the broker's PUBACK (QoS 1) and raises
     ``NotConnected`` or ``InflightFull`` at once instead of queueing: the caller decides
@@ -69,7 +74,7 @@ class MqttClient:
 
     def __init__(
         self,
-        address: BrokerAddress,
+        address: BrokerAddress | Sequence[BrokerAddress],
         client_id: str,
         *,
         keepalive: int = 15,
@@ -84,7 +89,9 @@ class MqttClient:
         ack_timeout: float | None = None,
         max_packet: int = MAX_PACKET,
     ) -> None:
-        self.address = address
+        nodes = (address,) if isinstance(address, BrokerAddress) else tuple(address)
+        self._backoff = Backoff(*backoff)
+        self.rotation = Rotation(nodes, self._backoff, start=os.getpid())
         self.client_id = client_id
         self.keepalive = keepalive
         self.clean_session = clean_session
@@ -92,7 +99,6 @@ class MqttClient:
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.on_connect = on_connect
-        self.backoff = Backoff(*backoff)
         self.connect_timeout = connect_timeout
         self.max_packet = max_packet
         self.stats = ClientStats()
@@ -112,14 +118,20 @@ class MqttClient:
     # -- state -------------------------------------------------------------------------
 
     @property
+    def address(self) -> BrokerAddress:
+        """The node connected to, or the one tried next."""
+        return self.rotation.current
+
+    @property
     def connected(self) -> bool:
         return self._connected
 
     @property
     def status(self) -> str:
-        """``connected``, ``connecting``, ``refused: <reason>`` or ``unreachable: <why>``."""
+        """``connected to <host>:<port>``, ``connecting``, ``refused: <reason>`` or
+        ``unreachable: <why>``."""
         if self._connected:
-            return "connected"
+            return f"connected to {self.address.host}:{self.address.port}"
         return self.stats.last_error or "connecting"
 
     @property
@@ -309,7 +321,6 @@ class MqttClient:
         while not self._stopping:
             try:
                 await self._run_connection(asyncio.get_running_loop())
-                self.backoff.reset()  # it was connected: start the backoff afresh
             except ConnectionRefused as exc:
                 self._note_failure(
                     str(exc), logging.ERROR, " (check the login in TRACKER_MQTT_URL)"
@@ -321,7 +332,8 @@ class MqttClient:
                 self.stats.last_error = "unexpected error"
             if self._stopping:
                 break
-            await asyncio.sleep(self.backoff.next())
+            # Refused, unreachable or lost alike: the next node, at once within a round.
+            await asyncio.sleep(self.rotation.failed())
 
     def _note_failure(self, reason: str, level: int = logging.WARNING, hint: str = "") -> None:
         if reason != self.stats.last_error:  # once per kind of failure, not per attempt
@@ -332,7 +344,7 @@ class MqttClient:
                 self.address.port,
                 reason,
                 hint,
-                self.backoff.cap,
+                self._backoff.cap,
             )
         self.stats.last_error = reason
 
@@ -372,6 +384,7 @@ class MqttClient:
                 link.write(encode_subscribe(mid, self.subscriptions))
             self.stats.connects += 1
             self.stats.last_error = ""
+            self.rotation.connected()
             logger.info(
                 "connected to broker %s:%s as %s (session present: %s)",
                 address.host,

@@ -29,7 +29,8 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 @router.get("/readyz", responses=NOT_READY)
 async def readyz(request: Request) -> JSONResponse:
     """Ready when connected to the broker and the accounts database answers;
-    ``broker_status`` says why the broker is not: refused (and the reason) or unreachable.
+    ``broker_status`` names the broker node connected to (``connected to <host>:<port>``),
+    or says why there is none: refused (and the reason) or unreachable.
     ``ingest`` says what device ingest does here: ``shared``, ``leader``, ``follower``,
     ``off`` or ``refused: <why>``; ``archive`` what the archive does: ``leader``
     (consuming here), ``follower``, ``off``, ``behind: database unavailable`` (not
