@@ -6,7 +6,6 @@ import asyncio
 import logging
 import logging.config
 import os
-import secrets
 import signal
 import sys
 import tempfile
@@ -23,11 +22,10 @@ from .client_ids import StateDirError, safe_directory
 from .cluster_roles import cluster_users
 from .config import ConfigError, Settings, get_settings
 from .db import make_engine, migrate
-from .errors import InvalidRequest
-from .events import check_account_id
 from .ingest_lease import lease_for
+from .login_options import CONTEXT, login_name, login_options, login_password
 from .retire import RetireFailed, retire_member
-from .users import ROLES, PasswordFile, describe_role
+from .users import PasswordFile, describe_role
 
 logger = logging.getLogger("tracker_api")
 
@@ -87,7 +85,6 @@ def serve() -> None:
     )
 
 
-CONTEXT = {"help_option_names": ["-h", "--help"]}
 PASSWORD_FILE = click.option(
     "--password-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -126,20 +123,8 @@ def users() -> None:
 
 
 @users.command("add")
-@click.argument("username", required=False)
+@login_options
 @PASSWORD_FILE
-@click.option(
-    "--role",
-    type=click.Choice(sorted(ROLES)),
-    help="Add the login of this role (named after it) instead of an account's.",
-)
-@click.option(
-    "--password",
-    envvar="MQTT_USER_PASSWORD",
-    show_envvar=True,
-    help="The password; prompted for when not given, generated with --generate.",
-)
-@click.option("--generate", is_flag=True, help="Generate a random password and print it once.")
 def users_add(
     username: str | None,
     password_file: Path,
@@ -155,25 +140,11 @@ def users_add(
     --role reader   reads track/#                      (dashboards, mqtt-tail)
     <account>       reads track/<account>, publishes ingest/<account>
     """
-    if role is not None:
-        if username not in (None, role):
-            raise click.UsageError(f"the login of role {role} is named {role}, not {username}")
-        username = role
-    elif username is None:
-        raise click.UsageError("give an account id, or --role tracker|reader")
-    else:
-        try:
-            check_account_id(username)
-        except InvalidRequest as error:
-            hint = f"; for the role's login: --role {username}" if username in ROLES else ""
-            raise click.ClickException(f"{error.detail}{hint}") from None
-    if generate:
-        password = secrets.token_urlsafe(18)
-    elif password is None:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    username = login_name(username, role)
+    password = login_password(password, generate)
     try:
         with PasswordFile.edit(password_file) as passwords:
-            created = passwords.set(username, password or "")
+            created = passwords.set(username, password)
     except (ValueError, OSError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{'added' if created else 'updated'} {username} ({describe_role(username)})")

@@ -37,8 +37,8 @@ from typing import Any
 import click
 
 from .cluster import ClusterError, Layout, Node, ctl
-from .errors import InvalidRequest
 from .events import check_account_id
+from .login_options import CONTEXT, login_name, login_options, login_password
 from .users import ROLES, describe_role
 
 VHOST = "/"
@@ -174,7 +174,7 @@ def provision(layout: Layout, node: Node, logins: Mapping[str, str]) -> None:
 
 # --- `tracker-api cluster-users` ---------------------------------------------------------
 
-CONTEXT = {"help_option_names": ["-h", "--help"]}
+
 CLUSTER_DIR = click.option(
     "--cluster-dir",
     type=click.Path(file_okay=False, path_type=str),
@@ -212,17 +212,9 @@ def cluster_users() -> None:
 
 
 @cluster_users.command("add")
-@click.argument("username", required=False)
+@login_options
 @CLUSTER_DIR
 @NODE
-@click.option("--role", type=click.Choice(sorted(ROLES)), help="The login of this role.")
-@click.option(
-    "--password",
-    envvar="MQTT_USER_PASSWORD",
-    show_envvar=True,
-    help="The password; prompted for when not given, generated with --generate.",
-)
-@click.option("--generate", is_flag=True, help="Generate a random password and print it once.")
 def add(
     username: str | None,
     cluster_dir: str,
@@ -232,22 +224,8 @@ def add(
     generate: bool,
 ) -> None:
     """Add a login or change its password and rules."""
-    if role is not None:
-        if username not in (None, role):
-            raise click.UsageError(f"the login of role {role} is named {role}, not {username}")
-        username = role
-    elif username is None:
-        raise click.UsageError("give an account id, or --role tracker|reader")
-    try:
-        check_login_name(username)
-    except InvalidRequest as error:
-        raise click.ClickException(error.detail) from None
-    if generate:
-        password = secrets.token_urlsafe(18)
-    elif password is None:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not password:
-        raise click.ClickException("the password must not be empty")
+    username = login_name(username, role)
+    password = login_password(password, generate)
     layout, where = target(cluster_dir, node)
     try:
         apply_logins(layout, where, {username: password})
