@@ -16,6 +16,7 @@ socket corked, so the broker gets them in a few segments instead of one per mess
 from __future__ import annotations
 
 import logging
+import os
 import random
 import select
 import socket
@@ -40,6 +41,8 @@ window (``max_inflight_messages``) is usually smaller; paho's 65,535 message ids
 at risk because nothing is held for longer than one batch."""
 POLL_INTERVAL = 0.2
 """Longest wait in select(): how quickly a stop request or a timer is noticed."""
+SHUTDOWN_WAIT = 2.0
+"""Longest wait at exit for the broker to close the connection after DISCONNECT."""
 
 # CONNACK codes (as paho reports them for MQTT 3.1.1) that retrying cannot fix: what the
 # broker said, and which kind of refusal it is (the CLI gives a hint per kind).
@@ -351,12 +354,13 @@ class Session:
         sock = client.socket()
         self._end_batch()
         if sock is not None:
-            client.disconnect()
-            # DISCONNECT goes out before the socket is closed, even if acknowledgements
-            # fill the socket's buffer: the broker then keeps the session quietly.
-            if isinstance(sock, socket.socket):
-                sock.settimeout(1.0)
-            client.loop_write()
+            with _until_broker_closes(sock):
+                client.disconnect()
+                # DISCONNECT goes out before the socket is closed, even if acknowledgements
+                # fill the socket's buffer: the broker then keeps the session quietly.
+                if isinstance(sock, socket.socket):
+                    sock.settimeout(1.0)
+                client.loop_write()
         self._close()
 
     def _close(self) -> None:
@@ -399,6 +403,31 @@ def _corked(sock: Any) -> Iterator[None]:
         if cork is not None:
             with suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
+
+
+@contextmanager
+def _until_broker_closes(sock: Any, timeout: float = SHUTDOWN_WAIT) -> Iterator[None]:
+    """Keeps the connection open after paho closes its socket, until the broker closes it.
+
+    Sent is not received: the broker may not have read the last PUBACKs yet when we exit,
+    and a new connection with our client id (the next ``--count`` run) takes the session
+    over and discards them, so those events would be shown again. The broker reads in
+    order and closes only after DISCONNECT, so its end-of-file means every PUBACK counted.
+    """
+    try:
+        spare = socket.socket(fileno=os.dup(sock.fileno()))
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    with spare:
+        yield
+        deadline = time.monotonic() + timeout
+        with suppress(OSError):
+            # Raw bytes (TLS records too): whatever still comes is not shown, not acked.
+            while (left := deadline - time.monotonic()) > 0:
+                spare.settimeout(left)
+                if not spare.recv(65536):
+                    break
 
 
 def _reason(error: BaseException) -> str:

@@ -14,12 +14,26 @@ from fastapi.testclient import TestClient
 from subscriber.cli import tail
 from tests.helpers.fakes import FakePublisher
 from tests.helpers.metrics import value
-from tracker_api.errors import RETRY_AFTER_SECONDS, ServiceUnavailable, TrackerError
+from tracker_api.errors import (
+    RETRY_AFTER_SECONDS,
+    AccountInactive,
+    AccountNotFound,
+    DatabaseUnavailable,
+    InvalidRequest,
+    LoginForbidden,
+    LoginRequired,
+    PayloadTooLarge,
+    PublishFailed,
+    PublishOutcomeUnknown,
+    ServiceUnavailable,
+    TrackerError,
+)
 from tracker_api.event_request import PATH_NOT_UTF8, QUERY_NOT_UTF8
 from tracker_api.events import fixed_segments, reserved_segments
 from tracker_api.fastpath import TrackerApp
 from tracker_api.ids import ACCOUNT_ID_PATTERN
 from tracker_api.routes import events as event_routes
+from tracker_api.routes.history import HistoryForbidden, HistoryLoginRequired
 
 UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -359,12 +373,39 @@ def concrete_errors(base: type[TrackerError] = TrackerError) -> list[type[Tracke
     return found
 
 
-def test_the_openapi_error_answers_are_the_error_classes(client: TestClient) -> None:
-    responses = client.get("/openapi.json").json()["paths"]["/{account_id}"]["get"]["responses"]
-    errors = concrete_errors()
+# What each route can answer besides the error classes: success, and answers written by
+# hand (the rate limit's 429, the history's 422 with a message per bad parameter).
+ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
+    "/{account_id}": (
+        {"200", "429"},
+        {
+            AccountInactive,
+            AccountNotFound,
+            PayloadTooLarge,
+            InvalidRequest,
+            PublishFailed,
+            DatabaseUnavailable,
+            PublishOutcomeUnknown,
+            LoginRequired,
+            LoginForbidden,
+        },
+    ),
+    "/events": ({"200", "422"}, {HistoryLoginRequired, HistoryForbidden}),
+}
 
-    assert len(errors) == 9
-    assert set(responses) == {"200", "429"} | {str(error.status) for error in errors}
+
+def test_every_error_class_is_documented_on_a_route_that_raises_it() -> None:
+    documented = set().union(*(errors for _, errors in ROUTE_ERRORS.values()))
+
+    assert documented == set(concrete_errors())
+
+
+@pytest.mark.parametrize("path", sorted(ROUTE_ERRORS))
+def test_the_openapi_error_answers_are_the_error_classes(client: TestClient, path: str) -> None:
+    responses = client.get("/openapi.json").json()["paths"][path]["get"]["responses"]
+    others, errors = ROUTE_ERRORS[path]
+
+    assert set(responses) == others | {str(error.status) for error in errors}
     for error in errors:
         description = responses[str(error.status)]["description"]
         assert error.when in description

@@ -91,3 +91,19 @@ class Peer:
         )
         with self._lock:
             return list(self.messages)
+
+    def latest(self) -> dict[str, Received]:
+        """The last message of each topic: for status topics, each connection's state."""
+        with self._lock:
+            return {message.topic: message for message in self.messages}
+
+    def wait_for_topics(self, count: int, timeout: float = 5.0) -> dict[str, Received]:
+        def enough() -> dict[str, Received]:
+            latest = self.latest()
+            return latest if len(latest) >= count else {}
+
+        return wait_until(
+            enough,
+            timeout,
+            message=f"expected {count} topics, got {sorted(self.latest())}",
+        )

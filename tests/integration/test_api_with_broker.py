@@ -14,6 +14,7 @@ from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.waiting import wait_until
+from tracker_api.publisher import STATUS_TOPIC
 
 
 @pytest.fixture
@@ -89,15 +90,20 @@ def test_an_event_refused_with_503_is_never_delivered_later(
 def test_tracker_announces_online_and_leaves_offline_retained(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
+    # Each connection has its status: the publishing one, and the archive's (one per
+    # cluster, under its own client id).
     with api_client(tmp_path, broker.url), Peer(broker.port, "tracker/status/+") as peer:
-        (online,) = peer.wait_for(1)
+        online = peer.wait_for_topics(2)
     with Peer(broker.port, "tracker/status/+") as after:
-        (offline,) = after.wait_for(1)
+        offline = after.wait_for_topics(2)
 
-    assert online.payload == b"online"
-    assert offline.topic == online.topic
-    assert offline.payload == b"offline"
-    assert offline.retain
+    assert STATUS_TOPIC.format(client_id="tracker-archive") in online
+    assert {topic: status.payload for topic, status in online.items()} == dict.fromkeys(
+        online, b"online"
+    )
+    assert {topic: (status.payload, status.retain) for topic, status in offline.items()} == (
+        dict.fromkeys(online, (b"offline", True))
+    )
 
 
 def test_every_acknowledged_event_is_delivered_exactly_once(

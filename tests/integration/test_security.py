@@ -21,6 +21,7 @@ from tests.helpers.mqtt_peer import Peer
 from tests.helpers.waiting import wait_until
 from tracker_api.errors import InvalidRequest
 from tracker_api.models import Account
+from tracker_api.publisher import STATUS_TOPIC
 from tracker_api.users import ROLES, PasswordFile
 
 PASSWORDS = {"tracker": "t-secret", "reader": "r-secret", "1": "one-secret", "2": "two-secret"}
@@ -128,10 +129,11 @@ def test_the_tracker_announces_its_status_to_readers(
     secured: Mosquitto, tracker: TestClient
 ) -> None:
     with Peer(secured.port, "tracker/status/+", **login("reader")) as watcher:
-        (status,) = watcher.wait_for(1)
+        statuses = watcher.wait_for_topics(2)
 
-    assert status.payload == b"online"
-    assert orjson.dumps(status.topic).startswith(b'"tracker/status/')
+    assert STATUS_TOPIC.format(client_id="tracker-archive") in statuses
+    assert [status.payload for status in statuses.values()] == [b"online", b"online"]
+    assert all(orjson.dumps(topic).startswith(b'"tracker/status/') for topic in statuses)
 
 
 @pytest.fixture

@@ -3,6 +3,11 @@ exit codes. The persistent session lets a first run subscribe and a second one r
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from contextlib import suppress
+
 import orjson
 import pytest
 from click.testing import CliRunner, Result
@@ -216,3 +221,56 @@ def test_refused_exit_code_is_distinct() -> None:
 def test_every_kind_of_refusal_comes_with_a_hint(kind: str, hint: str) -> None:
     options = ConnectOptions(topics=["track/+", "track/2"], username="1", password="p")
     assert refusal_hint(Refused("refused", kind), options).startswith(hint)
+
+
+class SlowUplink:
+    """One connection to the broker whose client-to-broker bytes arrive ``delay`` late, as
+    over a congested path; the broker's bytes and its close pass at once."""
+
+    def __init__(self, broker: Mosquitto, delay: float) -> None:
+        self.delay = delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._broker_port = broker.port
+        self._sockets: list[socket.socket] = [self._listener]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        upstream = socket.create_connection(("127.0.0.1", self._broker_port))
+        self._sockets += [client, upstream]
+        for source, sink, delay in ((client, upstream, self.delay), (upstream, client, 0.0)):
+            thread = threading.Thread(target=self._pipe, args=(source, sink, delay), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket, delay: float) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                time.sleep(delay)  # the path's latency, not a wait for anything
+                sink.sendall(data)
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for thread in self._threads:
+            thread.join(5)
+        for sock in self._sockets:
+            sock.close()
+
+
+def test_count_exits_only_once_the_broker_has_the_acknowledgements(broker: Mosquitto) -> None:
+    # The next run connecting with the same client id takes the session over; acks the
+    # broker had not read yet are dropped with the old connection and shown again.
+    subscribe(broker, "counted-slow")
+    with Publisher(broker.port) as publisher:
+        sent = publisher.publish([event("1", n, "s") for n in range(30)])
+    uplink = SlowUplink(broker, delay=0.1)
+    args = ["--client-id", "counted-slow", "--json"]
+    first = CliRunner().invoke(tail, ["--port", str(uplink.port), *FAST, *args, "--count", "10"])
+    second = invoke(broker, *args, "--count", "20")
+    uplink.close()
+    assert first.exit_code == 0, first.stderr
+    assert_exactly_once([line["eventId"] for line in records(first) + records(second)], sent)

@@ -25,6 +25,17 @@ def verbose_broker(tmp_path: Path) -> Mosquitto:
     broker.kill()
 
 
+ARCHIVE = "tracker-archive"
+
+
+def clients_of(broker: Mosquitto) -> set[str]:
+    return set(re.findall(r"as (tracker-\S+)", broker.log()))
+
+
+def workers(broker: Mosquitto) -> set[str]:
+    return clients_of(broker) - {ARCHIVE}
+
+
 def test_two_workers_each_publish_with_their_own_client_id(
     verbose_broker: Mosquitto, tmp_path: Path
 ) -> None:
@@ -35,7 +46,7 @@ def test_two_workers_each_publish_with_their_own_client_id(
         TrackerProcess(tmp_path, verbose_broker.url, url, TRACKER_WORKERS="2") as tracker,
     ):
         wait_until(
-            lambda: len(set(re.findall(r"as (tracker-\S+)", verbose_broker.log()))) >= 2,
+            lambda: len(workers(verbose_broker)) >= 2,
             timeout=20,
             message="two tracker clients did not connect",
         )
@@ -62,8 +73,10 @@ def test_two_workers_each_publish_with_their_own_client_id(
         peer.wait_for(len(ids), timeout=10)
         delivered = peer.event_ids()
 
-    clients = set(re.findall(r"as (tracker-\S+)", verbose_broker.log()))
+    clients = workers(verbose_broker)
     assert len(clients) == 2
+    # The archive consumes once for the whole deployment, not once per worker.
+    assert clients_of(verbose_broker) == clients | {ARCHIVE}
     assert publishers() == clients
     assert sorted(delivered) == sorted(ids)
 
@@ -75,8 +88,11 @@ def test_a_killed_tracker_is_reported_offline_by_its_last_will(
     engine.dispose()
     tracker = TrackerProcess(tmp_path, broker.url, url, TRACKER_MQTT_KEEPALIVE="2")
     with tracker, Peer(broker.port, "tracker/status/+") as peer:
-        wait_until(lambda: [m.payload for m in peer.messages] == [b"online"], timeout=5)
+        # Its two connections (publishing, archive), each with its own will.
+        online = peer.wait_for_topics(2)
+        assert [status.payload for status in online.values()] == [b"online", b"online"]
         tracker.kill()
         wait_until(
-            lambda: [m.payload for m in peer.messages] == [b"online", b"offline"], timeout=10
+            lambda: [m.payload for m in peer.latest().values()] == [b"offline", b"offline"],
+            timeout=10,
         )
