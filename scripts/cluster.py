@@ -32,9 +32,9 @@ from foreground import (  # noqa: E402
     Watchdog,
     announcer,
     described,
-    die_with_us,
     listening_pids,
     run_in_foreground,
+    spawn,
     stop_child,
     wait_for,
 )
@@ -183,16 +183,9 @@ class Postgres:
             self.run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
 
 
-def spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn_logged(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log, "ab") as output:
-        return subprocess.Popen(  # its own session: a Ctrl-C reaches only us
-            args,
-            stdout=output,
-            stderr=output,
-            env=env,
-            start_new_session=True,
-            preexec_fn=die_with_us(),
-        )
+        return spawn(args, env=env, output=output)
 
 
 class Stack:
@@ -200,6 +193,7 @@ class Stack:
         self.layout = SETTINGS.layout()
         self.cluster = Cluster(self.layout)
         self.postgres = Postgres()
+        self.seed: subprocess.Popen[bytes] | None = None
         self.trackers: list[subprocess.Popen[bytes]] = []
         self.haproxy: subprocess.Popen[bytes] | None = None
         self.watchdog: Watchdog | None = None
@@ -221,9 +215,10 @@ class Stack:
         # PostgreSQL first: it is quick, and its failures should not wait for the nodes.
         self.postgres.start()
         env = {**os.environ, "TRACKER_DATABASE_URL": self.postgres.url}
-        seed = subprocess.run([sys.executable, str(REPO / "data" / "seed.py")], env=env)
-        if seed.returncode != 0:
-            say(f"seeding failed (code {seed.returncode})")
+        # Its own session too: a Ctrl-C meanwhile stops it with SIGTERM, quietly.
+        self.seed = spawn([sys.executable, str(REPO / "data" / "seed.py")], env=env)
+        if self.seed.wait() != 0:
+            say(f"seeding failed (code {self.seed.returncode})")
             return 1
         self.cluster.start()
         provision(self.layout, self.layout.nodes[0], passwords)
@@ -246,7 +241,9 @@ class Stack:
                 "TRACKER_INGEST_MODE": "leader",
             }
             self.trackers.append(
-                spawn([sys.executable, "-m", "tracker_api"], VAR / f"tracker-{i + 1}.log", instance)
+                spawn_logged(
+                    [sys.executable, "-m", "tracker_api"], VAR / f"tracker-{i + 1}.log", instance
+                )
             )
         for tracker, port in zip(self.trackers, tracker_ports(), strict=True):
             if not wait_for(lambda port=port: ready_through(port), tracker, 30):  # type: ignore[misc]
@@ -256,7 +253,7 @@ class Stack:
         if haproxy is None:
             say("haproxy not found: run scripts/ensure-cluster-tools.sh")
             return 1
-        self.haproxy = spawn(
+        self.haproxy = spawn_logged(
             [haproxy, "-db", "-f", str(haproxy_config())], VAR / "haproxy.log", env
         )
         if not wait_for(lambda: port_open(LB_PORT), self.haproxy, 10):
@@ -292,6 +289,7 @@ class Stack:
         say("Ctrl-C stops everything")
 
     def stop(self) -> None:
+        stop_child(self.seed)
         stop_child(self.haproxy)
         for tracker in self.trackers:  # before the brokers they are connected to
             stop_child(tracker)

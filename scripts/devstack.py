@@ -35,9 +35,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 from foreground import (  # noqa: E402
     announcer,
     described,
-    die_with_us,
     listening_pids,
     run_in_foreground,
+    spawn,
     stop_child,
     stop_pid,
     wait_for,
@@ -211,22 +211,14 @@ def free_port_or_exit(port: int, name: str, variable: str) -> None:
     )
 
 
-def spawn(
+def spawn_recorded(
     args: list[str],
     pidfile: Path,
     *,
     env: dict[str, str] | None = None,
     output: IO[bytes] | None = None,
 ) -> subprocess.Popen[bytes]:
-    # Its own session: a Ctrl-C reaches only us, and we stop the children in order.
-    child = subprocess.Popen(
-        args,
-        env=env,
-        stdout=output,
-        stderr=output,
-        start_new_session=True,
-        preexec_fn=die_with_us(),
-    )
+    child = spawn(args, env=env, output=output)
     pidfile.write_text(f"{child.pid}\n")
     return child
 
@@ -234,7 +226,7 @@ def spawn(
 def start_broker(config: Path) -> subprocess.Popen[bytes]:
     with open(MQTT_DIR / "mosquitto.log", "ab") as log:  # start-up chatter, too
         args = [tool("mosquitto"), "-c", str(config)]
-        return spawn(args, pidfile_for(PASSWD), output=log)
+        return spawn_recorded(args, pidfile_for(PASSWD), output=log)
 
 
 def ended(returncode: int) -> str:
@@ -256,12 +248,7 @@ class Stack:
         env.setdefault("TRACKER_DATABASE_URL", f"sqlite:///{VAR / 'tracker.db'}")
         # In its own session like the others: a Ctrl-C that lands while its interpreter is
         # still starting would print a traceback; we stop it with SIGTERM instead.
-        self.seed = subprocess.Popen(
-            [sys.executable, str(REPO / "data" / "seed.py")],
-            env=env,
-            start_new_session=True,
-            preexec_fn=die_with_us(),
-        )
+        self.seed = spawn([sys.executable, str(REPO / "data" / "seed.py")], env=env)
         if self.seed.wait() != 0:
             say(f"seeding failed (code {self.seed.returncode})")
             return 1
@@ -273,7 +260,7 @@ class Stack:
             return 1
         say(f"broker on 127.0.0.1:{BROKER_PORT} (log: {shown(MQTT_DIR / 'mosquitto.log')})")
 
-        self.api = spawn([sys.executable, "-m", "tracker_api"], API_PIDFILE, env=env)
+        self.api = spawn_recorded([sys.executable, "-m", "tracker_api"], API_PIDFILE, env=env)
         if not wait_for(lambda: port_open(API_PORT, API_HOST), self.api, 30):
             say("the API did not start")
             return 1

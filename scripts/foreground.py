@@ -19,10 +19,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import IO, Protocol
 
 from tracker_api.broker_reload import command_line
 
@@ -108,24 +108,53 @@ def described(pid: int) -> str:
     return f"pid {pid} ({' '.join(command_line(pid) or ['?'])})"
 
 
-def die_with_us() -> Callable[[], None] | None:
-    """Have the kernel SIGTERM a child when we die, even by SIGKILL (Linux only).
+def die_with_us() -> Callable[[], None]:
+    """What a child runs between fork and exec: the stop signals back to their defaults and
+    unblocked (``spawn`` holds them around the fork), and, on Linux, the kernel SIGTERMs
+    it when we die, even by SIGKILL.
 
-    The signal follows the death of the thread that spawned the child: spawn from the
+    The death signal follows the death of the thread that spawned the child: spawn from the
     main thread.
     """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
     parent = os.getpid()
     pr_set_pdeathsig = 1
 
     def in_child() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-        if os.getppid() != parent:  # we died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if libc is not None:
+            libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+            if os.getppid() != parent:  # we died before prctl took effect
+                os.kill(os.getpid(), signal.SIGTERM)
 
     return in_child
+
+
+def spawn(
+    args: list[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    output: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (a Ctrl-C reaches only us, and we stop the children
+    in order). The stop signals wait while it is forked: one that landed between fork and
+    exec would run our handler in the child, a traceback, or leave a child we never
+    recorded; held, it arrives once ``Popen`` has returned and the child is ours to stop."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return subprocess.Popen(
+            args,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+            preexec_fn=die_with_us(),
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def wait_for(check: Callable[[], bool], process: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -163,12 +192,7 @@ class Watchdog:
 
     def __init__(self, pidfiles: Sequence[tuple[Path, signal.Signals]]) -> None:
         args = [f"{path}:{sig.name}" for path, sig in pidfiles]
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, *args],
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_us(),
-        )
+        self.process = spawn([sys.executable, __file__, *args])
 
     def stand_down(self) -> None:
         """We stopped everything: the watchdog leaves without touching anything."""
