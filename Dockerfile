@@ -1,4 +1,5 @@
-# The tracker image: `tracker-api` by default; `python data/seed.py` for the seed job.
+# The tracker image: `tracker-api` by default; `tracker-api migrate` (the schema, run before
+# serving: the migrate job of docker-compose.yml) and `python data/seed.py` (demo accounts).
 #   docker build -t mqtt-tracker .        (docker compose builds it as well)
 # Configuration comes from TRACKER_* variables (see .env.example and docker-compose.yml).
 

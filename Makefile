@@ -7,7 +7,7 @@ VAR_DIR ?= var
 MQTT_PORT ?= 1883
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run cluster tail test test-fast lint format bench soak seed clean
+.PHONY: help deps run cluster tail test test-fast lint format bench bench-cluster soak seed clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,11 @@ seed: deps  ## create the schema and upsert demo accounts into var/tracker.db
 bench: deps  ## end-to-end throughput, latency and zero-loss check (see docs/benchmarks.md)
 	@scripts/ensure-test-tools.sh wrk
 	$(BIN)/python -m bench
+
+bench-cluster: deps  ## `make bench` plus the 3-node RabbitMQ cluster beside it: peak and one node kill
+	@scripts/ensure-test-tools.sh wrk
+	@scripts/ensure-cluster-tools.sh
+	$(BIN)/python -m bench --cluster
 
 soak: deps  ## 5-minute soak at half the peak rate: memory per worker must stay flat
 	@scripts/ensure-test-tools.sh wrk

@@ -50,8 +50,10 @@ import httpx2 as httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import archive  # noqa: E402
 from tests.helpers.broker import Mosquitto  # noqa: E402
 from tests.helpers.net import free_port, port_open  # noqa: E402
+from tests.helpers.postgres import PostgresCluster  # noqa: E402
 from tracker_api.users import PasswordFile  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -208,37 +210,46 @@ def wrk_at_rate(url: str, rate: float, seconds: float, connections: int = 64) ->
 
 
 class Stack:
-    def __init__(self, workdir: Path, workers: int, broker_extra: str = "") -> None:
+    def __init__(
+        self, workdir: Path, workers: int, broker_extra: str = "", archive: bool = True
+    ) -> None:
         self.workdir = workdir
         self.workers = workers
+        self.archive = archive
+        self.broker_extra = broker_extra
         # "1": the account whose login the logins-on phase sends with.
         self.passwords = {user: secrets.token_urlsafe(12) for user in ("tracker", "reader", "1")}
         passwd = PasswordFile(workdir / "passwd")
         for user, password in self.passwords.items():
             passwd.set(user, password)
         passwd.save()
-        self.broker = Mosquitto(
-            workdir / "broker",
-            password_file=passwd.path,
-            acl_file=REPO / "mqtt" / "acl",
-            extra=broker_extra,
-        )
+        self.broker = self.new_broker("broker")
         self.database_url = f"sqlite:///{workdir / 'tracker.db'}"
-        subprocess.run(
-            [sys.executable, str(REPO / "data" / "seed.py"), "--database-url", self.database_url],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        seed(self.database_url)
 
-    def serve_env(self, port: int) -> dict[str, str]:
+    def new_broker(self, name: str) -> Mosquitto:
+        return Mosquitto(
+            self.workdir / name,
+            password_file=self.workdir / "passwd",
+            acl_file=REPO / "mqtt" / "acl",
+            extra=self.broker_extra,
+        )
+
+    def serve_env(
+        self, port: int, ports: list[int] | None = None, database_url: str | None = None
+    ) -> dict[str, str]:
+        """A tracker on ``ports`` (the nodes of one broker; default: the Mosquitto)."""
+        hosts = ",".join(f"127.0.0.1:{p}" for p in ports or [self.broker.port])
         return {
             **{k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")},
             "TRACKER_PORT": str(port),
             "TRACKER_WORKERS": str(self.workers),
-            "TRACKER_DATABASE_URL": self.database_url,
-            "TRACKER_MQTT_URL": (
-                f"mqtt://tracker:{self.passwords['tracker']}@127.0.0.1:{self.broker.port}"
-            ),
+            "TRACKER_DATABASE_URL": database_url or self.database_url,
+            "TRACKER_MQTT_URL": f"mqtt://tracker:{self.passwords['tracker']}@{hosts}",
             "TRACKER_LOG_LEVEL": "WARNING",
+            "TRACKER_ARCHIVE": str(self.archive).lower(),
+            # Ours alone: the archive's lease and the client id slots of `make run` stay apart.
+            "TRACKER_STATE_DIR": str(self.workdir / "state"),
         }
 
     def auth_env(self, port: int) -> dict[str, str]:
@@ -261,8 +272,19 @@ class Stack:
         }
 
 
+def seed(database_url: str) -> None:
+    subprocess.run(
+        [sys.executable, str(REPO / "data" / "seed.py"), "--database-url", database_url],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def metrics_text(base_url: str) -> str:
+    return httpx.get(base_url + "/metrics", timeout=5).text
+
+
 def accepted(base_url: str) -> int:
-    text = httpx.get(base_url + "/metrics", timeout=5).text
+    text = metrics_text(base_url)
     match = re.search(
         r'^tracker_requests_total\{outcome="accepted",source="http"\} ([\d.e+]+)', text, re.M
     )
@@ -302,6 +324,73 @@ def tail_json_count(path: Path) -> tuple[int, int]:
     return len(ids), lines
 
 
+@contextmanager
+def counter_process(
+    stack: Stack, ports: list[int], status: Path, log: Path, ids: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The counting subscriber on ``ports`` (one broker's nodes), connected."""
+    args = [sys.executable, "-m", "bench.counter", "--username", "reader", "--status", str(status)]
+    args += [arg for port in ports for arg in ("--port", str(port))]
+    args += ["--ids", str(ids)] if ids else []
+    with process(args, log, env={**stack.reader_env(), "PYTHONPATH": str(REPO)}) as counter:
+        wait_until(lambda: read_status(status)["connected"], 30, "the counter")
+        yield counter
+
+
+@contextmanager
+def tracker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A tracker, ready (``/readyz`` 200)."""
+    port = int(env["TRACKER_PORT"])
+    base = f"http://127.0.0.1:{port}"
+    with process([sys.executable, "-m", "tracker_api"], log, env=env) as tracker:
+        wait_until(
+            lambda: port_open(port) and httpx.get(base + "/readyz").status_code == 200,
+            30,
+            f"the tracker ({log})",
+        )
+        yield tracker
+
+
+def settle(
+    base: str,
+    load: dict[str, Any],
+    status: Path,
+    database_url: str | None,
+    lag_before: archive.Buckets,
+) -> dict[str, Any]:
+    """After a full-speed run on a fresh tracker, counter and database: the zero-loss
+    check (every event the tracker acknowledged delivered to the counter), and with the
+    archive on (``database_url``), that it caught up, each event once, and its lag during
+    the run (``lag_before``: the histogram when the run started)."""
+    acknowledged = accepted(base)
+    delivered, drain_s = drain(lambda: int(read_status(status)["unique"]), acknowledged, 10)
+    load |= {
+        "acknowledged": acknowledged,
+        "delivered": delivered,
+        "lost": max(0, acknowledged - delivered),
+        "drain_s": drain_s,
+    }
+    say(f"  {load['rps']:,.0f} req/s, "
+        f"p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms; "
+        f"acknowledged {acknowledged:,}, delivered {delivered:,}, lost {load['lost']}")  # fmt: skip
+    if database_url is not None:
+        rows, catch_up_s = drain(
+            lambda: archive.archived(database_url)[0], delivered, archive.STALL_S
+        )
+        load["archive"] = archive.figures(
+            rows,
+            archive.archived(database_url),
+            acknowledged,
+            delivered,
+            (lag_before, archive.lag_buckets(metrics_text(base))),
+        ) | {"catch_up_s": catch_up_s}
+        figures = load["archive"]
+        say(f"  archive: {figures['archived']:,} archived, lost {figures['lost']}, "
+            f"duplicates {figures['duplicates']}; lag p50 {figures['lag_p50_s']} s, "
+            f"p99 {figures['lag_p99_s']} s; caught up {catch_up_s} s after the load")  # fmt: skip
+    return load
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -326,7 +415,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="tracker-bench-"))
     logs = workdir
     seconds, connections, workers = options["duration"], options["connections"], options["workers"]
-    stack = Stack(workdir, workers, options["broker_extra"])
+    stack = Stack(workdir, workers, options["broker_extra"], options["archive"])
+    archive_url = stack.database_url if stack.archive else None
     stack.broker.start()
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -346,33 +436,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         url = base + EVENT_PATH
         status = workdir / "counter.json"
         with (
-            process(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.counter",
-                    "--port",
-                    str(stack.broker.port),
-                    "--username",
-                    "reader",
-                    "--status",
-                    str(status),
-                ],
-                logs / "counter.log",
-                env={**stack.reader_env(), "PYTHONPATH": str(REPO)},
-            ) as counter,  # fmt: skip
-            process(
-                [sys.executable, "-m", "tracker_api"],
-                logs / "tracker.log",
-                env=stack.serve_env(port),
-            ) as tracker,
+            counter_process(stack, [stack.broker.port], status, logs / "counter.log") as counter,
+            tracker_process(stack.serve_env(port), logs / "tracker.log") as tracker,
         ):
-            wait_until(lambda: read_status(status)["connected"], 20, "the counter")
-            wait_until(
-                lambda: port_open(port) and httpx.get(base + "/readyz").status_code == 200,
-                30,
-                "the tracker",
-            )
             # uvicorn's workers, not multiprocessing's resource tracker
             worker_pids = [
                 pid for pid in children(tracker.pid)
@@ -384,6 +450,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             pids |= {"mosquitto": stack.broker.process.pid, "counter": counter.pid}  # type: ignore[union-attr]
             meter = CpuMeter(pids)
             say(f"peak: tracker, {workers} worker(s), wrk -c{connections} {seconds:.0f}s")
+            lag_before = archive.lag_buckets(metrics_text(base))
             meter.start()
             started = time.monotonic()
             wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -398,18 +465,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 "  CPU (% of one core): "
                 + ", ".join(f"{k} {v}" for k, v in peak["cpu_percent"].items())
             )
-            acknowledged = accepted(base)
-            delivered, drain_s = drain(lambda: int(read_status(status)["unique"]), acknowledged, 10)
-            peak |= {
-                "acknowledged": acknowledged,
-                "delivered": delivered,
-                "lost": max(0, acknowledged - delivered),
-                "drain_s": drain_s,
-            }
-            result["peak"] = peak
-            say(f"  {peak['rps']:,.0f} req/s, "
-                f"p50 {peak['p50_ms']} ms, p99 {peak['p99_ms']} ms; "
-                f"acknowledged {acknowledged:,}, delivered {delivered:,}, lost {peak['lost']}")  # fmt: skip
+            result["peak"] = settle(base, peak, status, archive_url, lag_before)
 
             result["latency"] = []
             for fraction in (0.25, 0.5, 0.75):
@@ -464,6 +520,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                     say(f"  {load['rps']:,.0f} req/s; acknowledged {sent:,}, shown {shown:,}, "
                         f"drained {drain_s} s after the load stopped")  # fmt: skip
 
+            if archive_url is not None:
+                result["archive_run"] = archive_whole_run(archive_url, status)
+
             result["rss_mib"] = {
                 name: round(peak_rss_mib(pid), 1)
                 for name, pid in pids.items()
@@ -486,8 +545,57 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 f"p99 {row['p99_ms']} ms, p99.9 {row['p999_ms']} ms")  # fmt: skip
     finally:
         stack.broker.stop()
+    if stack.archive:
+        result["postgres"] = peak_on_postgres(stack, seconds, connections)
+    if options["cluster"]:
+        from bench.cluster import measure_cluster
+
+        result["cluster"] = measure_cluster(stack, seconds, connections)
     result["logs"] = str(workdir)
     return result
+
+
+def archive_whole_run(database_url: str, status: Path) -> dict[str, int]:
+    """Every event that reached the broker in the whole run (all phases, both trackers),
+    in the archive once: the table's rows against the counter's unique eventIds."""
+    delivered = int(read_status(status)["unique"])
+    rows, _ = drain(lambda: archive.archived(database_url)[0], delivered, archive.STALL_S)
+    total, distinct = archive.archived(database_url)
+    whole = {"delivered": delivered, "archived": rows, "lost": max(0, delivered - rows),
+             "duplicates": total - distinct + max(0, rows - delivered)}  # fmt: skip
+    say(f"archive over the whole run: {rows:,} archived of {delivered:,} delivered")
+    return whole
+
+
+def peak_on_postgres(stack: Stack, seconds: float, connections: int) -> dict[str, Any]:
+    """The peak run again with the tracker's database (accounts and archive) on a
+    throwaway PostgreSQL, on a fresh broker: does the archive keep up there too."""
+    try:
+        database = PostgresCluster()
+    except FileNotFoundError as error:
+        say(f"archive on PostgreSQL: skipped ({error})")
+        return {"skipped": str(error)}
+    say(f"archive on PostgreSQL: the peak run again, wrk -c{connections} {seconds:.0f}s")
+    broker = stack.new_broker("broker-postgres")
+    database.start()
+    broker.start()
+    try:
+        seed(database.url)
+        port, status = free_port(), stack.workdir / "counter-postgres.json"
+        base = f"http://127.0.0.1:{port}"
+        env = stack.serve_env(port, [broker.port], database.url)
+        logs = stack.workdir
+        with (
+            counter_process(stack, [broker.port], status, logs / "counter-postgres.log"),
+            tracker_process(env, logs / "tracker-postgres.log"),
+        ):
+            wrk(base + EVENT_PATH, 2, connections)  # warm-up
+            lag_before = archive.lag_buckets(metrics_text(base))
+            load = wrk(base + EVENT_PATH, seconds, connections)
+            return settle(base, load, status, database.url, lag_before)
+    finally:
+        broker.stop()
+        database.destroy()
 
 
 BATCH = 100
@@ -518,14 +626,7 @@ def measure_auth(stack: Stack, seconds: float, connections: int, logs: Path) -> 
     port = free_port()
     url = f"http://127.0.0.1:{port}{EVENT_PATH}"
     say(f"logins on: TRACKER_HTTP_AUTH=true, wrk -c{connections} {seconds:.0f}s")
-    with process([sys.executable, "-m", "tracker_api"], logs / "tracker-auth.log",
-                 env=stack.auth_env(port)):  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        wait_until(
-            lambda: port_open(port) and httpx.get(base + "/readyz").status_code == 200,
-            30,
-            "the tracker with logins",
-        )
+    with tracker_process(stack.auth_env(port), logs / "tracker-auth.log"):
         login = stack.basic_auth()
         wrk(url, 2, connections, "-H", login)  # warm-up
         load = wrk(url, seconds, connections, "-H", login)
@@ -651,6 +752,18 @@ def chart(result: dict[str, Any]) -> None:
     type=click.IntRange(0, 3600),
     help="Also soak SECONDS at half the peak rate.",
 )
+@click.option(
+    "--archive/--no-archive",
+    default=True,
+    show_default=True,
+    help="The event archive inside the tracker (TRACKER_ARCHIVE), as `make run` has it; "
+    "--no-archive for the cost of archiving (implies --no-docs).",
+)
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Also the 3-node RabbitMQ cluster: peak, zero-loss check, one node kill.",
+)
 @click.option("--no-docs", is_flag=True, help="Do not update docs/benchmarks.md and the chart.")
 @click.option(
     "--broker-setting",
@@ -662,6 +775,8 @@ def main(
     duration: float,
     connections: int,
     soak: int,
+    archive: bool,
+    cluster: bool,
     no_docs: bool,
     broker_setting: tuple[str, ...],
 ) -> None:
@@ -675,11 +790,14 @@ def main(
             "duration": duration,
             "connections": connections,
             "soak": soak,
+            "archive": archive,
+            "cluster": cluster,
             "broker_extra": "".join(f"{line}\n" for line in broker_setting),
         }
     )
     result["broker_settings"] = list(broker_setting)
-    no_docs = no_docs or bool(broker_setting)
+    result["archive"] = archive
+    no_docs = no_docs or bool(broker_setting) or not archive
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -687,10 +805,25 @@ def main(
     if not no_docs:
         write_docs(result)
         say(f"updated {DOC.relative_to(REPO)} and {CHART.relative_to(REPO)}")
+    archives = [
+        figures
+        for figures in (
+            result["peak"].get("archive"),
+            result.get("archive_run"),
+            result.get("postgres", {}).get("archive"),
+            result.get("cluster", {}).get("archive"),
+        )
+        if figures
+    ]
+    cluster_run = result.get("cluster", {})
     lost = (
         result["peak"]["lost"]
         + result["batch"]["lost"]
         + sum(t["lost"] for t in result["tail"].values())
+        + sum(figures["lost"] + figures["duplicates"] for figures in archives)
+        + result.get("postgres", {}).get("lost", 0)
+        + cluster_run.get("lost", 0)
+        + cluster_run.get("node_kill", {}).get("lost", 0)
     )
     p99_half = next(r["p99_ms"] for r in result["latency"] if r["fraction"] == 0.5)
     checks = {
@@ -706,6 +839,17 @@ def main(
             t["lost"] == 0 and t["drain_s"] <= 2 for t in result["tail"].values()
         ),
     }
+    if archives:
+        checks["every acknowledged event archived once"] = all(
+            f["lost"] == 0 and f["duplicates"] == 0 for f in archives
+        )
+        checks["archive lag p99 ≤ 2 s during the peak"] = all(
+            f.get("lag_p99_s", 0) <= 2 for f in archives
+        )
+    if "node_kill" in cluster_run:
+        checks["a node kill on the cluster loses no acknowledged event"] = (
+            cluster_run["node_kill"]["lost"] == 0
+        )
     if soak:
         checks["worker RSS flat over the soak (< 10 % growth)"] = result["soak"]["flat"]
     for name, ok in checks.items():

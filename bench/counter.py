@@ -1,6 +1,7 @@
 """A lean delivery counter: subscribes to track/# (QoS 1, persistent session) and keeps
 the set of eventIds it received, writing ``{"unique": n, "messages": m}`` to a status
-file every 100 ms. Run by ``python -m bench``; stops on SIGTERM.
+file every 100 ms. Run by ``python -m bench``; stops on SIGTERM. On a cluster, ``--port``
+once per node: it fails over between them as the tracker does.
 
     python -m bench.counter --port 1883 --username reader --status /tmp/count.json
 """
@@ -31,7 +32,10 @@ async def count(args: argparse.Namespace) -> None:
         client.ack(message)
 
     client = MqttClient(
-        BrokerAddress(port=args.port, username=args.username, password=args.password),
+        [
+            BrokerAddress(port=port, username=args.username, password=args.password)
+            for port in args.port
+        ],  # fmt: skip
         args.client_id,
         clean_session=False,
         subscriptions=[("track/#", 1)],
@@ -51,15 +55,20 @@ async def count(args: argparse.Namespace) -> None:
         except TimeoutError:
             pass
     await client.stop()
+    if args.ids:
+        Path(args.ids).write_bytes(b"".join(event_id + b"\n" for event_id in seen))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--port", type=int, action="append", required=True, help="a node (repeat for each)"
+    )
     parser.add_argument("--username")
     parser.add_argument("--password", default=os.environ.get("BENCH_COUNTER_PASSWORD"))
     parser.add_argument("--client-id", default="bench-counter")
     parser.add_argument("--status", required=True)
+    parser.add_argument("--ids", help="on SIGTERM, write every eventId received here")
     import uvloop
 
     uvloop.run(count(parser.parse_args()))

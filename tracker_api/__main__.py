@@ -136,8 +136,8 @@ def users_add(
     role's (--role).
 
     \b
-    --role tracker  publishes track/#, reads ingest/#  (the service)
-    --role reader   reads track/#                      (dashboards, mqtt-tail)
+    --role tracker  publishes track/#, reads ingest/# and track/# (the service, its archive)
+    --role reader   reads track/#                            (dashboards, mqtt-tail)
     <account>       reads track/<account>, publishes ingest/<account>
     """
     username = login_name(username, role)

@@ -24,7 +24,12 @@ from .ids import ACCOUNT_ID, ACCOUNT_ID_HELP
 
 ITERATIONS = 101  # mosquitto_passwd's own default
 SALT_BYTES = 12
-ROLES = {"tracker": "publishes track/#, reads ingest/#", "reader": "reads track/#"}
+# What mqtt/acl grants each role, as `tracker-api users` shows it.
+ROLES = {
+    "tracker": "publishes track/#, tracker/status/#; reads ingest/#, track/# (the archive), "
+    "tracker/status/#",
+    "reader": "reads track/#, tracker/status/#",
+}
 
 
 def hash_password(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:

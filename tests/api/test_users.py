@@ -61,7 +61,7 @@ def test_users_commands_add_list_and_remove(tmp_path: Path) -> None:
     assert added.exit_code == 0, added.output
     assert "added 42 (account 42: reads track/42, publishes ingest/42)" in added.output
     generated = added.output.split("password: ")[1].split()[0]
-    assert typed.exit_code == 0 and "added reader (reads track/#)" in typed.output
+    assert typed.exit_code == 0 and f"added reader ({ROLES['reader']})" in typed.output
     assert "42" in listed.output and "reader" in listed.output
     assert removed.exit_code == 0 and "removed 42" in removed.output
     assert missing.exit_code == 1 and "no user '42'" in missing.output
@@ -158,3 +158,15 @@ def test_a_password_file_that_cannot_be_written_is_one_clear_line(tmp_path: Path
     )
     assert result.exit_code == 1 and "Error:" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_role_descriptions_name_every_topic_the_acl_grants(role: str) -> None:
+    acl = (Path(__file__).resolve().parents[2] / "mqtt" / "acl").read_text()
+    section = acl.split(f"\nuser {role}\n", 1)[1].split("\n\n", 1)[0]
+    reads, writes = ROLES[role].split("reads ", 1)[1], ROLES[role].partition("reads ")[0]
+    for access, topic in (line.split()[1:3] for line in section.splitlines()):
+        if "read" in access:
+            assert topic in reads, f"{role}: the ACL lets it read {topic}"
+        if "write" in access:
+            assert topic in writes, f"{role}: the ACL lets it publish {topic}"

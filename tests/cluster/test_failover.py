@@ -5,18 +5,13 @@ docs/scaling.md's failure table."""
 
 from __future__ import annotations
 
-import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx2 as httpx
-
 from tests.helpers.accounts import seeded_sqlite
+from tests.helpers.paced_load import PACE, Load, connected_node
 from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
@@ -24,74 +19,8 @@ from tracker_api.cluster import Cluster, Node, mqtt_session_queue
 
 from .conftest import ProvisionedCluster
 
-RATE = 150  # requests per second
+RATE = PACE  # requests per second
 BEFORE, AFTER = 1.5, 2.0  # seconds of load before the kill, and after the tracker is back
-
-
-@dataclass
-class Load:
-    """GET /1?data=… at ``RATE``/s from a thread pool; each answer and eventId recorded."""
-
-    base_url: str
-    prefix: str
-    answers: list[tuple[float, int, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _local: threading.local = field(default_factory=threading.local)
-    _clients: list[httpx.Client] = field(default_factory=list)
-
-    def _send(self, n: int) -> None:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = httpx.Client(base_url=self.base_url, timeout=5)
-            self._clients.append(client)
-        # Our own eventId: what became of a 503 or a 504 is then known too.
-        event_id = f"{self.prefix}-{n:06d}"
-        try:
-            response = client.get(
-                "/1", params={"data": f"load {n}"}, headers={"Idempotency-Key": event_id}
-            )
-            status = response.status_code
-        except httpx.HTTPError:
-            status = 0
-        self.answers.append((time.monotonic(), status, event_id))
-
-    def run(self) -> None:
-        with ThreadPoolExecutor(16) as pool:
-            start, n = time.monotonic(), 0
-            while not self._stop.is_set():
-                pool.submit(self._send, n)
-                n += 1
-                time.sleep(max(0.0, start + n / RATE - time.monotonic()))
-
-    def __enter__(self) -> Load:
-        self._thread = threading.Thread(target=self.run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-        for client in self._clients:
-            client.close()
-
-    def ok_count(self) -> int:
-        return sum(1 for _, status, _ in self.answers if status == 200)
-
-    def figures(self) -> tuple[set[str], set[str], Counter[int], float]:
-        """eventIds answered 200 and 504, the count per status, the longest gap between 200s."""
-        answers = sorted(self.answers)
-        ok = {event_id for _, status, event_id in answers if status == 200}
-        unknown = {event_id for _, status, event_id in answers if status == 504}
-        times = [at for at, status, _ in answers if status == 200]
-        gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
-        return ok, unknown, Counter(status for _, status, _ in answers), gap
-
-
-def connected_node(tracker: TrackerProcess, cluster: Cluster) -> Node | None:
-    status = httpx.get(tracker.base_url + "/readyz", timeout=2).json()["broker_status"]
-    match = re.fullmatch(r"connected to 127\.0\.0\.1:(\d+)", status)
-    ports = {node.mqtt_port: node for node in cluster.nodes}
-    return ports.get(int(match[1])) if match else None
 
 
 def fail_over(
@@ -114,7 +43,7 @@ def fail_over(
         TRACKER_STATE_DIR=str(tmp_path / "state"),
     ) as tracker:  # fmt: skip
         tail.wait_subscribed(timeout=20)
-        first = connected_node(tracker, cluster)
+        first = connected_node(tracker.base_url, cluster)
         assert first is not None
         killed = victim(cluster, first)
         with Load(tracker.base_url, tail_id) as load:
@@ -122,7 +51,7 @@ def fail_over(
             cluster.kill(killed)
             killed_at = time.monotonic()
             wait_until(
-                lambda: connected_node(tracker, cluster) not in (None, killed),
+                lambda: connected_node(tracker.base_url, cluster) not in (None, killed),
                 timeout=30,
                 message=f"the tracker did not fail over:\n{tracker.log()}",
             )

@@ -32,6 +32,7 @@ import yaml
 
 from tests.helpers.net import free_port, port_open
 from tests.helpers.waiting import wait_until
+from tracker_api.__main__ import cli
 from tracker_api.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,15 +42,17 @@ SECRETS = {
     "MQTT_READER_PASSWORD": "reader-secret",
     "POSTGRES_PASSWORD": "postgres-secret",
 }
-SERVICES = {"mqtt-users", "mosquitto", "postgres", "seed", "tracker"}
+SERVICES = {"mqtt-users", "mosquitto", "postgres", "migrate", "seed", "tracker"}
 DEPENDS_ON = {
     "mqtt-users": {},
     "mosquitto": {"mqtt-users": "service_completed_successfully"},
     "postgres": {},
-    "seed": {"postgres": "service_healthy"},
+    "migrate": {"postgres": "service_healthy"},
+    "seed": {"migrate": "service_completed_successfully"},
     "tracker": {
         "mosquitto": "service_healthy",
         "postgres": "service_healthy",
+        "migrate": "service_completed_successfully",
         "seed": "service_completed_successfully",
     },
 }
@@ -190,7 +193,7 @@ def shell_script(service: dict[str, Any]) -> str:
 # --- the resolved configuration -------------------------------------------------------------
 
 
-def test_compose_file_resolves_to_the_five_services(config: dict[str, Any]) -> None:
+def test_compose_file_resolves_to_the_six_services(config: dict[str, Any]) -> None:
     assert set(config["services"]) == SERVICES
 
 
@@ -238,6 +241,19 @@ def test_seed_job_runs_in_the_tracker_image_against_postgres(config: dict[str, A
     )
     assert Path(tracker["build"]["context"]) == REPO
     assert (REPO / "Dockerfile").is_file()
+
+
+def test_migrations_run_once_before_any_tracker_starts(config: dict[str, Any]) -> None:
+    migrate, tracker = config["services"]["migrate"], config["services"]["tracker"]
+    assert migrate["image"] == tracker["image"]
+    assert migrate["command"] == ["tracker-api", "migrate"]
+    assert migrate["restart"] == "no"
+    assert (
+        migrate["environment"]["TRACKER_DATABASE_URL"]
+        == tracker["environment"]["TRACKER_DATABASE_URL"]
+    )
+    # The command the job runs is one the image's console script has.
+    assert "migrate" in cli.commands
 
 
 def test_tracker_scales_without_host_port_conflicts(config: dict[str, Any]) -> None:

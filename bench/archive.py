@@ -1,0 +1,77 @@
+"""Did the archive keep up: its lag from the tracker's histogram, and each acknowledged
+event in the ``events`` table exactly once."""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy import create_engine, func, select
+
+from tests.helpers.metrics import samples
+from tracker_api.archive import EVENTS
+
+LAG = "tracker_archive_lag_seconds_bucket"
+# After the load: how long the archive may go without writing a row before it counts as
+# stuck. Bounded by progress, not by a total, so a long run's backlog may drain.
+STALL_S = 10.0
+
+Buckets = dict[float, float]  # upper bound -> cumulative count
+
+
+def lag_buckets(metrics_text: str) -> Buckets:
+    return {float(labels["le"]): count for labels, count in samples(metrics_text, LAG)}
+
+
+def quantile(before: Buckets, after: Buckets, q: float) -> float:
+    """The ``q`` quantile of what was observed between two scrapes, interpolated within
+    its bucket as Prometheus' histogram_quantile does; NaN when nothing was observed."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return math.nan
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if math.isinf(bound):
+                return lower  # beyond the last finite bucket: its bound is all we know
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return lower  # pragma: no cover - the +Inf bucket holds every observation
+
+
+def archived(database_url: str) -> tuple[int, int]:
+    """(rows, distinct eventIds) of the ``events`` table."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows, distinct = connection.execute(
+                select(func.count(), func.count(EVENTS.c.event_id.distinct()))
+            ).one()
+        return int(rows), int(distinct)
+    finally:
+        engine.dispose()
+
+
+def figures(
+    rows: int,
+    table: tuple[int, int],
+    acknowledged: int,
+    delivered: int,
+    lag: tuple[Buckets, Buckets],
+) -> dict[str, float | int]:
+    """What the archive did with the ``acknowledged`` events of one run: ``rows`` of them
+    written, ``table`` the whole table's (rows, distinct eventIds) after, ``delivered`` the
+    unique eventIds the counting subscriber saw (which includes an event whose answer was
+    lost but whose publish went through), ``lag`` the histogram before and after."""
+    total, distinct = table
+    before, after = lag
+    return {
+        "archived": rows,
+        "lost": max(0, acknowledged - rows),
+        # The table's key is (account, eventId): a repeat would be a second row under
+        # another account, or more rows than distinct events reached the broker.
+        "duplicates": (total - distinct) + max(0, rows - delivered),
+        "lag_p50_s": round(quantile(before, after, 0.5), 3),
+        "lag_p99_s": round(quantile(before, after, 0.99), 3),
+    }

@@ -1,0 +1,46 @@
+"""The bench's archive check: lag quantiles from the tracker's histogram, and the table's
+rows against the acknowledged events, on a real SQLite file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from bench import archive
+from tests.helpers.accounts import seeded_sqlite
+from tracker_api.archive import Row, insert
+from tracker_api.db import make_engine
+
+SCRAPE = """\
+tracker_archive_lag_seconds_bucket{{le="0.1"}} {a}
+tracker_archive_lag_seconds_bucket{{le="1.0"}} {b}
+tracker_archive_lag_seconds_bucket{{le="+Inf"}} {c}
+"""
+
+
+def test_lag_quantiles_count_only_what_was_observed_between_two_scrapes() -> None:
+    before = archive.lag_buckets(SCRAPE.format(a=50, b=50, c=50))
+    after = archive.lag_buckets(SCRAPE.format(a=100, b=150, c=150))
+
+    # 50 new observations up to 0.1 s, 50 between 0.1 and 1 s.
+    assert math.isclose(archive.quantile(before, after, 0.25), 0.05)
+    assert math.isclose(archive.quantile(before, after, 0.99), 0.1 + 0.9 * 49 / 50)
+    assert math.isnan(archive.quantile(after, after, 0.5))
+    beyond = archive.lag_buckets(SCRAPE.format(a=0, b=0, c=10))
+    assert archive.quantile({}, beyond, 0.5) == 1.0
+
+
+def test_a_missing_row_is_lost_and_rows_beyond_the_delivered_are_duplicates(
+    tmp_path: Path,
+) -> None:
+    url, _ = seeded_sqlite(tmp_path / "t.db")
+    rows = [Row("1", f"e{n}", 0, "{}") for n in range(3)]
+    insert(make_engine(url), rows + [Row("2", "e0", 0, "{}")])
+
+    table = archive.archived(url)
+    figures = archive.figures(table[0], table, acknowledged=5, delivered=3, lag=({}, {}))
+
+    assert table == (4, 3)
+    assert figures["lost"] == 1
+    assert figures["duplicates"] == 1 + 1
+    assert math.isnan(figures["lag_p50_s"])
