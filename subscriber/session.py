@@ -73,6 +73,17 @@ class Handler(Protocol):
         """Called at least every POLL_INTERVAL seconds, connected or not."""
 
 
+class CatchUp(Protocol):
+    """What the live stream cannot deliver (history before the subscription, the gap of a
+    lost session), fetched elsewhere while the broker queues the live messages."""
+
+    def due(self, *, first: bool, session_present: bool) -> bool:
+        """Whether this connection, once subscribed, must catch up before going live."""
+
+    def run(self, stop: Callable[[], bool]) -> None:
+        """Show what was missed; returns early when ``stop()`` becomes true."""
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     # The broker, or the nodes of one cluster in the order they are tried: whichever
@@ -118,9 +129,16 @@ class Session:
     keeps the session), or raises ``Refused``.
     """
 
-    def __init__(self, options: ConnectOptions, handler: Handler) -> None:
+    def __init__(
+        self, options: ConnectOptions, handler: Handler, catch_up: CatchUp | None = None
+    ) -> None:
         self.options = options
         self.handler = handler
+        self.catch_up = catch_up
+        # Set from CONNACK to the catch-up: live messages are left unacknowledged (the
+        # broker sends them again), so none is shown before the history it follows.
+        self._holding = False
+        self._catch_up_now = False
         self.rotation = Rotation(
             options.nodes, Backoff(options.reconnect_min, options.reconnect_max)
         )
@@ -199,6 +217,9 @@ class Session:
                 where,
                 self.options.client_id,
             )
+        self._holding = self.catch_up is not None and self.catch_up.due(
+            first=self.connections == 1, session_present=bool(flags.session_present)
+        )
         client.subscribe([(topic, 1) for topic in self.options.topics])
 
     def _on_subscribe(
@@ -218,6 +239,8 @@ class Session:
         if not self.subscribed:
             logger.info("subscribed to %s", ", ".join(self.options.topics))
         self.subscribed = True
+        # From the SUBACK on, the broker queues every live message for the session.
+        self._catch_up_now = self._holding
 
     def _on_disconnect(
         self,
@@ -248,6 +271,8 @@ class Session:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._received += 1
+        if self._holding:
+            return
         if self.handler.on_message(message.topic, message.payload) and message.qos:
             self._pending.append(message.mid)
 
@@ -275,6 +300,10 @@ class Session:
                 logger.debug("next connection attempt in %.1f s", delay)
                 continue
             self._service(sock)
+            if self._catch_up_now and self.catch_up is not None:
+                self._pause_for(self.catch_up, stop)
+                next_attempt = 0.0
+                continue
             if self._client.socket() is None:
                 if self._wipe and not self._refused:
                     # The clean-session connection ended: from now on, a persistent one.
@@ -343,6 +372,15 @@ class Session:
         if sock is not None and client.want_write():
             with _corked(sock):
                 client.loop_write()
+
+    def _pause_for(self, catch_up: CatchUp, stop: Callable[[], bool]) -> None:
+        """Leave the broker (the session keeps queueing live messages, unacknowledged and
+        so bounded by the broker's limits, not our memory), catch up, then come back."""
+        self._shutdown()
+        self._holding = self._catch_up_now = self.connected = False
+        catch_up.run(stop)
+        self._stopping = False
+        self._client = self._new_client(clean=False)
 
     def _shutdown(self) -> None:
         """Acknowledge what was shown, then DISCONNECT: the broker keeps the session."""
