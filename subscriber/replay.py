@@ -189,6 +189,9 @@ class Replayer:
         )
 
     def _replay(self, since: datetime, subscribed: float, stop: Callable[[], bool]) -> None:
+        # The archive holds each event once: what the deduplicator drops here is only
+        # what the overlaps read again, not a redelivery worth reporting.
+        duplicates = self.pipeline.duplicates
         with ReplayProgress(self.terminal) as progress:
             self._read(since, stop, progress)
             # An event acknowledged just before the subscription may reach the archive
@@ -197,6 +200,7 @@ class Replayer:
                 time.sleep(0.05)
             seam = datetime.fromtimestamp(subscribed - SEAM_OVERLAP, UTC)
             self._read(max(since, seam), stop, progress)
+        self.pipeline.duplicates = duplicates
 
     def _read(self, since: datetime, stop: Callable[[], bool], progress: ReplayProgress) -> None:
         pipeline = self.pipeline
