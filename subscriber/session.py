@@ -16,13 +16,11 @@ socket corked, so the broker gets them in a few segments instead of one per mess
 from __future__ import annotations
 
 import logging
-import random
 import select
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +29,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tracker_api.mqtt.nodes import Rotation
+
+from .backoff import Backoff as Backoff
+from .sockets import buffered, corked, error_text
 
 logger = logging.getLogger(__name__)
 
@@ -99,27 +100,6 @@ class ConnectOptions:
     keepalive: int = 5
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
-
-
-class Backoff:
-    """Exponential backoff with jitter: each delay is drawn from the upper half of
-    ``min * 2**attempt`` capped at ``max``, so a fleet of tails does not reconnect in step."""
-
-    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
-        if minimum <= 0 or maximum < minimum:
-            raise ValueError("need 0 < minimum <= maximum")
-        self.minimum = minimum
-        self.maximum = maximum
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        cap = min(self.maximum, self.minimum * 2**self.attempt)
-        self.attempt = min(self.attempt + 1, 32)
-        return self._rng.uniform(cap / 2, cap)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Session:
@@ -264,7 +244,7 @@ class Session:
                 f"({self.options.keepalive} s)"
             )
         if self._last_error.error is not None:
-            return f"connection lost: network error: {_reason(self._last_error.error)}"
+            return f"connection lost: network error: {error_text(self._last_error.error)}"
         if reason == "Unspecified error":  # the socket read end-of-file
             return "connection lost: closed by the broker"
         return f"connection lost ({reason})"
@@ -327,7 +307,7 @@ class Session:
         except (OSError, ssl.SSLError) as error:
             if node not in self._reported_down:  # once per node until connected again
                 logger.warning(
-                    "broker %s unreachable (%s); retrying", self._where(), _reason(error)
+                    "broker %s unreachable (%s); retrying", self._where(), error_text(error)
                 )
                 self._reported_down.add(node)
             return False
@@ -335,7 +315,7 @@ class Session:
 
     def _service(self, sock: Any) -> None:
         client = self._client
-        if not _buffered(sock):
+        if not buffered(sock):
             wants = client.want_write()
             readable, _, _ = select.select([sock], [sock] if wants else [], [], POLL_INTERVAL)
         else:
@@ -350,7 +330,7 @@ class Session:
                     break
                 if client.socket() is None:
                     break
-                if self._received == received and not _buffered(sock):
+                if self._received == received and not buffered(sock):
                     break
         self._end_batch()
         self._write()
@@ -370,7 +350,7 @@ class Session:
         client = self._client
         sock = client.socket()
         if sock is not None and client.want_write():
-            with _corked(sock):
+            with corked(sock):
                 client.loop_write()
 
     def _pause_for(self, catch_up: CatchUp, stop: Callable[[], bool]) -> None:
@@ -418,28 +398,3 @@ class _LastError(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
         self.error = next((arg for arg in args if isinstance(arg, BaseException)), self.error)
-
-
-def _buffered(sock: Any) -> int:
-    """Bytes TLS has decrypted but paho not yet read: select() cannot see them."""
-    pending = getattr(sock, "pending", None)
-    return int(pending()) if pending is not None else 0
-
-
-@contextmanager
-def _corked(sock: Any) -> Iterator[None]:
-    cork = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere each send goes alone
-    try:
-        if cork is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
-        yield
-    finally:
-        if cork is not None:
-            with suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve host: {error.strerror}"
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
