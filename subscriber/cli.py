@@ -13,8 +13,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from types import FrameType
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO
 
 import click
 from click.core import ParameterSource
@@ -24,7 +25,15 @@ from tracker_api.ids import ACCOUNT_ID
 from tracker_api.mqtt.nodes import parse_hosts
 
 from .aggregate import Aggregator
-from .dedup import DEFAULT_CAPACITY, Deduplicator
+from .dedup import Deduplicator
+from .options import (
+    EXIT_API,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    connection_options,
+    history_options,
+    output_options,
+)
 from .pipeline import LiveView, Output, Pipeline, TextView
 from .render import (
     ColourRenderer,
@@ -34,171 +43,33 @@ from .render import (
     TemplateRenderer,
     json_for_terminal,
 )
+from .replay import ApiError, History, Replayer
 from .session import ConnectOptions, Refused, Session
 
 logger = logging.getLogger("subscriber")
 
-EXIT_TIMEOUT = 3
-EXIT_REFUSED = 4
 LIVE_REFRESH = 1.0
 """Seconds between redraws of the --aggregate table on a terminal."""
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RefusedError(click.ClickException):
     exit_code = EXIT_REFUSED
 
 
-class HostType(click.ParamType[str, str]):
-    """``host[:port]``; a comma-separated list in the environment variable."""
-
-    name = "host[:port]"
-    envvar_list_splitter = ","
-
-    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        return str(value)
-
-
-HOST = HostType()
-
-
-def connection_options(command: F) -> F:
-    """Where the broker is and who we are."""
-    for option in reversed(
-        [
-            click.option(
-                "--host",
-                "hosts",
-                envvar="MQTT_TAIL_HOST",
-                type=HOST,
-                multiple=True,
-                default=["127.0.0.1"],
-                show_default=True,
-                help="Broker host[:port]; repeat it for the nodes of a cluster (or list them "
-                "comma-separated in MQTT_TAIL_HOST): on failure the next one is tried and "
-                "the session resumes on whichever answers.",
-            ),
-            click.option(
-                "--port",
-                type=click.IntRange(1, 65535),
-                help="Port of the hosts given without one  [default: 1883, 8883 with --tls]",
-            ),
-            click.option("--username", help="MQTT username."),
-            click.option(
-                "--password",
-                help="MQTT password; prefer MQTT_TAIL_PASSWORD (shell history keeps commands).",
-            ),
-            click.option("--tls", is_flag=True, help="Connect with TLS."),
-            click.option(
-                "--cafile",
-                type=click.Path(exists=True, dir_okay=False),
-                help="CA certificate for TLS (implies --tls).",
-            ),
-            click.option(
-                "--client-id",
-                help="Session id; the broker keeps the session under it. "
-                "Default: derived from user, host and accounts.",
-            ),
-            click.option(
-                "--clean", is_flag=True, help="Discard the stored session and start fresh."
-            ),
-            click.option(
-                "--keepalive",
-                type=click.IntRange(1, 3600),
-                default=5,
-                show_default=True,
-                help="Seconds; a silent connection is dropped within about twice this.",
-            ),
-            click.option(
-                "--reconnect-min",
-                type=click.FloatRange(0.01, 3600),
-                default=0.5,
-                show_default=True,
-                help="First reconnection delay, seconds (doubles per failure, with jitter).",
-            ),
-            click.option(
-                "--reconnect-max",
-                type=click.FloatRange(0.01, 3600),
-                default=30.0,
-                show_default=True,
-                help="Longest reconnection delay, seconds.",
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
-
-
-def output_options(command: F) -> F:
-    """What is shown and when the run ends."""
-    for option in reversed(
-        [
-            click.option(
-                "--account",
-                "accounts",
-                envvar="MQTT_TAIL_ACCOUNT",
-                multiple=True,
-                default=["+"],
-                show_default=True,
-                help="Account id to watch, repeatable; + watches all.",
-            ),
-            click.option(
-                "--json",
-                "as_json",
-                envvar="MQTT_TAIL_JSON",
-                is_flag=True,
-                help="One JSON object per line.",
-            ),
-            click.option(
-                "--format",
-                "template",
-                envvar="MQTT_TAIL_FORMAT",
-                help="Line template, e.g. '{timestamp} {accountId} {data}'; also {eventId}, "
-                "{topic}, {receivedAt}, {lag}.",
-            ),
-            click.option("--aggregate", is_flag=True, help="Per-account counts, rates and lags."),
-            click.option(
-                "--every",
-                type=click.IntRange(min=1),
-                default=500,
-                show_default=True,
-                help="With --aggregate: report every N events (on a terminal the table "
-                "is redrawn every second unless this or --window is given).",
-            ),
-            click.option(
-                "--window",
-                type=click.FloatRange(min=0.01),
-                help="With --aggregate: report every SECONDS instead.",
-            ),
-            click.option("--count", type=click.IntRange(min=1), help="Exit after N events."),
-            click.option(
-                "--timeout",
-                type=click.FloatRange(min=0.01),
-                help=f"Exit with code {EXIT_TIMEOUT} when nothing arrives for SECONDS.",
-            ),
-            click.option(
-                "--dedup-size",
-                type=click.IntRange(min=1),
-                default=DEFAULT_CAPACITY,
-                show_default=True,
-                help="How many recent (account, eventId) pairs are remembered to drop "
-                "redeliveries.",
-            ),
-            click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr."),
-        ]
-    ):
-        command = option(command)
-    return command
+class ApiFailed(click.ClickException):
+    exit_code = EXIT_API
 
 
 @click.command(
     context_settings={"auto_envvar_prefix": "MQTT_TAIL", "help_option_names": ["-h", "--help"]},
     epilog=f"Exit codes: 0 done (Ctrl-C, SIGTERM, --count), 2 usage, {EXIT_TIMEOUT} --timeout, "
-    f"{EXIT_REFUSED} refused by the broker (credentials, ACL). "
+    f"{EXIT_REFUSED} refused by the broker or the history API (credentials, ACL), "
+    f"{EXIT_API} history API unreachable or failing (--since). "
     "Every option can also be set as MQTT_TAIL_<OPTION>, e.g. MQTT_TAIL_PASSWORD.",
 )
 @connection_options
 @output_options
+@history_options
 def tail(
     *,
     hosts: tuple[str, ...],
@@ -222,6 +93,8 @@ def tail(
     timeout: float | None,
     dedup_size: int,
     quiet: bool,
+    since: datetime | None,
+    api: str,
 ) -> None:
     """Watch the tracker's events live: each acknowledged event shown exactly once,
     including those published while mqtt-tail was not running.
@@ -231,6 +104,7 @@ def tail(
       mqtt-tail --account 42
       mqtt-tail --json | jq .data
       mqtt-tail --aggregate --window 5
+      mqtt-tail --since 10m --account 42
       mqtt-tail --host 127.0.0.1:1884 --host 127.0.0.1:1885 --host 127.0.0.1:1886
     """
     with _stderr_logging(quiet=quiet):
@@ -291,7 +165,13 @@ def tail(
                 count=count,
                 timeout=timeout,
             )
-        status = run(Session(options, pipeline), pipeline)
+        replayer = None
+        # The archive is asked only when named: a tail on a bare broker never sends its
+        # login to whatever happens to listen on the default address.
+        if since is not None or ctx.get_parameter_source("api") != ParameterSource.DEFAULT:
+            history = History(api, watched, username, password)
+            replayer = Replayer(pipeline, history, since, terminal=sys.stderr.isatty())
+        status = run(Session(options, pipeline, replayer), pipeline)
     sys.exit(status)
 
 
@@ -301,18 +181,22 @@ def main() -> None:
 
 def run(session: Session, pipeline: Pipeline) -> int:
     """Until a signal, --count, --timeout or a closed pipe; the exit status."""
-    refused: Refused | None = None
+    failed: Refused | ApiError | None = None
     with _stop_on_signals() as stopped:
         try:
             session.run(lambda: stopped() or pipeline.stop_reason is not None)
-        except Refused as error:
-            refused = error
+        except (Refused, ApiError) as error:
+            failed = error
         finally:
             # Refused at once, a summary of nothing would only bury the error.
-            if refused is None or pipeline.shown or pipeline.duplicates or pipeline.malformed:
+            if failed is None or pipeline.shown or pipeline.duplicates or pipeline.malformed:
                 pipeline.finish()
-    if refused is not None:
-        raise RefusedError(f"{refused}\n{refusal_hint(refused, session.options)}")
+    if isinstance(failed, Refused):
+        raise RefusedError(f"{failed}\n{refusal_hint(failed, session.options)}")
+    if isinstance(failed, ApiError):
+        if failed.status in (401, 403):
+            raise RefusedError(f"{failed}\n{history_hint(failed.status, session.options)}")
+        raise ApiFailed(f"{failed}\nhint: start the tracker (make run) or point --api at it")
     if pipeline.stop_reason == "broken-pipe":
         _silence_stdout()
         return 0
@@ -345,6 +229,21 @@ def refusal_hint(refused: Refused, options: ConnectOptions) -> str:
     if refused.kind == "client-id":
         return "hint: choose another --client-id (letters and digits, at most 23 characters)"
     return "hint: use a broker that speaks MQTT 3.1.1 (Mosquitto does)"
+
+
+def history_hint(status: int, options: ConnectOptions) -> str:
+    """The line after a refusal of the history API, which takes the MQTT login."""
+    user = options.username
+    if status == 401:
+        return (
+            "hint: the history API takes the MQTT login (MQTT_TAIL_USERNAME, "
+            f"MQTT_TAIL_PASSWORD); {CREDENTIALS_HINT}"
+        )
+    return (
+        f"hint: {user or 'this login'} may not read the history of "
+        f"{', '.join(options.topics)}; an account's login reads only its own account "
+        "(--account <id>), the reader login all"
+    )
 
 
 def _aggregator(every: int, window: float | None, *, live: bool) -> Aggregator:

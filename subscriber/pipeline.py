@@ -114,6 +114,8 @@ class Pipeline:
         self.duplicates = 0
         self.malformed = 0
         self.stop_reason: str | None = None
+        self.last_timestamp = ""
+        """The latest ``timestamp`` shown: where a gap after a lost session begins."""
         self.last_arrival = time.monotonic()
 
     def on_message(self, topic: str, payload: bytes | bytearray) -> bool:
@@ -131,6 +133,10 @@ class Pipeline:
             self.duplicates += 1
             return True
         self.shown += 1
+        timestamp = event.get("timestamp")
+        # The tracker's RFC 3339 times (UTC, milliseconds) sort as text.
+        if type(timestamp) is str and timestamp > self.last_timestamp:
+            self.last_timestamp = timestamp
         aggregator = self.aggregator
         if aggregator is not None:
             account = event.get("accountId")

@@ -16,14 +16,11 @@ socket corked, so the broker gets them in a few segments instead of one per mess
 from __future__ import annotations
 
 import logging
-import os
-import random
 import select
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +29,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tracker_api.mqtt.nodes import Rotation
+
+from .backoff import Backoff as Backoff
+from .sockets import buffered, corked, error_text, until_broker_closes
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,17 @@ class Handler(Protocol):
         """Called at least every POLL_INTERVAL seconds, connected or not."""
 
 
+class CatchUp(Protocol):
+    """What the live stream cannot deliver (history before the subscription, the gap of a
+    lost session), fetched elsewhere while the broker queues the live messages."""
+
+    def due(self, *, first: bool, session_present: bool) -> bool:
+        """Whether this connection, once subscribed, must catch up before going live."""
+
+    def run(self, stop: Callable[[], bool]) -> None:
+        """Show what was missed; returns early when ``stop()`` becomes true."""
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     # The broker, or the nodes of one cluster in the order they are tried: whichever
@@ -93,27 +104,6 @@ class ConnectOptions:
     reconnect_max: float = 30.0
 
 
-class Backoff:
-    """Exponential backoff with jitter: each delay is drawn from the upper half of
-    ``min * 2**attempt`` capped at ``max``, so a fleet of tails does not reconnect in step."""
-
-    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
-        if minimum <= 0 or maximum < minimum:
-            raise ValueError("need 0 < minimum <= maximum")
-        self.minimum = minimum
-        self.maximum = maximum
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        cap = min(self.maximum, self.minimum * 2**self.attempt)
-        self.attempt = min(self.attempt + 1, 32)
-        return self._rng.uniform(cap / 2, cap)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 class Session:
     """Keeps a persistent MQTT session alive and feeds its messages to a handler.
 
@@ -121,9 +111,16 @@ class Session:
     keeps the session), or raises ``Refused``.
     """
 
-    def __init__(self, options: ConnectOptions, handler: Handler) -> None:
+    def __init__(
+        self, options: ConnectOptions, handler: Handler, catch_up: CatchUp | None = None
+    ) -> None:
         self.options = options
         self.handler = handler
+        self.catch_up = catch_up
+        # Set from CONNACK to the catch-up: live messages are left unacknowledged (the
+        # broker sends them again), so none is shown before the history it follows.
+        self._holding = False
+        self._catch_up_now = False
         self.rotation = Rotation(
             options.nodes, Backoff(options.reconnect_min, options.reconnect_max)
         )
@@ -202,6 +199,9 @@ class Session:
                 where,
                 self.options.client_id,
             )
+        self._holding = self.catch_up is not None and self.catch_up.due(
+            first=self.connections == 1, session_present=bool(flags.session_present)
+        )
         client.subscribe([(topic, 1) for topic in self.options.topics])
 
     def _on_subscribe(
@@ -221,6 +221,8 @@ class Session:
         if not self.subscribed:
             logger.info("subscribed to %s", ", ".join(self.options.topics))
         self.subscribed = True
+        # From the SUBACK on, the broker queues every live message for the session.
+        self._catch_up_now = self._holding
 
     def _on_disconnect(
         self,
@@ -244,13 +246,15 @@ class Session:
                 f"({self.options.keepalive} s)"
             )
         if self._last_error.error is not None:
-            return f"connection lost: network error: {_reason(self._last_error.error)}"
+            return f"connection lost: network error: {error_text(self._last_error.error)}"
         if reason == "Unspecified error":  # the socket read end-of-file
             return "connection lost: closed by the broker"
         return f"connection lost ({reason})"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._received += 1
+        if self._holding:
+            return
         if self.handler.on_message(message.topic, message.payload) and message.qos:
             self._pending.append(message.mid)
 
@@ -278,6 +282,10 @@ class Session:
                 logger.debug("next connection attempt in %.1f s", delay)
                 continue
             self._service(sock)
+            if self._catch_up_now and self.catch_up is not None:
+                self._pause_for(self.catch_up, stop)
+                next_attempt = 0.0
+                continue
             if self._client.socket() is None:
                 if self._wipe and not self._refused:
                     # The clean-session connection ended: from now on, a persistent one.
@@ -301,7 +309,7 @@ class Session:
         except (OSError, ssl.SSLError) as error:
             if node not in self._reported_down:  # once per node until connected again
                 logger.warning(
-                    "broker %s unreachable (%s); retrying", self._where(), _reason(error)
+                    "broker %s unreachable (%s); retrying", self._where(), error_text(error)
                 )
                 self._reported_down.add(node)
             return False
@@ -309,7 +317,7 @@ class Session:
 
     def _service(self, sock: Any) -> None:
         client = self._client
-        if not _buffered(sock):
+        if not buffered(sock):
             wants = client.want_write()
             readable, _, _ = select.select([sock], [sock] if wants else [], [], POLL_INTERVAL)
         else:
@@ -324,7 +332,7 @@ class Session:
                     break
                 if client.socket() is None:
                     break
-                if self._received == received and not _buffered(sock):
+                if self._received == received and not buffered(sock):
                     break
         self._end_batch()
         self._write()
@@ -344,8 +352,17 @@ class Session:
         client = self._client
         sock = client.socket()
         if sock is not None and client.want_write():
-            with _corked(sock):
+            with corked(sock):
                 client.loop_write()
+
+    def _pause_for(self, catch_up: CatchUp, stop: Callable[[], bool]) -> None:
+        """Leave the broker (the session keeps queueing live messages, unacknowledged and
+        so bounded by the broker's limits, not our memory), catch up, then come back."""
+        self._shutdown()
+        self._holding = self._catch_up_now = self.connected = False
+        catch_up.run(stop)
+        self._stopping = False
+        self._client = self._new_client(clean=False)
 
     def _shutdown(self) -> None:
         """Acknowledge what was shown, then DISCONNECT: the broker keeps the session."""
@@ -354,7 +371,7 @@ class Session:
         sock = client.socket()
         self._end_batch()
         if sock is not None:
-            with _until_broker_closes(sock):
+            with until_broker_closes(sock, SHUTDOWN_WAIT):
                 client.disconnect()
                 # DISCONNECT goes out before the socket is closed, even if acknowledgements
                 # fill the socket's buffer: the broker then keeps the session quietly.
@@ -384,53 +401,3 @@ class _LastError(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
         self.error = next((arg for arg in args if isinstance(arg, BaseException)), self.error)
-
-
-def _buffered(sock: Any) -> int:
-    """Bytes TLS has decrypted but paho not yet read: select() cannot see them."""
-    pending = getattr(sock, "pending", None)
-    return int(pending()) if pending is not None else 0
-
-
-@contextmanager
-def _corked(sock: Any) -> Iterator[None]:
-    cork = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere each send goes alone
-    try:
-        if cork is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
-        yield
-    finally:
-        if cork is not None:
-            with suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
-
-
-@contextmanager
-def _until_broker_closes(sock: Any, timeout: float = SHUTDOWN_WAIT) -> Iterator[None]:
-    """Keeps the connection open after paho closes its socket, until the broker closes it.
-
-    Sent is not received: the broker may not have read the last PUBACKs yet when we exit,
-    and a new connection with our client id (the next ``--count`` run) takes the session
-    over and discards them, so those events would be shown again. The broker reads in
-    order and closes only after DISCONNECT, so its end-of-file means every PUBACK counted.
-    """
-    try:
-        spare = socket.socket(fileno=os.dup(sock.fileno()))
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    with spare:
-        yield
-        deadline = time.monotonic() + timeout
-        with suppress(OSError):
-            # Raw bytes (TLS records too): whatever still comes is not shown, not acked.
-            while (left := deadline - time.monotonic()) > 0:
-                spare.settimeout(left)
-                if not spare.recv(65536):
-                    break
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve host: {error.strerror}"
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
