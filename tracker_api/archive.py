@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import Engine, and_, delete, or_, select
+from sqlalchemy import Engine, Table, and_, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import SQLModel
 
 from . import metrics
 from .backoff import Backoff
@@ -51,7 +52,7 @@ BATCH_SIZE, BATCH_LINGER = 500, 0.05
 RETRY_FIRST, RETRY_CAP = 0.2, 5.0
 # Retention deletes this many rows per transaction, so writers never wait long.
 RETENTION_BATCH, RETENTION_EVERY = 1000, 60.0
-EVENTS = ArchivedEvent.__table__  # type: ignore[attr-defined]
+EVENTS: Table = SQLModel.metadata.tables[ArchivedEvent.__tablename__]
 
 
 class Malformed(ValueError):
