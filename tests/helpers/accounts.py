@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from tracker_api.db import create_schema, make_engine
+from tracker_api.db import create_schema, make_engine, migrate
 from tracker_api.models import Account
 
 ACTIVE = ("1", "2", "acme.eu-1", "A_b-9")
@@ -36,3 +36,14 @@ def set_active(engine: Engine, account_id: str, active: bool) -> None:
         account.is_active = active
         session.add(account)
         session.commit()
+
+
+def migrated(url: str) -> Engine:
+    """The database at ``url`` migrated to the newest schema, the active accounts in it."""
+    engine = make_engine(url)
+    migrate(engine)
+    with Session(engine) as session:
+        for account_id in ACTIVE:
+            session.merge(Account(account_id=account_id, account_name=account_id))
+        session.commit()
+    return engine

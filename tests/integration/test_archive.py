@@ -17,16 +17,13 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, func, select
-from sqlmodel import Session
 
-from tests.helpers.accounts import ACTIVE
+from tests.helpers.accounts import migrated
 from tests.helpers.broker import Mosquitto
 from tests.helpers.postgres import PostgresCluster, throwaway_postgres
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
 from tracker_api import archive
-from tracker_api.db import make_engine, migrate
-from tracker_api.models import Account
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,16 +35,6 @@ def count_rows(engine: Engine) -> tuple[int, int]:
         rows = connection.execute(select(func.count()).select_from(archive.EVENTS)).scalar()
         unique = connection.execute(select(func.count(func.distinct(columns.event_id)))).scalar()
     return int(rows or 0), int(unique or 0)
-
-
-def migrated(url: str) -> Engine:
-    engine = make_engine(url)
-    migrate(engine)
-    with Session(engine) as session:
-        for account_id in ACTIVE:
-            session.merge(Account(account_id=account_id, account_name=account_id))
-        session.commit()
-    return engine
 
 
 class Publisher:

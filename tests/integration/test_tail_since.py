@@ -12,16 +12,13 @@ from pathlib import Path
 import httpx2 as httpx
 import orjson
 import pytest
-from sqlmodel import Session
 
-from tests.helpers.accounts import ACTIVE
+from tests.helpers.accounts import migrated
 from tests.helpers.broker import Mosquitto
 from tests.helpers.proxy import Proxy
 from tests.helpers.tail import Tail, assert_exactly_once
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
-from tracker_api.db import make_engine, migrate
-from tracker_api.models import Account
 from tracker_api.users import PasswordFile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,13 +31,7 @@ def tracker_env(workdir: Path) -> dict[str, str]:
 
 def database(path: Path) -> str:
     url = f"sqlite:///{path}"
-    engine = make_engine(url)
-    migrate(engine)
-    with Session(engine) as session:
-        for account_id in ACTIVE:
-            session.merge(Account(account_id=account_id, account_name=account_id))
-        session.commit()
-    engine.dispose()
+    migrated(url).dispose()
     return url
 
 
