@@ -71,8 +71,12 @@ def test_qos1_messages_wait_unacknowledged_with_a_bounded_number_of_retries() ->
         ingest = Ingest(service, client, max_retrying=4)
         for mid in range(1, 41):
             ingest.handle(Message("ingest/1", f"m{mid}".encode(), 1, False, mid))
-        while service.calls < 100:
-            await asyncio.sleep(0.01)
+
+        async def retried_a_while() -> None:
+            while service.calls < 100:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(retried_a_while(), timeout=10)
         assert client.acked == []  # the broker keeps them meanwhile
         service.healthy = True
         await ingest.drain(timeout=10)
