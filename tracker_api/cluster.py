@@ -199,9 +199,17 @@ class Cluster:
         started = time.monotonic()
         deadline = started + self.start_timeout
         next_kick = started + KICK_AFTER
+        retried = False
         while not port_open(node.mqtt_port):
             if process.poll() is not None:
-                raise ClusterError(f"{node.name} exited during start: see {node.log_file}")
+                if retried:
+                    raise ClusterError(f"{node.name} exited during start: see {node.log_file}")
+                # A node booting beside its peers now and then gives up waiting for them
+                # (Mnesia tables, the plugin's Raft members) and exits: once more, then fail.
+                logger.warning("%s exited during start; starting it once more", node.name)
+                retried = True
+                self.start_node(node)
+                process = self.processes[node.name]
             now = time.monotonic()
             if now > deadline:
                 raise ClusterError(f"{node.name} did not start in time: see {node.log_file}")
