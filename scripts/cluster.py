@@ -44,9 +44,10 @@ from pydantic import Field, ValidationError  # noqa: E402
 from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 
 from tracker_api import cluster_layout as rabbit  # noqa: E402
-from tracker_api.cluster import Cluster, ClusterError, Layout, Node, port_open  # noqa: E402
+from tracker_api.cluster import Cluster, ClusterError, Layout, Node  # noqa: E402
 from tracker_api.cluster_roles import provision  # noqa: E402
 from tracker_api.config import describe  # noqa: E402
+from tracker_api.ports import port_free, port_open  # noqa: E402
 
 
 class ClusterSettings(BaseSettings):
@@ -99,8 +100,11 @@ def refuse_busy_ports(layout: Layout) -> None:
     named = [*layout.ports(), (LB_PORT, "HAProxy"), (PG_PORT, "PostgreSQL")]
     named += [(port, f"tracker {i}") for i, port in enumerate(tracker_ports(), 1)]
     for port, what in named:
-        if port_open(port):
-            who = ", ".join(described(pid) for pid in listening_pids(port)) or "another user"
+        if not port_free(port):
+            holders = ", ".join(described(pid) for pid in listening_pids(port))
+            # Nobody we can see listens: another user's server, or a connection holding
+            # it as its local port (the kernel lends ports of its ephemeral range so).
+            who = holders or ("another user" if port_open(port) else "a connection's local end")
             sys.exit(f"[make cluster] port {port} ({what}) is already in use by {who}: stop it")
 
 
@@ -129,6 +133,14 @@ def ready_through(port: int) -> bool:
             return bool(answer.status == 200)
     except OSError:  # refused, reset, or an HTTPError (503: no ready tracker yet)
         return False
+
+
+def indented_tail(log: Path, lines: int = 15) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError as error:
+        return f"    ({error.strerror})"
+    return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
 
 
 def haproxy_config() -> Path:
@@ -245,9 +257,11 @@ class Stack:
                     [sys.executable, "-m", "tracker_api"], VAR / f"tracker-{i + 1}.log", instance
                 )
             )
-        for tracker, port in zip(self.trackers, tracker_ports(), strict=True):
+        for i, (tracker, port) in enumerate(zip(self.trackers, tracker_ports(), strict=True)):
             if not wait_for(lambda port=port: ready_through(port), tracker, 30):  # type: ignore[misc]
-                say(f"the tracker on :{port} did not get ready: see {shown(VAR)}/tracker-*.log")
+                log = VAR / f"tracker-{i + 1}.log"
+                why = "did not get ready in 30 s" if tracker.poll() is None else "exited"
+                say(f"the tracker on :{port} {why}; the end of {shown(log)}:\n{indented_tail(log)}")
                 return 1
         haproxy = haproxy_binary()
         if haproxy is None:

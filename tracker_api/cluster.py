@@ -45,12 +45,11 @@ from .cluster_layout import (
     ClusterError,
     Layout,
     Node,
-    free_ports,
     node_config,
     node_environment,
-    port_open,
     tools_missing,
 )
+from .ports import free_ports, port_free, port_open
 
 __all__ = [
     "Cluster",
@@ -149,7 +148,7 @@ class Cluster:
             return
         epmd = shutil.which("epmd")
         assert epmd is not None  # tools_missing() checked
-        if port_open(self.layout.epmd_port):
+        if not port_free(self.layout.epmd_port):
             raise ClusterError(f"port {self.layout.epmd_port} (epmd) is already in use")
         self.epmd = subprocess.Popen(
             [epmd, "-port", str(self.layout.epmd_port), "-address", HOST],
@@ -170,7 +169,7 @@ class Cluster:
         if running is not None and running.poll() is None:
             return
         for port, what in ((node.mqtt_port, "MQTT"), (node.amqp_port, "AMQP")):
-            if port_open(port):
+            if not port_free(port):
                 raise ClusterError(f"port {port} ({node.short} {what}) is already in use")
         output = open(node.directory / "log" / "console.log", "ab")  # noqa: SIM115
         with closing(output):

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from .ports import free_ports
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")  # Debian's: /usr/sbin wraps it with `su rabbitmq`
 HOST = "127.0.0.1"
@@ -36,26 +37,6 @@ def tools_missing() -> str | None:
     if absent:
         return f"not installed: {', '.join(absent)} (run scripts/ensure-cluster-tools.sh)"
     return None
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now on 127.0.0.1, all different (held open together while chosen)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def port_open(port: int, host: str = HOST) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)

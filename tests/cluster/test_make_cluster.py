@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,24 +20,14 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.helpers.net import free_port, port_open
 from tests.helpers.waiting import wait_until
 from tracker_api.cluster import Layout
+from tracker_api.ports import free_ports
 
 from .clients import connected
 
 REPO = Path(__file__).resolve().parents[2]
 BANNER = "Ctrl-C stops everything"
-
-
-def free_block(size: int, taken: set[int]) -> int:
-    """The first of ``size`` consecutive ports nothing listens on and no other block has."""
-    while True:
-        first = free_port()
-        block = set(range(first, first + size))
-        if first + size < 65535 and not block & taken and not any(map(port_open, block)):
-            taken |= block
-            return first
 
 
 @dataclass
@@ -47,16 +38,11 @@ class MakeCluster:
     offset: int = 0
 
     def __post_init__(self) -> None:
-        taken: set[int] = set()
-        ports = {
-            "CLUSTER_PORT": free_block(3, taken),  # HAProxy, then the two trackers
-            "CLUSTER_PG_PORT": free_block(1, taken),
-            "CLUSTER_MQTT_PORT": free_block(3, taken),
-            "CLUSTER_AMQP_PORT": free_block(3, taken),
-            "CLUSTER_DIST_PORT": free_block(3, taken),
-            "CLUSTER_EPMD_PORT": free_block(1, taken),
-            "CLUSTER_CTL_PORT": free_block(11, taken),
-        }
+        # Each the first of 11 free ports (rabbitmqctl's block is the widest): HAProxy and
+        # the two trackers, PostgreSQL, each node's MQTT, AMQP and distribution, epmd.
+        names = ("PORT", "PG_PORT", "MQTT_PORT", "AMQP_PORT", "DIST_PORT", "EPMD_PORT", "CTL_PORT")
+        blocks = free_ports(len(names), block=11)
+        ports = {f"CLUSTER_{name}": first for name, first in zip(names, blocks, strict=True)}
         self.env = {
             key: value
             for key, value in os.environ.items()
@@ -134,6 +120,32 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeClust
     finally:
         run.kill_leftovers()  # a failed test must not leave nodes burning the cores
         shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def test_a_port_a_connection_holds_is_refused_before_anything_starts(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Nothing listens there, but a server could not bind it: named, not started on."""
+    run = MakeCluster(tmp_path_factory.mktemp("held"))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.create_connection(server.getsockname()) as client:
+            held = client.getsockname()[1]
+            run.env["CLUSTER_PG_PORT"] = str(held)
+            done = subprocess.run(
+                [sys.executable, str(REPO / "scripts" / "cluster.py")],
+                env=run.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+    assert done.returncode == 1
+    assert (
+        f"port {held} (PostgreSQL) is already in use by a connection's local end" in done.stderr
+    ), done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (run.var_dir / "cluster").exists()  # refused before creating anything
 
 
 def test_a_var_dir_postgres_cannot_enter_is_refused_with_the_reason(

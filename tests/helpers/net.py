@@ -1,20 +1,13 @@
-"""Ports and sockets for tests."""
+"""Ports and sockets for tests: chosen below the ephemeral range (``tracker_api.ports``)."""
 
 from __future__ import annotations
 
-import socket
+from tracker_api.ports import free_ports, port_open
+
+__all__ = ["free_port", "port_open"]
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+    """A TCP port on 127.0.0.1 that a server could take now and no outgoing connection
+    will take in the meantime."""
+    return free_ports(1)[0]
