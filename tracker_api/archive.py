@@ -41,6 +41,7 @@ from .leased import LeasedConsumer
 from .models import ArchivedEvent
 from .mqtt import Message
 from .publisher import Acknowledger
+from .tasks import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -269,12 +270,7 @@ class Archiver:
         while self._pending and not self.database_error and time.monotonic() < deadline:
             self._full.set()
             await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
 
 
 class Archive(LeasedConsumer):

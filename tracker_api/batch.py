@@ -54,6 +54,8 @@ async def read_body(receive: Receive, content_length: int | None, limit: int) ->
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":  # what came so far is not the body
+            raise InvalidRequest("The client disconnected before the body was complete")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from .config import Settings
 from .ingest_lease import Lease
 from .publisher import Acknowledger, BrokerConnection, Consumer, Session
+from .tasks import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +63,7 @@ class LeasedConsumer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
 
     async def _compete(self) -> None:
         logger.info("%s: competing for the lease as a follower", self.name)

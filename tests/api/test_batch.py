@@ -248,3 +248,45 @@ def test_the_openapi_schema_documents_the_batch_body_and_its_answers(client: Tes
     assert NDJSON in content
     assert {"200", "401", "403", "413", "422", "429", "503", "504"} <= set(operation["responses"])
     assert "X-Request-ID" in {p["name"] for p in operation["parameters"]}
+
+
+def test_a_client_gone_mid_body_publishes_nothing_of_what_it_sent(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    """The lines that arrived are whole NDJSON events, but not the whole body: none of them
+    may go out (a client that retries without eventIds would make them duplicates)."""
+    messages = [
+        {"type": "http.request", "body": ndjson([{"data": "a"}, {"data": "b"}]), "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, object]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/1",
+        "raw_path": b"/1",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", NDJSON.encode()), (b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def request() -> None:
+        await client.app(scope, receive, send)  # type: ignore[arg-type]
+
+    assert client.portal is not None
+    client.portal.call(request)
+
+    assert publisher.published == []
+    assert sent[0]["status"] == 422
+    assert b"disconnected before the body was complete" in sent[1]["body"]  # type: ignore[operator]

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.helpers.mqtt_peer import paho_client
 from tests.helpers.waiting import wait_until
 
 
@@ -32,17 +32,15 @@ class Client:
         self.messages: list[tuple[str, bytes]] = []
         self.lost = threading.Event()
         self._lock = threading.Lock()
-        self.paho = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean,
-            protocol=mqtt.MQTTv311,
+        self.paho = paho_client(
+            client_id,
+            clean=clean,
+            username=username,
+            password=password,
             reconnect_on_failure=False,
         )
         self.paho.max_inflight_messages_set(1000)
         self.paho.max_queued_messages_set(0)
-        if username is not None:
-            self.paho.username_pw_set(username, password)
         self.paho.on_connect = self._on_connect
         self.paho.on_disconnect = lambda *args: self.lost.set()
         self.paho.on_subscribe = self._on_subscribe

@@ -79,6 +79,20 @@ class MakeCluster:
     def latest(self) -> str:
         return self.output.read_text(errors="replace")[self.offset :]
 
+    def refused(self) -> str:
+        """What a start that must fail printed; it exits 1 without a traceback."""
+        done = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "cluster.py")],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 1, output
+        assert "Traceback" not in output
+        return output
+
     def processes(self) -> list[tuple[int, str]]:
         """Every live process of this run: its var directory in its arguments or its
         environment, or the private epmd on its port."""
@@ -133,18 +147,8 @@ def test_a_port_a_connection_holds_is_refused_before_anything_starts(
         with socket.create_connection(server.getsockname()) as client:
             held = client.getsockname()[1]
             run.env["CLUSTER_PG_PORT"] = str(held)
-            done = subprocess.run(
-                [sys.executable, str(REPO / "scripts" / "cluster.py")],
-                env=run.env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-    assert done.returncode == 1
-    assert (
-        f"port {held} (PostgreSQL) is already in use by a connection's local end" in done.stderr
-    ), done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
+            done = run.refused()
+    assert f"port {held} (PostgreSQL) is already in use by a connection's local end" in done
     assert not (run.var_dir / "cluster").exists()  # refused before creating anything
 
 
@@ -154,16 +158,8 @@ def test_a_var_dir_postgres_cannot_enter_is_refused_with_the_reason(
     if os.geteuid() != 0:
         pytest.skip("only as root does PostgreSQL run as another user")
     run = MakeCluster(tmp_path_factory.mktemp("closed"))  # under pytest's 0700 root
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "cluster.py")],
-        env=run.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1
-    assert "initdb failed (as the postgres user" in done.stdout, done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
+    done = run.refused()
+    assert "initdb failed (as the postgres user" in done
     assert run.processes() == []
 
 

@@ -6,9 +6,9 @@ import os
 import uuid
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers.broker import Mosquitto
+from tests.helpers.mqtt_peer import paho_client
 from tests.helpers.waiting import wait_until
 
 DB_NAME = "mosquitto.db"
@@ -68,14 +68,7 @@ def assert_broker_saves(
     topic = f"durability-probe/{probe_id}"
 
     def connected(client_id: str, clean: bool) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean,
-            protocol=mqtt.MQTTv311,
-        )
-        if username is not None:
-            client.username_pw_set(username, password)
+        client = paho_client(client_id, clean=clean, username=username, password=password)
         client.connect(broker.host, broker.port, keepalive=10)
         client.loop_start()
         wait_until(client.is_connected, timeout=5, message="durability probe could not connect")

@@ -27,10 +27,10 @@ from pathlib import Path
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.faults.conftest import assert_broker_saves, db_save_stamp, wait_for_saves
 from tests.helpers.broker import SHARED_CONF_DIR, Mosquitto
+from tests.helpers.mqtt_peer import paho_client
 from tests.helpers.waiting import wait_until
 
 logger = logging.getLogger(__name__)
@@ -58,12 +58,7 @@ class Publisher:
     """QoS-1 publisher that returns, per eventId, the wall-clock time of its PUBACK."""
 
     def __init__(self, broker: Mosquitto) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"durability-publisher-{next(_client_ids)}",
-            clean_session=True,
-            protocol=mqtt.MQTTv311,
-        )
+        self.client = paho_client(f"durability-publisher-{next(_client_ids)}")
         # paho loses messages beyond 65,535 outstanding (DESIGN.md pitfalls): every
         # batch below is smaller and fully acknowledged before the next one starts.
         self.client.max_inflight_messages_set(1000)
@@ -109,12 +104,7 @@ class Subscriber:
         self.session_present: bool | None = None
         self.subscribed = threading.Event()
         self._lock = threading.Lock()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
+        self.client = paho_client(client_id, clean=False)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self.subscribed.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -25,6 +26,28 @@ class Received:
         return value
 
 
+def paho_client(
+    client_id: str = "",
+    *,
+    clean: bool = True,
+    username: str | None = None,
+    password: str | None = None,
+    **options: Any,
+) -> mqtt.Client:
+    """A paho client (callback API 2) speaking MQTT 3.1.1, as the project's own clients do;
+    anonymous without a username."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=clean,
+        protocol=mqtt.MQTTv311,
+        **options,
+    )
+    if username is not None:
+        client.username_pw_set(username, password)
+    return client
+
+
 class Peer:
     """Connects, subscribes and records; ``clean=False`` keeps a session across runs."""
 
@@ -42,14 +65,7 @@ class Peer:
         self.messages: list[Received] = []
         self.subscribed = threading.Event()
         self._lock = threading.Lock()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean,
-            protocol=mqtt.MQTTv311,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
+        self.client = paho_client(client_id, clean=clean, username=username, password=password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self.subscribed.set()

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from .mqtt_peer import paho_client
 from .waiting import wait_until
 
 TAIL = Path(sys.executable).with_name("mqtt-tail")
@@ -154,11 +153,7 @@ class Publisher:
     """Publishes at QoS 1 like the tracker; ``publish`` returns once the broker acknowledged."""
 
     def __init__(self, port: int, client_id: str = "test-publisher") -> None:
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv311,
-        )
+        self.client = paho_client(client_id)
         # paho loses messages past 65,535 outstanding ids: keep the window well below.
         self.client.max_inflight_messages_set(1000)
         self._acked = 0

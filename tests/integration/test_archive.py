@@ -13,17 +13,17 @@ from pathlib import Path
 
 import httpx2 as httpx
 import orjson
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, func, select
 
 from tests.helpers.accounts import migrated
 from tests.helpers.broker import Mosquitto
+from tests.helpers.mqtt_peer import paho_client
 from tests.helpers.postgres import PostgresCluster, throwaway_postgres
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
 from tracker_api import archive
+from tracker_api.events import Clock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ class Publisher:
     holds the eventIds the broker acknowledged."""
 
     def __init__(self, port: int) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-envelopes")
+        self.client = paho_client("test-envelopes")
         self.client.max_inflight_messages_set(100)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -82,11 +82,7 @@ class Publisher:
         self.client.disconnect()
 
 
-def now() -> str:
-    from datetime import UTC, datetime
-
-    moment = datetime.now(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+now = Clock().now  # the tracker's own timestamps
 
 
 def archive_state(tracker: TrackerProcess) -> str:

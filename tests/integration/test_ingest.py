@@ -10,15 +10,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers import metrics
 from tests.helpers.api import api_client, database_to_repair, seeded_database
 from tests.helpers.broker import REPO, Mosquitto
-from tests.helpers.mqtt_peer import Peer
+from tests.helpers.mqtt_peer import Peer, paho_client
 from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
@@ -32,7 +30,7 @@ class Device:
     """A device publishing at QoS 1 and waiting for the broker's acknowledgement."""
 
     def __init__(self, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client = paho_client()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 

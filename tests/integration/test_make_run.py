@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.helpers.mqtt_peer import Peer
+from tests.helpers.mqtt_peer import Peer, paho_client
 from tests.helpers.net import free_port, port_open
 from tests.helpers.waiting import wait_until
 
@@ -85,9 +83,7 @@ class DevStack:
 
 def connect_result(port: int, username: str | None = None, password: str | None = None) -> str:
     """The broker's CONNACK reason for this login (anonymous without a username)."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    if username is not None:
-        client.username_pw_set(username, password)
+    client = paho_client(username=username, password=password)
     codes: list[str] = []
     client.on_connect = lambda c, u, f, rc, p: codes.append(str(rc))
     client.connect("127.0.0.1", port)

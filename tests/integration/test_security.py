@@ -6,10 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlmodel import Session
 
 from data.seed import upsert
@@ -17,7 +15,7 @@ from tests.helpers.accounts import seeded_sqlite
 from tests.helpers.api import api_client
 from tests.helpers.broker import REPO, Mosquitto
 from tests.helpers.metrics import value
-from tests.helpers.mqtt_peer import Peer
+from tests.helpers.mqtt_peer import Peer, paho_client
 from tests.helpers.waiting import wait_until
 from tracker_api.errors import InvalidRequest
 from tracker_api.models import Account
@@ -55,9 +53,7 @@ def login(user: str) -> dict[str, str]:
 class Client:
     def __init__(self, port: int, username: str | None = None, password: str | None = None):
         self.results: list[str] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-        if username:
-            self.client.username_pw_set(username, password)
+        self.client = paho_client(username=username, password=password)
         self.client.on_connect = lambda c, u, f, rc, p: self.results.append(str(rc))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backoff import Backoff
+from ..tasks import cancel
 from .codec import (
     DISCONNECT_PACKET,
     MAX_PACKET,
@@ -182,13 +183,8 @@ class MqttClient:
         if link is not None and self._connected:
             link.write(DISCONNECT_PACKET)
             link.close()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            try:
-                await self._supervisor
-            except asyncio.CancelledError:
-                pass
-            self._supervisor = None
+        await cancel(self._supervisor)
+        self._supervisor = None
         self._drop_link(ConnectionLost("client stopped"))
 
     # -- outgoing ----------------------------------------------------------------------
