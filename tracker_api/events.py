@@ -17,6 +17,7 @@ from . import metrics
 from .accounts import AccountCache
 from .errors import InvalidRequest, PayloadTooLarge, TrackerError
 from .ids import ACCOUNT_ID, ACCOUNT_ID_HELP
+from .limits import largest_message
 from .publisher import Publisher
 from .users import ROLES
 
@@ -102,6 +103,7 @@ class EventService:
         self.accounts = accounts
         self.publisher = publisher
         self.max_data_bytes = max_data_bytes
+        self.largest = largest_message(max_data_bytes)
         self.ids = EventIds()
         self.clock = Clock()
         self._counters = {
@@ -148,7 +150,12 @@ class EventService:
         }
         if extra:
             event.update(extra)
-        return orjson.dumps(event)
+        payload = orjson.dumps(event)
+        if len(payload) > self.largest:
+            # The broker would hang up on the connection, failing every event in flight on
+            # it: never send what it refuses (mqtt/conf.d/limits.conf).
+            raise PayloadTooLarge(f"the event is larger than {self.largest} bytes")
+        return payload
 
     async def track(
         self,

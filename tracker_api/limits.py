@@ -9,8 +9,10 @@ from __future__ import annotations
 
 # JSON turns a control character into \u00XX: six bytes for one of data.
 JSON_ESCAPE_FACTOR = 6
-# Keys, quoting, an eventId (<= 128 characters), an accountId (<= 64) and a timestamp.
-FIELDS_BYTES = 512
+# Every field but data, keys and quoting included: an eventId (<= 128 characters), an
+# accountId (<= 64), a timestamp, and the optional deviceTime (<= 35), traceId (32) and
+# requestId (<= 128 visible characters, 256 once `"` and `\` are escaped): about 650.
+FIELDS_BYTES = 1024
 # Fixed header (<= 5), topic (<= "tracker/status/" + a 64-character client id), packet id.
 PACKET_OVERHEAD_BYTES = 128
 
