@@ -28,9 +28,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tracker_api.backoff import Backoff as Backoff
 from tracker_api.mqtt.nodes import Rotation
 
-from .backoff import Backoff as Backoff
 from .sockets import buffered, corked, error_text, until_broker_closes
 
 logger = logging.getLogger(__name__)

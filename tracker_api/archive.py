@@ -34,10 +34,11 @@ from sqlmodel import SQLModel
 from . import metrics
 from .backoff import Backoff
 from .config import Settings
+from .db import error_reason
 from .durations import InvalidTime, parse_timestamp
 from .ids import ACCOUNT_ID
 from .ingest_lease import Lease
-from .leased import LeasedConsumer
+from .leased import LEASE_CHECK, LeasedConsumer
 from .models import ArchivedEvent
 from .mqtt import Message
 from .publisher import Acknowledger
@@ -245,7 +246,7 @@ class Archiver:
             try:
                 await asyncio.to_thread(insert, self.engine, rows)
             except SQLAlchemyError as error:
-                reason = (str(getattr(error, "orig", None) or error).splitlines() or ["?"])[0]
+                reason = error_reason(error)
                 if reason != self.database_error:
                     logger.warning("archive: database unavailable, not acknowledging: %s", reason)
                 self.database_error = reason
@@ -283,7 +284,7 @@ class Archive(LeasedConsumer):
         settings: Settings,
         engine: Engine,
         lease: Lease,
-        check_every: float = 1.0,
+        check_every: float = LEASE_CHECK,
         retention_every: float = RETENTION_EVERY,
     ) -> None:
         self.engine = engine
@@ -312,12 +313,18 @@ class Archive(LeasedConsumer):
         return status
 
     async def while_leading(self) -> None:
-        next_expiry = 0.0
-        while await asyncio.to_thread(self.lease.held):
-            if time.monotonic() >= next_expiry:
-                next_expiry = time.monotonic() + self.retention_every
-                await self._expire()
-            await asyncio.sleep(self.check_every)
+        # Beside the lease checks, not between them: a long first expiry must not leave a
+        # lost lease unnoticed.
+        retention = asyncio.get_running_loop().create_task(self._expire_every())
+        try:
+            await super().while_leading()
+        finally:
+            await cancel(retention)
+
+    async def _expire_every(self) -> None:
+        while True:
+            await self._expire()
+            await asyncio.sleep(self.retention_every)
 
     async def _expire(self) -> None:
         try:

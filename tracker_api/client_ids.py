@@ -44,6 +44,23 @@ def safe_directory(path: Path) -> Path:
     return path
 
 
+def try_lock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive ``flock`` (closing it drops the
+    lock), or None while another process holds it. The file is created 0600, opened without
+    following a symlink and never truncated; StateDirError when it cannot be opened."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as error:
+        raise StateDirError(f"cannot open {path}: {error}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class ClientIdSlot:
     """Holds ``<prefix>-<host>-<slot>`` until ``release()`` (or the process exits)."""
 
@@ -51,18 +68,9 @@ class ClientIdSlot:
         host = socket.gethostname().split(".")[0][:20] or "host"
         directory = safe_directory(state_dir) / "client-slots"
         safe_directory(directory)
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         for slot in range(max_slots):
-            try:
-                fd = os.open(directory / f"{prefix}-{host}-{slot}.lock", flags, 0o600)
-            except OSError as error:
-                raise StateDirError(
-                    f"cannot open a client id slot in {directory}: {error}"
-                ) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
+            fd = try_lock(directory / f"{prefix}-{host}-{slot}.lock")
+            if fd is None:
                 continue
             self._fd: int | None = fd
             self.client_id = f"{prefix}-{host}-{slot}"

@@ -22,6 +22,7 @@ KICK_AFTER = 5.0  # seconds a node may take to boot before kick_client_id_tracki
 # Fixed ports of `make cluster`: MQTT 1884-1886 beside `make run`'s Mosquitto on 1883.
 LAYOUT_FILE = "layout.json"
 FIXED_MQTT, FIXED_AMQP, FIXED_DIST, FIXED_EPMD, FIXED_CTL = 1884, 5682, 25682, 4379, 35692
+CTL_PORTS = 11  # rabbitmqctl takes the first free one of ctl_port .. ctl_port + 10
 
 
 class ClusterError(RuntimeError):
@@ -77,7 +78,7 @@ class Layout:
     base: Path
     nodes: tuple[Node, ...]
     epmd_port: int
-    ctl_port: int  # rabbitmqctl's own distribution ports: ctl_port .. ctl_port + 10
+    ctl_port: int  # the first of rabbitmqctl's own distribution ports (CTL_PORTS)
 
     @classmethod
     def fixed(cls, base: Path, size: int = 3) -> Layout:
@@ -90,7 +91,7 @@ class Layout:
     @classmethod
     def free(cls, base: Path, size: int = 3) -> Layout:
         """Ports free right now, for tests running beside anything else."""
-        ports = free_ports(3 * size + 2)
+        ports = free_ports(3 * size + 2, block=CTL_PORTS)  # every one as wide as the widest
         nodes = tuple(
             Node(i + 1, base, ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(size)
         )
@@ -194,7 +195,7 @@ def node_environment(layout: Layout, node: Node) -> dict[str, str]:
         "RABBITMQ_LOG_BASE": str(directory / "log"),
         "RABBITMQ_PID_FILE": str(directory / "rabbitmq.pid"),
         "RABBITMQ_CTL_DIST_PORT_MIN": str(layout.ctl_port),
-        "RABBITMQ_CTL_DIST_PORT_MAX": str(layout.ctl_port + 10),
+        "RABBITMQ_CTL_DIST_PORT_MAX": str(layout.ctl_port + CTL_PORTS - 1),
         "RABBITMQ_CTL_ERL_ARGS": f"-kernel inet_dist_use_interface {HOST_ERLANG}",
         # The VM replaces the start script (our child is the node itself, so its pid is
         # the one to signal), and -noinput keeps it off stdin as the script would.

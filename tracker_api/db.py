@@ -94,3 +94,9 @@ def ping(engine: Engine) -> None:
     """Raise if the database cannot answer a trivial query."""
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+
+
+def error_reason(error: Exception) -> str:
+    """A database error in one line: the driver's own message (not SQLAlchemy's wrapping
+    of the statement), for logs that say each new reason once."""
+    return (str(getattr(error, "orig", None) or error).splitlines() or ["?"])[0]

@@ -13,7 +13,6 @@ waiting, ``held`` to learn whether it is still ours, ``release``. Two kinds:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -26,7 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from .client_ids import safe_directory
+from .client_ids import safe_directory, try_lock
+from .db import error_reason
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class PostgresLease:
             self._connection = None
 
     def _note(self, error: SQLAlchemyError) -> None:
-        reason = (str(getattr(error, "orig", None) or error).splitlines() or ["?"])[0]
+        reason = error_reason(error)
         if reason != self._last_error:  # once per kind of failure, not per attempt
             logger.warning("ingest lease: database unavailable: %s", reason)
         self._last_error = reason
@@ -133,17 +133,9 @@ class FileLease:
 
     def try_acquire(self) -> bool:
         with self._lock:
-            if self._fd is not None:
-                return True
-            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(self.path, flags, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                return False
-            self._fd = fd
-            return True
+            if self._fd is None:
+                self._fd = try_lock(self.path)
+            return self._fd is not None
 
     def held(self) -> bool:
         return self._fd is not None

@@ -68,11 +68,14 @@ class LeasedConsumer:
     async def _compete(self) -> None:
         logger.info("%s: competing for the lease as a follower", self.name)
         while True:
-            if await asyncio.to_thread(self.lease.try_acquire):
-                try:
-                    await self._lead()
-                finally:
-                    self.lease.release()
+            try:
+                if await asyncio.to_thread(self.lease.try_acquire):
+                    try:
+                        await self._lead()
+                    finally:
+                        await asyncio.to_thread(self.lease.release)  # may wait on the database
+            except Exception:  # the lease's file or database, or a consumer failing to start
+                logger.exception("%s: the lease or its consumer failed; competing again", self.name)
             await asyncio.sleep(self.check_every)
 
     async def _lead(self) -> None:

@@ -241,6 +241,10 @@ class BrokerConnection:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        # Draining can take a while; should the broker hand our client id to a successor
+        # meanwhile (a new lease holder), reconnecting would take it back, over and over,
+        # and every swap redelivers the messages in hand.
+        self._client.stop_reconnecting()
         try:
             if self._consumer is not None:
                 # Their envelopes are publishes too: let them finish before we go.

@@ -117,3 +117,50 @@ def test_the_status_topic_says_online_then_offline(broker: Mosquitto, tmp_path: 
         ("tracker/status/c-2", b"online", False),  # live: the retain flag is cleared
         ("tracker/status/c-2", b"offline", False),
     ]
+
+
+class SlowToDrain(Recorder):
+    """Holds the connection in its exit until released, as a consumer with work does."""
+
+    def __init__(self, acks: Acknowledger) -> None:
+        super().__init__(acks)
+        self.draining = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def drain(self, timeout: float) -> None:
+        self.draining.set()
+        await self.release.wait()
+
+
+def test_a_connection_on_its_way_out_leaves_its_client_id_to_the_successor(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """A lease holder that lost its lease drains while the next holder connects with the
+    same client id: the broker hands the id over, and the old one must not take it back."""
+
+    async def scenario() -> None:
+        settings = load_settings(mqtt_url=broker.url, state_dir=tmp_path)
+        consumers: list[SlowToDrain] = []
+
+        def consumer(acks: Acknowledger) -> SlowToDrain:
+            consumers.append(SlowToDrain(acks))
+            return consumers[-1]
+
+        old = BrokerConnection(settings, "leader", session=Session.PERSISTENT, consumer=consumer)
+        await old.__aenter__()
+        assert old.connected
+        leaving = asyncio.create_task(old.__aexit__(None, None, None))
+        await consumers[0].draining.wait()
+        async with BrokerConnection(settings, "leader", session=Session.PERSISTENT) as new:
+            assert new.connected
+            # The old link is taken over; a reconnect would come within the first backoff
+            # (0.1 s): give it ten times that to show none comes.
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                assert new.connected, "the successor lost its client id"
+                await asyncio.sleep(0.05)
+            assert old._client.stats.connects == 1  # noqa: SLF001
+            consumers[0].release.set()
+            await leaving
+
+    asyncio.run(scenario())

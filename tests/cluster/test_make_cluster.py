@@ -22,6 +22,7 @@ import pytest
 
 from tests.helpers.waiting import wait_until
 from tracker_api.cluster import Layout
+from tracker_api.cluster_layout import CTL_PORTS
 from tracker_api.ports import free_ports
 
 from .clients import connected
@@ -41,7 +42,7 @@ class MakeCluster:
         # Each the first of 11 free ports (rabbitmqctl's block is the widest): HAProxy and
         # the two trackers, PostgreSQL, each node's MQTT, AMQP and distribution, epmd.
         names = ("PORT", "PG_PORT", "MQTT_PORT", "AMQP_PORT", "DIST_PORT", "EPMD_PORT", "CTL_PORT")
-        blocks = free_ports(len(names), block=11)
+        blocks = free_ports(len(names), block=CTL_PORTS)
         ports = {f"CLUSTER_{name}": first for name, first in zip(names, blocks, strict=True)}
         self.env = {
             key: value

@@ -172,6 +172,11 @@ class MqttClient:
             pass
         return self._connected
 
+    def stop_reconnecting(self) -> None:
+        """Keep the link in hand, but make no new one once it is lost: a client on its way
+        out must not take its client id back from the one that replaced it."""
+        self._stopping = True
+
     async def stop(self, drain_timeout: float = 2.0) -> None:
         """Wait (bounded) for in-flight acknowledgements, then DISCONNECT cleanly."""
         self._stopping = True
