@@ -198,7 +198,6 @@ class Leader(LeasedConsumer):
         lease: Lease,
         check_every: float = LEASE_CHECK,
     ) -> None:
-        self.service = service
         super().__init__(
             settings,
             lease,
