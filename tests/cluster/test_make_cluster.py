@@ -21,7 +21,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.helpers.waiting import wait_until
-from tracker_api.cluster import Layout
+from tracker_api.cluster import Layout, Node
 from tracker_api.ports import free_ports
 
 from .clients import connected
@@ -150,6 +150,34 @@ def test_a_port_a_connection_holds_is_refused_before_anything_starts(
             done = run.refused()
     assert f"port {held} (PostgreSQL) is already in use by a connection's local end" in done
     assert not (run.var_dir / "cluster").exists()  # refused before creating anything
+
+
+def test_a_second_run_refused_for_a_busy_port_leaves_the_running_one_alone(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A second `make cluster` of one checkout stops nothing it did not start: the first
+    run's pidfiles (nodes, epmd, PostgreSQL's postmaster.pid) stay, and so does the
+    process they name (a stand-in here: no cluster is booted)."""
+    run = MakeCluster(tmp_path_factory.mktemp("second"))
+    home = run.var_dir / "cluster"
+    first_run = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        pidfiles = [Node(i, home, 0, 0, 0).pidfile for i in (1, 2, 3)]
+        pidfiles += [home / "epmd.pid", home / "postgres" / "data" / "postmaster.pid"]
+        for pidfile in pidfiles:
+            pidfile.parent.mkdir(parents=True, exist_ok=True)
+            pidfile.write_text(f"{first_run.pid}\n")
+        with socket.socket() as haproxy:
+            haproxy.bind(("127.0.0.1", run.lb_port))
+            haproxy.listen()
+            done = run.refused()
+        assert f"port {run.lb_port} (HAProxy) is already in use by pid {os.getpid()}" in done
+        assert "PostgreSQL" not in done
+        assert [pidfile.read_text() for pidfile in pidfiles] == [f"{first_run.pid}\n"] * 5
+        assert first_run.poll() is None
+    finally:
+        first_run.kill()
+        first_run.wait()
 
 
 def test_a_var_dir_postgres_cannot_enter_is_refused_with_the_reason(
