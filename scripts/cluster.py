@@ -286,7 +286,7 @@ class Stack:
 
     def banner(self, took: float) -> None:
         bin_dir = shown(Path(sys.executable).parent)
-        first = self.layout.nodes[0]
+        hosts = " ".join(f"--host 127.0.0.1:{node.mqtt_port}" for node in self.layout.nodes)
         say(f"started in {took:.1f} s")
         say(f"API on http://127.0.0.1:{LB_PORT} (HAProxy; trackers on {tracker_ports()})")
         say("try it, in another terminal:")
@@ -294,7 +294,7 @@ class Stack:
             print(f"    curl 'http://127.0.0.1:{LB_PORT}/1?data=hello'")
             print(
                 f"    set -a; . {shown(CREDENTIALS)}; set +a; "
-                f"{bin_dir}/mqtt-tail --port {first.mqtt_port} --account +"
+                f"{bin_dir}/mqtt-tail {hosts} --account +"
             )
         except OSError:
             pass

@@ -203,7 +203,11 @@ def test_an_event_through_haproxy_reaches_a_node_and_ctrl_c_stops_every_process(
     print(f"make cluster, first start: banner after {took:.1f} s")  # noqa: T201 - the measured figure
     try:
         assert make_cluster.processes(), "no process of the run found: the check sees nothing"
-        last = Layout.load(make_cluster.var_dir / "cluster").nodes[-1]
+        nodes = Layout.load(make_cluster.var_dir / "cluster").nodes
+        # The banner's mqtt-tail is given every node: it fails over as the trackers do.
+        hosts = " ".join(f"--host 127.0.0.1:{node.mqtt_port}" for node in nodes)
+        assert f"mqtt-tail {hosts} --account +" in make_cluster.latest()
+        last = nodes[-1]
         password = reader_password(make_cluster.var_dir)
         with connected(last.mqtt_port, "reader", password) as reader:
             assert reader.subscribe("track/#") == 1
