@@ -53,6 +53,15 @@ def archived(database_url: str) -> tuple[int, int]:
         engine.dispose()
 
 
+def duplicates(rows: int, table: tuple[int, int], delivered: int) -> int:
+    """Events archived more than once: ``rows`` written of the ``delivered`` unique
+    eventIds, ``table`` the whole table's (rows, distinct eventIds)."""
+    total, distinct = table
+    # The table's key is (account, eventId): a repeat would be a second row under
+    # another account, or more rows than distinct events reached the broker.
+    return (total - distinct) + max(0, rows - delivered)
+
+
 def figures(
     rows: int,
     table: tuple[int, int],
@@ -64,14 +73,11 @@ def figures(
     written, ``table`` the whole table's (rows, distinct eventIds) after, ``delivered`` the
     unique eventIds the counting subscriber saw (which includes an event whose answer was
     lost but whose publish went through), ``lag`` the histogram before and after."""
-    total, distinct = table
     before, after = lag
     return {
         "archived": rows,
         "lost": max(0, acknowledged - rows),
-        # The table's key is (account, eventId): a repeat would be a second row under
-        # another account, or more rows than distinct events reached the broker.
-        "duplicates": (total - distinct) + max(0, rows - delivered),
+        "duplicates": duplicates(rows, table, delivered),
         "lag_p50_s": round(quantile(before, after, 0.5), 3),
         "lag_p99_s": round(quantile(before, after, 0.99), 3),
     }

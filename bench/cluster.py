@@ -57,9 +57,8 @@ def measure_cluster(stack: Stack, seconds: float, connections: int) -> dict[str,
         seed(database_url)
         port, status, ids = free_port(), workdir / "counter-cluster.json", workdir / "ids"
         base = f"http://127.0.0.1:{port}"
-        env = stack.serve_env(port, ports, database_url) | {
-            "TRACKER_INGEST": "false",  # RabbitMQ 3.10 has no shared subscriptions
-        }
+        # Device ingest as make cluster runs it: one elected consumer of ingest/+ (ADR 14).
+        env = stack.serve_env(port, ports, database_url) | {"TRACKER_INGEST_MODE": "leader"}
         archive_url = database_url if stack.archive else None
         with (
             counter_process(stack, ports, status, workdir / "counter-cluster.log", ids) as counter,

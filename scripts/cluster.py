@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 from foreground import (  # noqa: E402
     Watchdog,
     announcer,
-    described,
-    listening_pids,
+    refuse_busy,
     run_in_foreground,
+    shown,
     spawn,
     stop_child,
     wait_for,
@@ -47,7 +47,7 @@ from tracker_api import cluster_layout as rabbit  # noqa: E402
 from tracker_api.cluster import Cluster, ClusterError, Layout, Node  # noqa: E402
 from tracker_api.cluster_roles import provision  # noqa: E402
 from tracker_api.config import describe  # noqa: E402
-from tracker_api.ports import port_free, port_open  # noqa: E402
+from tracker_api.ports import port_open  # noqa: E402
 
 
 class ClusterSettings(BaseSettings):
@@ -88,10 +88,6 @@ PG_PORT = SETTINGS.pg_port
 LOGINS = ("tracker", "reader", "1")
 
 
-def shown(path: Path) -> Path:
-    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
-
-
 def tracker_ports() -> list[int]:
     return [LB_PORT + 1, LB_PORT + 2]
 
@@ -100,12 +96,7 @@ def refuse_busy_ports(layout: Layout) -> None:
     named = [*layout.ports(), (LB_PORT, "HAProxy"), (PG_PORT, "PostgreSQL")]
     named += [(port, f"tracker {i}") for i, port in enumerate(tracker_ports(), 1)]
     for port, what in named:
-        if not port_free(port):
-            holders = ", ".join(described(pid) for pid in listening_pids(port))
-            # Nobody we can see listens: another user's server, or a connection holding
-            # it as its local port (the kernel lends ports of its ephemeral range so).
-            who = holders or ("another user" if port_open(port) else "a connection's local end")
-            sys.exit(f"[make cluster] port {port} ({what}) is already in use by {who}: stop it")
+        refuse_busy(port, what, "make cluster")
 
 
 def credentials() -> dict[str, str]:
@@ -165,6 +156,7 @@ class Postgres:
         # As root, PostgreSQL runs as `postgres`, also for a stop after a failed start.
         self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{PG_PORT}/postgres"
+        self.started = False  # pg_ctl start was run: stop() has a server of ours to stop
 
     def run(self, *args: str) -> None:
         done = subprocess.run([*self.prefix, *args], capture_output=True, timeout=60)
@@ -188,10 +180,12 @@ class Postgres:
             self.run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust")
         options = f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -k {self.root}"
         log = str(self.root / "postgres.log")
+        self.started = True  # before: a start that fails halfway is stopped, too
         self.run(self.pg_ctl, "-D", str(self.data), "-o", options, "-w", "-l", log, "start")
 
     def stop(self) -> None:
-        if self.data.joinpath("postmaster.pid").exists():
+        """Stop the server this object started; a server it did not start is left alone."""
+        if self.started and self.data.joinpath("postmaster.pid").exists():
             self.run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
 
 
@@ -209,6 +203,9 @@ class Stack:
         self.trackers: list[subprocess.Popen[bytes]] = []
         self.haproxy: subprocess.Popen[bytes] | None = None
         self.watchdog: Watchdog | None = None
+        # Set right before the cluster starts (a start that fails halfway is undone, too):
+        # a run refused earlier stops nothing, least of all another run's cluster.
+        self.cluster_started = False
 
     def run(self) -> int:
         refuse_busy_ports(self.layout)
@@ -232,6 +229,7 @@ class Stack:
         if self.seed.wait() != 0:
             say(f"seeding failed (code {self.seed.returncode})")
             return 1
+        self.cluster_started = True
         self.cluster.start()
         provision(self.layout, self.layout.nodes[0], passwords)
         nodes = ", ".join(f"{node.short} :{node.mqtt_port}" for node in self.layout.nodes)
@@ -288,7 +286,7 @@ class Stack:
 
     def banner(self, took: float) -> None:
         bin_dir = shown(Path(sys.executable).parent)
-        first = self.layout.nodes[0]
+        hosts = " ".join(f"--host 127.0.0.1:{node.mqtt_port}" for node in self.layout.nodes)
         say(f"started in {took:.1f} s")
         say(f"API on http://127.0.0.1:{LB_PORT} (HAProxy; trackers on {tracker_ports()})")
         say("try it, in another terminal:")
@@ -296,7 +294,7 @@ class Stack:
             print(f"    curl 'http://127.0.0.1:{LB_PORT}/1?data=hello'")
             print(
                 f"    set -a; . {shown(CREDENTIALS)}; set +a; "
-                f"{bin_dir}/mqtt-tail --port {first.mqtt_port} --account +"
+                f"{bin_dir}/mqtt-tail {hosts} --account +"
             )
         except OSError:
             pass
@@ -307,7 +305,8 @@ class Stack:
         stop_child(self.haproxy)
         for tracker in self.trackers:  # before the brokers they are connected to
             stop_child(tracker)
-        self.cluster.stop()
+        if self.cluster_started:
+            self.cluster.stop()
         try:
             self.postgres.stop()
         except ClusterError as error:

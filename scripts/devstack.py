@@ -36,7 +36,9 @@ from foreground import (  # noqa: E402
     announcer,
     described,
     listening_pids,
+    refuse_busy,
     run_in_foreground,
+    shown,
     spawn,
     stop_child,
     stop_pid,
@@ -45,7 +47,7 @@ from foreground import (  # noqa: E402
 
 from tracker_api.broker_reload import command_line, config_for, pidfile_for, running_broker  # noqa: E402
 from tracker_api.config import ConfigError, describe, load_settings  # noqa: E402
-from tracker_api.ports import port_open  # noqa: E402
+from tracker_api.ports import port_free, port_open  # noqa: E402
 from tracker_api.users import PasswordFile  # noqa: E402
 
 say = announcer("make run")
@@ -88,10 +90,6 @@ MQTT_DIR = VAR / "mqtt"
 CREDENTIALS = VAR / "credentials.env"
 PASSWD = MQTT_DIR / "passwd"
 API_PIDFILE = VAR / "api.pid"
-
-
-def shown(path: Path) -> Path:
-    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
 def tool(name: str) -> str:
@@ -186,10 +184,9 @@ def ours(pid: int) -> bool:
 
 def free_port_or_exit(port: int, name: str, variable: str) -> None:
     """Stop a leftover of an earlier `make run` here; refuse with who holds it otherwise."""
-    if not port_open(port):
+    if port_free(port):
         return
-    holders = listening_pids(port)
-    for pid in holders:
+    for pid in listening_pids(port):
         if not ours(pid):
             continue
         parent = parent_of(pid)
@@ -200,15 +197,7 @@ def free_port_or_exit(port: int, name: str, variable: str) -> None:
             )
         say(f"port {port} ({name}): stopping a leftover of an earlier make run, {described(pid)}")
         stop_pid(pid, signal.SIGTERM, timeout=10.0)
-    if not port_open(port):
-        return
-    who = ", ".join(described(pid) for pid in holders if not ours(pid)) or (
-        f"a process this user cannot see (try: sudo ss -ltnp 'sport = :{port}')"
-    )
-    sys.exit(
-        f"[make run] port {port} ({name}) is already in use by {who}: "
-        f"stop it, or choose another port with {variable}=..."
-    )
+    refuse_busy(port, name, "make run", f"stop it, or choose another port with {variable}=...")
 
 
 def spawn_recorded(

@@ -44,7 +44,11 @@ if [ ! -e "$policy" ]; then
     $SUDO chmod 0755 "$policy"
 fi
 cleanup() { [ -z "$our_policy" ] || $SUDO rm -f "$our_policy"; }
-trap cleanup EXIT INT TERM
+# Interrupted: clean up and stop there (130, 143 as the shell reports a death by the
+# signal); the EXIT trap cleans up on every other way out, and runs again harmlessly.
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
 
 echo "installing:$missing" >&2
 $SUDO apt-get update -qq

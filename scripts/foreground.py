@@ -25,7 +25,9 @@ from types import FrameType
 from typing import IO, Protocol
 
 from tracker_api.broker_reload import command_line
+from tracker_api.ports import port_free, port_open
 
+REPO = Path(__file__).resolve().parents[1]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STAND_DOWN = signal.SIGUSR1  # to the watchdog: we stopped everything ourselves
 WATCHDOG_STOP_TIMEOUT = 30.0
@@ -60,7 +62,9 @@ def on_signal(signum: int, _frame: FrameType | None) -> None:
 def run_in_foreground(
     stack: Stack, say: Callable[[str], None], failures: tuple[type[Exception], ...] = ()
 ) -> int:
-    """``stack.run()`` until it ends or a stop signal; ``stack.stop()`` in every case.
+    """``stack.run()`` until it ends or a stop signal; ``stack.stop()`` in every case, so
+    ``stop`` must stop only what ``run`` started: a run refused before it started anything
+    (``sys.exit`` for a busy port) must not touch the processes or pidfiles of another.
 
     ``failures``: exceptions that end the run with their message and exit code 1.
     """
@@ -106,6 +110,30 @@ def listening_pids(port: int) -> list[int]:
 
 def described(pid: int) -> str:
     return f"pid {pid} ({' '.join(command_line(pid) or ['?'])})"
+
+
+def holder(port: int) -> str:
+    """Who holds ``port``, a port a server could not listen on: the processes listening
+    there, or why none can be named."""
+    listening = ", ".join(described(pid) for pid in listening_pids(port))
+    if listening:
+        return listening
+    if port_open(port):  # another user's server: its sockets are not ours to see
+        return f"a process this user cannot see (try: sudo ss -ltnp 'sport = :{port}')"
+    # Nobody listens, yet a bind fails: an outgoing connection holds it as its local port
+    # (the kernel lends ports of its ephemeral range so).
+    return "a connection's local end"
+
+
+def refuse_busy(port: int, what: str, prefix: str, remedy: str = "stop it") -> None:
+    """Exit (code 1) naming who holds ``port`` unless a server could listen on it now."""
+    if not port_free(port):
+        sys.exit(f"[{prefix}] port {port} ({what}) is already in use by {holder(port)}: {remedy}")
+
+
+def shown(path: Path) -> Path:
+    """``path`` relative to the checkout when it is inside it (shorter in messages)."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
 def die_with_us() -> Callable[[], None]:
@@ -168,14 +196,17 @@ def wait_for(check: Callable[[], bool], process: subprocess.Popen[bytes], timeou
 
 
 def stop_child(child: subprocess.Popen[bytes] | None, pidfile: Path | None = None) -> None:
-    if child is not None:
-        if child.poll() is None:
-            child.terminate()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    """Stop ``child`` if we started one, then remove its ``pidfile``. Without a child the
+    pidfile is left alone: it may name another run's process."""
+    if child is None:
+        return
+    if child.poll() is None:
+        child.terminate()
+    try:
+        child.wait(10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
     if pidfile is not None:
         pidfile.unlink(missing_ok=True)
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from types import FrameType
 from typing import BinaryIO
 
@@ -147,24 +148,17 @@ def tail(
         # The other modes escape field by field; JSON must stay JSON, so it is escaped whole.
         output = Output(out, escape=json_for_terminal if terminal and as_json else None)
         console = Console(file=sys.stdout, force_terminal=terminal or None)
+        common = partial(
+            Pipeline, output, dedup=Deduplicator(dedup_size), count=count, timeout=timeout
+        )
         if aggregate:
             live = terminal and not as_json
-            pipeline = Pipeline(
-                output,
+            pipeline = common(
                 aggregator=_aggregator(every, window, live=live),
                 view=LiveView(console) if live else TextView(output.write, json=as_json),
-                dedup=Deduplicator(dedup_size),
-                count=count,
-                timeout=timeout,
             )
         else:
-            pipeline = Pipeline(
-                output,
-                renderer=_renderer(as_json, template, terminal, console),
-                dedup=Deduplicator(dedup_size),
-                count=count,
-                timeout=timeout,
-            )
+            pipeline = common(renderer=_renderer(as_json, template, terminal, console))
         replayer = None
         # The archive is asked only when named: a tail on a bare broker never sends its
         # login to whatever happens to listen on the default address.

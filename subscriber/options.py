@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
 
 import click
 
 from tracker_api.durations import InvalidTime, parse_time
+from tracker_api.option_group import option_group
 
 from .dedup import DEFAULT_CAPACITY
 
@@ -16,7 +15,6 @@ EXIT_TIMEOUT = 3
 EXIT_REFUSED = 4
 EXIT_API = 5
 DEFAULT_API = "http://127.0.0.1:9000"
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class HostType(click.ParamType[str, str]):
@@ -32,133 +30,120 @@ class HostType(click.ParamType[str, str]):
 HOST = HostType()
 
 
-def connection_options(command: F) -> F:
-    """Where the broker is and who we are."""
-    for option in reversed(
-        [
-            click.option(
-                "--host",
-                "hosts",
-                envvar="MQTT_TAIL_HOST",
-                type=HOST,
-                multiple=True,
-                default=["127.0.0.1"],
-                show_default=True,
-                help="Broker host[:port]; repeat it for the nodes of a cluster (or list them "
-                "comma-separated in MQTT_TAIL_HOST): on failure the next one is tried and "
-                "the session resumes on whichever answers.",
-            ),
-            click.option(
-                "--port",
-                type=click.IntRange(1, 65535),
-                help="Port of the hosts given without one  [default: 1883, 8883 with --tls]",
-            ),
-            click.option("--username", help="MQTT username."),
-            click.option(
-                "--password",
-                help="MQTT password; prefer MQTT_TAIL_PASSWORD (shell history keeps commands).",
-            ),
-            click.option("--tls", is_flag=True, help="Connect with TLS."),
-            click.option(
-                "--cafile",
-                type=click.Path(exists=True, dir_okay=False),
-                help="CA certificate for TLS (implies --tls).",
-            ),
-            click.option(
-                "--client-id",
-                help="Session id; the broker keeps the session under it. "
-                "Default: derived from user, host and accounts.",
-            ),
-            click.option(
-                "--clean", is_flag=True, help="Discard the stored session and start fresh."
-            ),
-            click.option(
-                "--keepalive",
-                type=click.IntRange(1, 3600),
-                default=5,
-                show_default=True,
-                help="Seconds; a silent connection is dropped within about twice this.",
-            ),
-            click.option(
-                "--reconnect-min",
-                type=click.FloatRange(0.01, 3600),
-                default=0.5,
-                show_default=True,
-                help="First reconnection delay, seconds (doubles per failure, with jitter).",
-            ),
-            click.option(
-                "--reconnect-max",
-                type=click.FloatRange(0.01, 3600),
-                default=30.0,
-                show_default=True,
-                help="Longest reconnection delay, seconds.",
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
+# Where the broker is and who we are.
+connection_options = option_group(
+    click.option(
+        "--host",
+        "hosts",
+        envvar="MQTT_TAIL_HOST",
+        type=HOST,
+        multiple=True,
+        default=["127.0.0.1"],
+        show_default=True,
+        help="Broker host[:port]; repeat it for the nodes of a cluster (or list them "
+        "comma-separated in MQTT_TAIL_HOST): on failure the next one is tried and "
+        "the session resumes on whichever answers.",
+    ),
+    click.option(
+        "--port",
+        type=click.IntRange(1, 65535),
+        help="Port of the hosts given without one  [default: 1883, 8883 with --tls]",
+    ),
+    click.option("--username", help="MQTT username."),
+    click.option(
+        "--password",
+        help="MQTT password; prefer MQTT_TAIL_PASSWORD (shell history keeps commands).",
+    ),
+    click.option("--tls", is_flag=True, help="Connect with TLS."),
+    click.option(
+        "--cafile",
+        type=click.Path(exists=True, dir_okay=False),
+        help="CA certificate for TLS (implies --tls).",
+    ),
+    click.option(
+        "--client-id",
+        help="Session id; the broker keeps the session under it. "
+        "Default: derived from user, host and accounts.",
+    ),
+    click.option("--clean", is_flag=True, help="Discard the stored session and start fresh."),
+    click.option(
+        "--keepalive",
+        type=click.IntRange(1, 3600),
+        default=5,
+        show_default=True,
+        help="Seconds; a silent connection is dropped within about twice this.",
+    ),
+    click.option(
+        "--reconnect-min",
+        type=click.FloatRange(0.01, 3600),
+        default=0.5,
+        show_default=True,
+        help="First reconnection delay, seconds (doubles per failure, with jitter).",
+    ),
+    click.option(
+        "--reconnect-max",
+        type=click.FloatRange(0.01, 3600),
+        default=30.0,
+        show_default=True,
+        help="Longest reconnection delay, seconds.",
+    ),
+)
 
 
-def output_options(command: F) -> F:
-    """What is shown and when the run ends."""
-    for option in reversed(
-        [
-            click.option(
-                "--account",
-                "accounts",
-                envvar="MQTT_TAIL_ACCOUNT",
-                multiple=True,
-                default=["+"],
-                show_default=True,
-                help="Account id to watch, repeatable; + watches all.",
-            ),
-            click.option(
-                "--json",
-                "as_json",
-                envvar="MQTT_TAIL_JSON",
-                is_flag=True,
-                help="One JSON object per line.",
-            ),
-            click.option(
-                "--format",
-                "template",
-                envvar="MQTT_TAIL_FORMAT",
-                help="Line template, e.g. '{timestamp} {accountId} {data}'; also {eventId}, "
-                "{topic}, {receivedAt}, {lag}.",
-            ),
-            click.option("--aggregate", is_flag=True, help="Per-account counts, rates and lags."),
-            click.option(
-                "--every",
-                type=click.IntRange(min=1),
-                default=500,
-                show_default=True,
-                help="With --aggregate: report every N events (on a terminal the table "
-                "is redrawn every second unless this or --window is given).",
-            ),
-            click.option(
-                "--window",
-                type=click.FloatRange(min=0.01),
-                help="With --aggregate: report every SECONDS instead.",
-            ),
-            click.option("--count", type=click.IntRange(min=1), help="Exit after N events."),
-            click.option(
-                "--timeout",
-                type=click.FloatRange(min=0.01),
-                help=f"Exit with code {EXIT_TIMEOUT} when nothing arrives for SECONDS.",
-            ),
-            click.option(
-                "--dedup-size",
-                type=click.IntRange(min=1),
-                default=DEFAULT_CAPACITY,
-                show_default=True,
-                help="How many recent (account, eventId) pairs are remembered to drop "
-                "redeliveries.",
-            ),
-            click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr."),
-        ]
-    ):
-        command = option(command)
-    return command
+# What is shown and when the run ends.
+output_options = option_group(
+    click.option(
+        "--account",
+        "accounts",
+        envvar="MQTT_TAIL_ACCOUNT",
+        multiple=True,
+        default=["+"],
+        show_default=True,
+        help="Account id to watch, repeatable; + watches all.",
+    ),
+    click.option(
+        "--json",
+        "as_json",
+        envvar="MQTT_TAIL_JSON",
+        is_flag=True,
+        help="One JSON object per line.",
+    ),
+    click.option(
+        "--format",
+        "template",
+        envvar="MQTT_TAIL_FORMAT",
+        help="Line template, e.g. '{timestamp} {accountId} {data}'; also {eventId}, "
+        "{topic}, {receivedAt}, {lag}.",
+    ),
+    click.option("--aggregate", is_flag=True, help="Per-account counts, rates and lags."),
+    click.option(
+        "--every",
+        type=click.IntRange(min=1),
+        default=500,
+        show_default=True,
+        help="With --aggregate: report every N events (on a terminal the table "
+        "is redrawn every second unless this or --window is given).",
+    ),
+    click.option(
+        "--window",
+        type=click.FloatRange(min=0.01),
+        help="With --aggregate: report every SECONDS instead.",
+    ),
+    click.option("--count", type=click.IntRange(min=1), help="Exit after N events."),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.01),
+        help=f"Exit with code {EXIT_TIMEOUT} when nothing arrives for SECONDS.",
+    ),
+    click.option(
+        "--dedup-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_CAPACITY,
+        show_default=True,
+        help="How many recent (account, eventId) pairs are remembered to drop redeliveries.",
+    ),
+    click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr."),
+)
 
 
 class SinceType(click.ParamType[datetime, str | datetime]):
@@ -187,26 +172,21 @@ class ApiType(click.ParamType[str, str]):
         return value
 
 
-def history_options(command: F) -> F:
-    """Where the archive is and how far back to replay."""
-    for option in reversed(
-        [
-            click.option(
-                "--since",
-                type=SinceType(),
-                help="Replay archived events from then (15m, 2h, 7d or an RFC 3339 time), "
-                "then go live: no gap, no repeat.",
-            ),
-            click.option(
-                "--api",
-                type=ApiType(),
-                default=DEFAULT_API,
-                show_default=True,
-                help="The tracker serving the history (GET /events), read with the MQTT "
-                "login. With --since or when given, a session the broker lost is refilled "
-                "from it.",
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
+# Where the archive is and how far back to replay.
+history_options = option_group(
+    click.option(
+        "--since",
+        type=SinceType(),
+        help="Replay archived events from then (15m, 2h, 7d or an RFC 3339 time), "
+        "then go live: no gap, no repeat.",
+    ),
+    click.option(
+        "--api",
+        type=ApiType(),
+        default=DEFAULT_API,
+        show_default=True,
+        help="The tracker serving the history (GET /events), read with the MQTT "
+        "login. With --since or when given, a session the broker lost is refilled "
+        "from it.",
+    ),
+)

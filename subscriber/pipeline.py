@@ -14,6 +14,7 @@ from rich.live import Live
 from .aggregate import Aggregator, Snapshot
 from .dedup import Deduplicator
 from .render import (
+    Event,
     Renderer,
     lag_of,
     parse_event,
@@ -119,17 +120,25 @@ class Pipeline:
         self.last_arrival = time.monotonic()
 
     def on_message(self, topic: str, payload: bytes | bytearray) -> bool:
+        """A message from the broker, of the account its topic names."""
+        # The topic's account, not the payload's: the broker's ACL decides who may publish
+        # on track/<account>, so a payload cannot claim its way into another account's ids.
+        return self.on_event(topic.rpartition("/")[2], topic, parse_event(payload), payload)
+
+    def on_event(
+        self, account: str, topic: str, event: Event | None, payload: bytes | bytearray
+    ) -> bool:
+        """One message already parsed: ``event`` (None when ``payload`` is not an event) of
+        ``account``, whose ids it is deduplicated among. False: not shown, not to be
+        acknowledged (the run is ending)."""
         if self.stop_reason is not None:
             return False  # not shown, so not acknowledged: the broker keeps it
         received = time.time()
         self.last_arrival = time.monotonic()
-        event = parse_event(payload)
         if event is None:
             self._raw(topic, payload, received)
             return True
-        # The topic's account, not the payload's: the broker's ACL decides who may publish
-        # on track/<account>, so a payload cannot claim its way into another account's ids.
-        if self.dedup.seen(topic.rpartition("/")[2], event["eventId"]):
+        if self.dedup.seen(account, event["eventId"]):
             self.duplicates += 1
             return True
         self.shown += 1
@@ -139,10 +148,8 @@ class Pipeline:
             self.last_timestamp = timestamp
         aggregator = self.aggregator
         if aggregator is not None:
-            account = event.get("accountId")
-            if type(account) is not str:
-                account = topic.rpartition("/")[2]
-            aggregator.add(account, lag_of(event, received))
+            named = event.get("accountId")
+            aggregator.add(named if type(named) is str else account, lag_of(event, received))
             if self.view is not None and aggregator.due(received):
                 self.view.show(aggregator.snapshot(received))
         elif self.renderer is not None:

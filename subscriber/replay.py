@@ -22,6 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from tracker_api.durations import parse_timestamp
 
 from .pipeline import Pipeline
+from .render import parse_event
 
 logger = logging.getLogger(__name__)
 
@@ -209,11 +210,10 @@ class Replayer:
             for line in lines:
                 if stop():
                     break
-                try:
-                    account = orjson.loads(line)["accountId"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    account = "+"
-                pipeline.on_message(f"track/{account}", line)
+                # Parsed once: the account (for its topic and deduplication) is the event's.
+                event = parse_event(line)
+                account = "+" if event is None else str(event.get("accountId", "+"))
+                pipeline.on_event(account, f"track/{account}", event, line)
                 progress.advance()
                 if progress.count % FLUSH_EVERY == 0 and not pipeline.on_batch_end():
                     break

@@ -5,43 +5,33 @@ the same rules."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from typing import TypeVar
 
 import click
 
 from .errors import InvalidRequest
 from .events import check_account_id
+from .option_group import option_group
 from .users import ROLES
-
-F = TypeVar("F", bound=Callable[..., object])
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-def login_options(command: F) -> F:
-    """USERNAME (an account id) or --role, and --password or --generate."""
-    for option in reversed(
-        [
-            click.argument("username", required=False),
-            click.option(
-                "--role",
-                type=click.Choice(sorted(ROLES)),
-                help="Add the login of this role (named after it) instead of an account's.",
-            ),
-            click.option(
-                "--password",
-                envvar="MQTT_USER_PASSWORD",
-                show_envvar=True,
-                help="The password; prompted for when not given, generated with --generate.",
-            ),
-            click.option(
-                "--generate", is_flag=True, help="Generate a random password and print it once."
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
+# USERNAME (an account id) or --role, and --password or --generate.
+login_options = option_group(
+    click.argument("username", required=False),
+    click.option(
+        "--role",
+        type=click.Choice(sorted(ROLES)),
+        help="Add the login of this role (named after it) instead of an account's.",
+    ),
+    click.option(
+        "--password",
+        envvar="MQTT_USER_PASSWORD",
+        show_envvar=True,
+        help="The password; prompted for when not given, generated with --generate.",
+    ),
+    click.option("--generate", is_flag=True, help="Generate a random password and print it once."),
+)
 
 
 def login_name(username: str | None, role: str | None) -> str:

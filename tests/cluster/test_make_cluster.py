@@ -21,7 +21,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.helpers.waiting import wait_until
-from tracker_api.cluster import Layout
+from tracker_api.cluster import Layout, Node
 from tracker_api.cluster_layout import CTL_PORTS
 from tracker_api.ports import free_ports
 
@@ -153,6 +153,34 @@ def test_a_port_a_connection_holds_is_refused_before_anything_starts(
     assert not (run.var_dir / "cluster").exists()  # refused before creating anything
 
 
+def test_a_second_run_refused_for_a_busy_port_leaves_the_running_one_alone(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A second `make cluster` of one checkout stops nothing it did not start: the first
+    run's pidfiles (nodes, epmd, PostgreSQL's postmaster.pid) stay, and so does the
+    process they name (a stand-in here: no cluster is booted)."""
+    run = MakeCluster(tmp_path_factory.mktemp("second"))
+    home = run.var_dir / "cluster"
+    first_run = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        pidfiles = [Node(i, home, 0, 0, 0).pidfile for i in (1, 2, 3)]
+        pidfiles += [home / "epmd.pid", home / "postgres" / "data" / "postmaster.pid"]
+        for pidfile in pidfiles:
+            pidfile.parent.mkdir(parents=True, exist_ok=True)
+            pidfile.write_text(f"{first_run.pid}\n")
+        with socket.socket() as haproxy:
+            haproxy.bind(("127.0.0.1", run.lb_port))
+            haproxy.listen()
+            done = run.refused()
+        assert f"port {run.lb_port} (HAProxy) is already in use by pid {os.getpid()}" in done
+        assert "PostgreSQL" not in done
+        assert [pidfile.read_text() for pidfile in pidfiles] == [f"{first_run.pid}\n"] * 5
+        assert first_run.poll() is None
+    finally:
+        first_run.kill()
+        first_run.wait()
+
+
 def test_a_var_dir_postgres_cannot_enter_is_refused_with_the_reason(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -176,7 +204,11 @@ def test_an_event_through_haproxy_reaches_a_node_and_ctrl_c_stops_every_process(
     print(f"make cluster, first start: banner after {took:.1f} s")  # noqa: T201 - the measured figure
     try:
         assert make_cluster.processes(), "no process of the run found: the check sees nothing"
-        last = Layout.load(make_cluster.var_dir / "cluster").nodes[-1]
+        nodes = Layout.load(make_cluster.var_dir / "cluster").nodes
+        # The banner's mqtt-tail is given every node: it fails over as the trackers do.
+        hosts = " ".join(f"--host 127.0.0.1:{node.mqtt_port}" for node in nodes)
+        assert f"mqtt-tail {hosts} --account +" in make_cluster.latest()
+        last = nodes[-1]
         password = reader_password(make_cluster.var_dir)
         with connected(last.mqtt_port, "reader", password) as reader:
             assert reader.subscribe("track/#") == 1

@@ -155,6 +155,29 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
         assert time.monotonic() - started < 15
         assert stack.credentials() == credentials
         assert stack.output.read_text().count("created local MQTT credentials") == 1
+
+        # Another make run of this checkout meanwhile is refused and touches nothing of
+        # this one: its pidfiles stay, and the broker and API go on serving.
+        broker, api = stack.pid(BROKER_PIDFILE), stack.pid(API_PIDFILE)
+        first_offset = stack.offset
+        second = stack.launch()
+        assert second.wait(20) == 1
+        refusal = stack.latest()
+        assert f"served by another `make run` of this checkout (pid {process.pid})" in refusal
+        assert "Traceback" not in refusal
+        assert (stack.pid(BROKER_PIDFILE), stack.pid(API_PIDFILE)) == (broker, api)
+        with Peer(
+            stack.broker_port,
+            "track/#",
+            username="reader",
+            password=credentials["MQTT_TAIL_PASSWORD"],
+        ) as reader:
+            response = httpx.get(f"http://127.0.0.1:{stack.api_port}/1", params={"data": "still"})
+            assert response.status_code == 200
+            (message,) = reader.wait_for(1)
+        assert message.event == response.json()["event"]
+        assert process.poll() is None
+        stack.offset = first_offset  # both write to one file: the first's end is checked
     finally:
         os.killpg(process.pid, signal.SIGINT)
     stack.stopped_cleanly(process)

@@ -32,6 +32,22 @@ def test_nothing_is_written_before_the_batch_ends_and_duplicates_are_dropped() -
     assert (pipeline.shown, pipeline.duplicates) == (1, 1)
 
 
+def test_an_event_parsed_by_the_replay_shares_the_deduplication_of_live_messages() -> None:
+    """The archive's replay hands over events it parsed itself: the live redelivery of one
+    is dropped, the same eventId in another account is not."""
+    out = io.BytesIO()
+    pipeline = Pipeline(Output(out), renderer=JsonRenderer(), dedup=Deduplicator(10))
+    line = payload(1)
+    assert pipeline.on_event("1", "track/1", orjson.loads(line), line)
+    assert pipeline.on_message("track/1", line)
+    assert pipeline.on_message("track/2", payload(1, account="2"))
+    assert pipeline.on_event("+", "track/+", None, b"not an event")
+    assert pipeline.on_batch_end()
+    assert (pipeline.shown, pipeline.duplicates, pipeline.malformed) == (2, 1, 1)
+    shown = [orjson.loads(line)["accountId"] for line in out.getvalue().splitlines()[:2]]
+    assert shown == ["1", "2"]
+
+
 def test_count_stops_and_later_messages_stay_unacknowledged() -> None:
     pipeline = Pipeline(Output(io.BytesIO()), renderer=JsonRenderer(), count=2)
     assert pipeline.on_message("track/1", payload(1))
