@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 import time
@@ -74,13 +73,28 @@ def fixed_segments(app: Starlette) -> frozenset[str]:
     return frozenset(first for first in firsts if first and not first.startswith("{"))
 
 
-@functools.cache
+_reserved: frozenset[str] | None = None
+
+
+def reserve_segments(app: Starlette) -> frozenset[str]:
+    """Make the app's fixed endpoints' first segments the names no account may have;
+    ``build_api`` calls it with the route table it built (the same every time)."""
+    global _reserved
+    _reserved = fixed_segments(app)
+    return _reserved
+
+
 def reserved_segments() -> frozenset[str]:
     """The fixed endpoints' first segments, read from the app's own route table: adding an
-    endpoint reserves its name, with no list to keep in step."""
-    from .app import build_api  # the routes are built on this module: import when first used
+    endpoint reserves its name, with no list to keep in step. A process that serves the
+    API has built that table already; a tool that only checks account ids (the seed,
+    ``tracker-api users``) builds it once here."""
+    if _reserved is None:
+        from .app import build_api  # the routes are built on this module: import when used
 
-    return fixed_segments(build_api())
+        build_api()  # calls reserve_segments
+    assert _reserved is not None
+    return _reserved
 
 
 def check_account_id(account_id: str) -> None:
