@@ -117,13 +117,15 @@ def create_api(
                 app.state.ingest_status = lambda: "off"
                 app.state.archive_status = lambda: "off"  # no broker of ours to read
             app.state.engine = database
-            app.state.history_auth = (
+            # One cache of verified logins for the history and (TRACKER_HTTP_AUTH) events.
+            auth = (
                 HttpAuth(settings.password_file, ttl=settings.http_auth_cache_ttl)
                 if settings.password_file is not None
                 else None
             )
+            app.state.history_auth = auth
             app.state.service = service
-            app.state.http = HttpEvents(service, settings)
+            app.state.http = HttpEvents(service, settings, auth)
             tune_garbage_collector()
             logger.info(
                 "tracker started (broker connected: %s, ingest: %s, archive: %s)",

@@ -107,6 +107,14 @@ def check_account_id(account_id: str) -> None:
         raise InvalidRequest(f"Invalid account id: {account_id!r} is the name of a broker role")
 
 
+def check_event_id(event_id: str) -> None:
+    """The rule for eventIds: an ``Idempotency-Key`` header, an ``eventId`` field or parameter."""
+    if EVENT_ID.fullmatch(event_id) is None:
+        raise InvalidRequest(
+            "Invalid Idempotency-Key / eventId: 1-128 characters from A-Z a-z 0-9 _ . : -"
+        )
+
+
 class EventService:
     """Turns ``(accountId, data)`` into a published event or a ``TrackerError``."""
 
@@ -138,10 +146,8 @@ class EventService:
         # Cheap bound first: a str of n characters encodes to at most 4n UTF-8 bytes.
         if len(data) * 4 > self.max_data_bytes and len(data.encode()) > self.max_data_bytes:
             raise PayloadTooLarge(f"data is larger than {self.max_data_bytes} bytes (UTF-8)")
-        if event_id is not None and EVENT_ID.fullmatch(event_id) is None:
-            raise InvalidRequest(
-                "Invalid Idempotency-Key / eventId: 1-128 characters from A-Z a-z 0-9 _ . : -"
-            )
+        if event_id is not None:
+            check_event_id(event_id)
 
     def envelope(
         self,
@@ -172,10 +178,28 @@ class EventService:
         source: str = "http",
         extra: Mapping[str, str] | None = None,
     ) -> bytes:
-        """Publish the event and return the JSON body of the 200 answer."""
+        """Check the event and its account, publish it, and return the JSON body of the
+        200 answer. Every outcome is counted under ``source``."""
         try:
             self.validate(account_id, data, event_id)
             await self.accounts.require_active(account_id)
+        except TrackerError as error:
+            self.count(source, error.outcome)
+            raise
+        return await self.publish(account_id, data, event_id, source, extra)
+
+    async def publish(
+        self,
+        account_id: str,
+        data: str | None,
+        event_id: str | None = None,
+        source: str = "http",
+        extra: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """Publish an event whose fields and account were checked (``track`` does both;
+        the HTTP front checks them itself, between the login and the rate limit); the
+        JSON body of the 200 answer. The outcome is counted under ``source``."""
+        try:
             payload = self.envelope(account_id, data, event_id, extra)
             await self.publisher.publish(TOPIC_PREFIX + account_id, payload)
         except TrackerError as error:
