@@ -26,6 +26,7 @@ from tracker_api.errors import (
     PayloadTooLarge,
     PublishFailed,
     PublishOutcomeUnknown,
+    RateLimited,
     ServiceUnavailable,
     TrackerError,
 )
@@ -379,10 +380,10 @@ def concrete_errors(base: type[TrackerError] = TrackerError) -> list[type[Tracke
 
 
 # What each route can answer besides the error classes: success, and answers written by
-# hand (the rate limit's 429, the history's 422 with a message per bad parameter).
+# hand (the history's 422 with a message per bad parameter).
 ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
     "/{account_id}": (
-        {"200", "429"},
+        {"200"},
         {
             AccountInactive,
             AccountNotFound,
@@ -393,6 +394,7 @@ ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
             PublishOutcomeUnknown,
             LoginRequired,
             LoginForbidden,
+            RateLimited,
         },
     ),
     "/events": ({"200", "422"}, {HistoryLoginRequired, HistoryForbidden}),
