@@ -38,7 +38,7 @@ from typing import Any
 
 import click
 
-from .cluster import ClusterError, Layout, Node, ctl
+from .cluster import ClusterError, Layout, Node, cli_json, ctl
 from .events import check_account_id
 from .login_options import CONTEXT, login_name, login_options, login_password
 from .users import ROLES, describe_role, rights_of
@@ -151,8 +151,7 @@ def remove_login(layout: Layout, node: Node, username: str) -> bool:
 
 def list_logins(layout: Layout, node: Node) -> list[str]:
     output = ctl(layout, node, "list_users", "--formatter", "json", "-q")
-    rows = json.loads(output[output.index("[") :]) if "[" in output else []
-    return sorted(str(row["user"]) for row in rows)
+    return sorted(str(row["user"]) for row in cli_json(output, list))
 
 
 def provision(layout: Layout, node: Node, logins: Mapping[str, str]) -> None:
