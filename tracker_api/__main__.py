@@ -53,7 +53,6 @@ def logging_config(level: str) -> dict[str, Any]:
 def serve() -> None:
     try:
         settings = get_settings()
-        make_engine(settings.database_url).dispose()  # a bad URL or driver fails here
         safe_directory(settings.state_dir)
     except StateDirError as error:
         sys.stderr.write(f"tracker-api: TRACKER_STATE_DIR: {error}\n")

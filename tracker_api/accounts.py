@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import db
+from .config import Settings
 from .errors import AccountInactive, AccountNotFound, DatabaseUnavailable
 
 
@@ -93,3 +94,13 @@ class AccountCache:
         if state is AccountState.ACTIVE:
             return
         raise AccountNotFound() if state is AccountState.UNKNOWN else AccountInactive()
+
+
+def accounts_for(settings: Settings, engine: Engine) -> AccountCache:
+    """The account cache of a process that serves events: ``engine``'s accounts table,
+    cached as ``TRACKER_ACCOUNT_CACHE_TTL`` and ``TRACKER_ACCOUNT_CACHE_SIZE`` say."""
+    return AccountCache(
+        lambda account_id: state_from_database(engine, account_id),
+        ttl=settings.account_cache_ttl,
+        max_entries=settings.account_cache_size,
+    )

@@ -16,11 +16,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Lifespan
 
 from . import __version__, db, ingest
-from .accounts import AccountCache, state_from_database
+from .accounts import accounts_for
 from .archive import Archive
 from .config import Settings, get_settings
 from .errors import TrackerError
-from .events import EventService
+from .events import EventService, reserve_segments
 from .fastpath import TrackerApp
 from .http_auth import HttpAuth
 from .http_events import HttpEvents
@@ -100,11 +100,7 @@ def create_api(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = engine or db.make_engine(settings.database_url)
-        accounts = AccountCache(
-            lambda account_id: state_from_database(database, account_id),
-            ttl=settings.account_cache_ttl,
-            max_entries=settings.account_cache_size,
-        )
+        accounts = accounts_for(settings, database)
         async with AsyncExitStack() as stack:
             if engine is None:
                 stack.callback(database.dispose)
@@ -121,13 +117,15 @@ def create_api(
                 app.state.ingest_status = lambda: "off"
                 app.state.archive_status = lambda: "off"  # no broker of ours to read
             app.state.engine = database
-            app.state.history_auth = (
+            # One cache of verified logins for the history and (TRACKER_HTTP_AUTH) events.
+            auth = (
                 HttpAuth(settings.password_file, ttl=settings.http_auth_cache_ttl)
                 if settings.password_file is not None
                 else None
             )
+            app.state.history_auth = auth
             app.state.service = service
-            app.state.http = HttpEvents(service, settings)
+            app.state.http = HttpEvents(service, settings, auth)
             tune_garbage_collector()
             logger.info(
                 "tracker started (broker connected: %s, ingest: %s, archive: %s)",
@@ -144,7 +142,8 @@ def create_api(
 def build_api(
     lifespan: Lifespan[FastAPI] | None = None, cors: dict[str, Any] | None = None
 ) -> FastAPI:
-    """The routes alone; with no lifespan it is the route table the reserved names come from."""
+    """The routes alone. Their first segments become the names no account may have
+    (``events.reserve_segments``), so the fast path leaves them to FastAPI."""
     # /docs works offline: its assets come with the fastapi-offline package, under /docs/
     # so that the fast path (which leaves "docs" to FastAPI) never mistakes them for events.
     api = FastAPIOffline(
@@ -160,6 +159,7 @@ def build_api(
     api.include_router(health.router)
     api.include_router(history.router)  # before /{account_id}: "events" is no account
     api.include_router(events.router)
+    reserve_segments(api)
     return api
 
 

@@ -12,22 +12,18 @@ which the client almost certainly did not mean.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
 from starlette.types import Receive
 
+from .durations import is_rfc3339
 from .errors import InvalidBatch, InvalidRequest, PayloadTooLarge, TrackerError
 from .limits import largest_message
 
 NDJSON = "application/x-ndjson"
 FIELDS = frozenset({"data", "eventId", "timestamp"})
-RFC3339 = re.compile(
-    r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)", re.ASCII
-)
 
 
 class Item(NamedTuple):
@@ -63,16 +59,6 @@ async def read_body(receive: Receive, content_length: int | None, limit: int) ->
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def is_rfc3339(value: str) -> bool:
-    if RFC3339.fullmatch(value) is None:
-        return False
-    try:
-        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:  # well-formed, but not a date (2026-02-30) or a time (25:00)
-        return False
-    return True
 
 
 def _documents(body: bytes, content_type: str | None) -> tuple[list[Any], bool]:

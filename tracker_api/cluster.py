@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any, TypeVar
 
 from .cluster_layout import (
     HOST,
@@ -248,7 +249,7 @@ class Cluster:
         """Names of the cluster's disc members as ``node`` sees them (running ones only)."""
         status = self.ctl(node, "cluster_status", "--formatter", "json")
         key = "running_nodes" if running else "disk_nodes"
-        return set(parse_json(status).get(key, []))
+        return set(cli_json(status, dict).get(key, []))
 
     def wait_until_clustered(self, nodes: Iterable[Node] | None = None) -> None:
         """Until every node of ``nodes`` (all by default) runs in one cluster."""
@@ -311,7 +312,7 @@ class Cluster:
             if self.pid(node) is None:
                 continue
             rows = self.ctl(node, "list_queues", "name", "leader", "--formatter", "json", "-q")
-            for row in parse_json_list(rows):
+            for row in cli_json(rows, list):
                 if row.get("name") == queue:
                     return self.node_named(str(row["leader"]))
             break
@@ -358,20 +359,19 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
 JSON_START = re.compile(r"^[\[{]", re.MULTILINE)
 
 
-def parse_json(text: str) -> dict[str, list[str]]:
-    """The JSON object a CLI printed, past any banner lines before it."""
+CliJson = TypeVar("CliJson", dict[str, Any], list[Any])
+
+
+def cli_json(text: str, kind: type[CliJson]) -> CliJson:
+    """The JSON object or list (``kind``) a CLI printed, past any banner lines before it;
+    ClusterError when it printed something else. A listing that printed no JSON at all
+    has no rows."""
     match = JSON_START.search(text)
     if match is None:
+        if kind is list:
+            return kind()
         raise ClusterError(f"no JSON in the CLI's output: {text[:200]!r}")
     value = json.loads(text[match.start() :])
-    if not isinstance(value, dict):
-        raise ClusterError(f"expected a JSON object from the CLI: {text[:200]!r}")
+    if not isinstance(value, kind):
+        raise ClusterError(f"expected a JSON {kind.__name__} from the CLI: {text[:200]!r}")
     return value
-
-
-def parse_json_list(text: str) -> list[dict[str, object]]:
-    match = JSON_START.search(text)
-    if match is None:
-        return []
-    value = json.loads(text[match.start() :])
-    return value if isinstance(value, list) else []

@@ -9,10 +9,12 @@ key, ``/`` made ``.`` (``track/1`` is ``track.1``), and keeps each session in a 
 - topic permissions on ``amq.topic``: regular expressions over routing keys, write (publish)
   and read (subscribe: the binding key, ``track.#`` for ``track/#``).
 
-    tracker   publishes track/#, tracker/status/#; reads ingest/#, track/# (the archive),
+    tracker   reads ingest/#, track/# (the archive), tracker/status/#; publishes track/#,
               tracker/status/#
     reader    reads track/#, tracker/status/#
-    <account> reads track/<account>, publishes ingest/<account>
+    <account> reads track/<account>; publishes ingest/<account>
+
+(``users.ROLES`` and ``users.rights_of`` are these rules as data.)
 
 An account's rules are written out for its login, escaped: RabbitMQ's ``{username}``
 expansion inserts the name unescaped into the regular expression, and an account id may
@@ -36,10 +38,10 @@ from typing import Any
 
 import click
 
-from .cluster import ClusterError, Layout, Node, ctl
+from .cluster import ClusterError, Layout, Node, cli_json, ctl
 from .events import check_account_id
 from .login_options import CONTEXT, login_name, login_options, login_password
-from .users import ROLES, describe_role
+from .users import ROLES, describe_role, rights_of
 
 VHOST = "/"
 EXCHANGE = "amq.topic"
@@ -47,12 +49,6 @@ HASHING = "rabbit_password_hashing_sha256"
 SESSION_QUEUES = r"^mqtt-subscription-"
 PUBLISH = r"^(amq\.topic|mqtt-subscription-.*)$"
 NOTHING = "^$"  # matches no routing key: an MQTT topic is never empty
-# MQTT topic filters per role, as in mqtt/acl: (publish, subscribe).
-ROLE_TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "tracker": (("track/#", "tracker/status/#"), ("ingest/#", "track/#", "tracker/status/#")),
-    "reader": ((), ("track/#", "tracker/status/#")),
-}
-assert set(ROLE_TOPICS) == set(ROLES), "a role of mqtt/acl without rules on the cluster"
 
 
 def routing_key(topic: str) -> str:
@@ -82,13 +78,6 @@ def topic_regex(filters: tuple[str, ...]) -> str:
     return "^(" + "|".join(parts) + ")" if len(parts) > 1 else "^" + parts[0]
 
 
-def topics_of(username: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(publish, subscribe) MQTT topic filters of a login."""
-    if username in ROLE_TOPICS:
-        return ROLE_TOPICS[username]
-    return (f"ingest/{username}",), (f"track/{username}",)
-
-
 def password_hash(password: str, salt: bytes | None = None) -> str:
     """RabbitMQ's ``rabbit_password_hashing_sha256``: base64(salt + sha256(salt + pw))."""
     salt = salt if salt is not None else secrets.token_bytes(4)
@@ -99,7 +88,7 @@ def definitions(logins: Mapping[str, str]) -> dict[str, Any]:
     """RabbitMQ definitions for logins (name -> password): users, permissions, topic rules."""
     users, permissions, topic_permissions = [], [], []
     for username, password in logins.items():
-        publish, subscribe = topics_of(username)
+        publish, subscribe = rights_of(username)
         users.append(
             {
                 "name": username,
@@ -162,8 +151,7 @@ def remove_login(layout: Layout, node: Node, username: str) -> bool:
 
 def list_logins(layout: Layout, node: Node) -> list[str]:
     output = ctl(layout, node, "list_users", "--formatter", "json", "-q")
-    rows = json.loads(output[output.index("[") :]) if "[" in output else []
-    return sorted(str(row["user"]) for row in rows)
+    return sorted(str(row["user"]) for row in cli_json(output, list))
 
 
 def provision(layout: Layout, node: Node, logins: Mapping[str, str]) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .durations import parse_duration
@@ -44,6 +44,29 @@ def retention(value: object) -> object:
             raise ValueError("must be longer than 0s")
         return span
     return value
+
+
+DATABASE_EXAMPLE = "e.g. postgresql+psycopg://host/db or sqlite:///var/tracker.db"
+
+
+def check_database_url(text: str) -> URL:
+    """The SQLAlchemy URL ``TRACKER_DATABASE_URL`` names, for a database whose dialect is
+    installed; ``ValueError`` saying which of the two it is not. The one check: Settings
+    runs it at load, ``db.make_engine`` on any URL it is given. Messages never quote the
+    URL (it may hold a password)."""
+    if "://" not in text:
+        raise ValueError(f"TRACKER_DATABASE_URL is not a URL (expected {DATABASE_EXAMPLE})")
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ValueError(
+            f"TRACKER_DATABASE_URL is not a valid URL (expected {DATABASE_EXAMPLE})"
+        ) from None
+    try:
+        url.get_dialect()
+    except (NoSuchModuleError, ImportError):
+        raise ValueError(f"TRACKER_DATABASE_URL: unsupported database {url.drivername!r}") from None
+    return url
 
 
 class Settings(BaseSettings):
@@ -122,7 +145,7 @@ class Settings(BaseSettings):
         self.brokers  # noqa: B018 - parse now so a bad URL fails at start
         if self.client_id and self.workers > 1:
             raise ValueError("TRACKER_CLIENT_ID needs TRACKER_WORKERS=1: client ids must be unique")
-        self._check_database_url()
+        check_database_url(self.database_url)
         if self.http_auth and self.password_file is None:
             raise ValueError("TRACKER_HTTP_AUTH=true needs TRACKER_PASSWORD_FILE")
         if self.http_auth and self.password_file is not None and not self.password_file.is_file():
@@ -133,23 +156,6 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
-
-    def _check_database_url(self) -> None:
-        example = "e.g. postgresql+psycopg://host/db or sqlite:///var/tracker.db"
-        if "://" not in self.database_url:
-            raise ValueError(f"TRACKER_DATABASE_URL is not a URL (expected {example})")
-        try:
-            url = make_url(self.database_url)
-        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-            raise ValueError(
-                f"TRACKER_DATABASE_URL is not a valid URL (expected {example})"
-            ) from None
-        try:
-            url.get_dialect()
-        except (NoSuchModuleError, ImportError):
-            raise ValueError(
-                f"TRACKER_DATABASE_URL: unsupported database {url.drivername!r}"
-            ) from None
 
     @property
     def brokers(self) -> tuple[BrokerAddress, ...]:

@@ -5,23 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine, event, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from .config import ConfigError
+from .config import ConfigError, check_database_url
 from .models import Account
 
 
 def make_engine(database_url: str) -> Engine:
     """An engine for SQLite (file created on demand, WAL) or PostgreSQL (pooled)."""
     try:
-        url = make_url(database_url)
-        url.get_dialect()
-    except ArgumentError:
-        raise ConfigError(f"TRACKER_DATABASE_URL is not a valid URL: {database_url!r}") from None
-    except (NoSuchModuleError, ImportError) as error:
-        raise ConfigError(f"TRACKER_DATABASE_URL: unsupported database: {error}") from None
+        url = check_database_url(database_url)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

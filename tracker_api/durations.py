@@ -1,6 +1,7 @@
 """Points in time and spans as people type them: ``15m``, ``2h``, ``7d``, ``90s``, or an
 RFC 3339 timestamp with a zone. The history API's ``since``/``until``, the archive's
-retention and ``mqtt-tail --since`` all parse here, so the three always agree.
+retention, ``mqtt-tail --since`` and the ``timestamp`` of a POSTed event all parse here,
+so they always agree.
 
 Pure functions, no I/O: ``now`` is a parameter wherever the answer depends on it.
 """
@@ -12,8 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([smhdw])\s*$")
-# A zone is required: a naive time would mean something different on every machine.
-_ZONED = re.compile(r"(Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
+# RFC 3339's date-time: seconds, an optional fraction, and a zone. The zone is required:
+# a naive time would mean something different on every machine.
+RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)", re.ASCII
+)
 EXAMPLES = "a duration like 90s, 15m, 2h, 7d or an RFC 3339 time like 2026-11-28T12:00:00Z"
 
 
@@ -29,16 +33,33 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match[1]) * UNITS[match[2]])
 
 
-def parse_timestamp(text: str) -> datetime:
-    """An RFC 3339 time with a zone (``Z`` or ``±hh:mm``), as an aware UTC datetime."""
-    stripped = text.strip()
-    if not _ZONED.search(stripped) or "T" not in stripped.upper():
-        raise InvalidTime(f"not an RFC 3339 time with a zone: {text!r}")
+def _rfc3339(text: str) -> datetime | None:
+    if RFC3339.fullmatch(text) is None:
+        return None
     try:
-        moment = datetime.fromisoformat(stripped.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidTime(f"not an RFC 3339 time with a zone: {text!r}") from None
+        return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:  # well-formed, but not a date (2026-02-30) or a time (25:00)
+        return None
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 date-time, as an aware UTC datetime.
+
+    Accepted: ``YYYY-MM-DDThh:mm:ss``, then an optional fraction of 1-9 digits (kept to
+    the microsecond), then ``Z`` or ``±hh:mm``; ``T``/``Z`` in either case, and a space
+    for the ``T`` (RFC 3339 allows it); surrounding whitespace is ignored. Refused: no
+    zone, no seconds, a zone without its colon (``+0200``) and the other ISO 8601 forms
+    (``20261128T120000Z``, week dates, ``,`` fractions), and impossible dates or times."""
+    moment = _rfc3339(text.strip())
+    if moment is None:
+        raise InvalidTime(f"not an RFC 3339 time with a zone: {text!r}")
     return moment.astimezone(UTC)
+
+
+def is_rfc3339(text: str) -> bool:
+    """Whether ``text`` is, exactly, a time ``parse_timestamp`` accepts (no whitespace
+    around it): the check of a POSTed event's ``timestamp``, kept as it was sent."""
+    return _rfc3339(text) is not None
 
 
 def parse_time(text: str, *, now: datetime | None = None) -> datetime:

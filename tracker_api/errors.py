@@ -109,19 +109,26 @@ class LoginForbidden(TrackerError):
 
 
 class RateLimited(TrackerError):
+    """``limit`` (events/s) and ``retry_after`` (whole seconds until the request would
+    pass) come from the limiter; without them, the answer as the docs describe it."""
+
     status = 429
     outcome = "rate_limited"
+    when = "Over TRACKER_RATE_LIMIT events/s for this account"
 
-    def __init__(self, limit: float, retry_after: int) -> None:
+    def __init__(self, limit: float | None = None, retry_after: int | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(
-            f"Rate limit of {limit:g} events/s for this account exceeded; "
+            None
+            if limit is None or retry_after is None
+            else f"Rate limit of {limit:g} events/s for this account exceeded; "
             f"retry after {retry_after} s"
         )
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+        seconds = "seconds until the request would pass"
+        return {"Retry-After": seconds if self.retry_after is None else str(self.retry_after)}
 
 
 class ServiceUnavailable(TrackerError):

@@ -12,7 +12,8 @@ query, not what the server or Starlette decoded, because decoding first loses wh
 Rules: the first path segment is the account id; the rest of the path, when not empty, is
 the data (so ``/1/`` is ``/1``: a trailing slash carries no data); otherwise ``?data=``.
 The query string is form-encoded (``+`` is a space); the last ``data`` / ``eventId`` wins.
-An ``Idempotency-Key`` header takes precedence over ``?eventId=``.
+An ``Idempotency-Key`` header takes precedence over ``?eventId=``. A POST carries its
+events in the body: only its account id is read here (``account_of``), never its query.
 """
 
 from __future__ import annotations
@@ -101,18 +102,24 @@ HEADER_ATTRIBUTES = {
 }
 
 
-def idempotency_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    return RequestHeaders(headers).idempotency_key
+def _raw_path(scope: Mapping[str, Any]) -> bytes:
+    # raw_path is optional in ASGI; without it, re-encoding the decoded path is the best
+    # a server left us (a %2F it decoded can no longer be told from a /).
+    raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode()
+    return raw_path
+
+
+def account_of(scope: Mapping[str, Any]) -> str:
+    """The account id a POST is for: its path's first segment. The events are in the body,
+    so a POST's query string is not read (``?data=`` / ``?eventId=`` do nothing there)."""
+    return split_path(_raw_path(scope))[0]
 
 
 def read_event_request(
     scope: Mapping[str, Any], headers: RequestHeaders | None = None
 ) -> EventRequest:
     """The event an ASGI ``scope`` asks for; ``InvalidRequest`` when it cannot be decoded."""
-    # raw_path is optional in ASGI; without it, re-encoding the decoded path is the best
-    # a server left us (a %2F it decoded can no longer be told from a /).
-    raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode()
-    account_id, path_data = split_path(raw_path)
+    account_id, path_data = split_path(_raw_path(scope))
     query_data, query_event_id = parse_query(scope["query_string"])
     return EventRequest(
         account_id,

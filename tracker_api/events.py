@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 import time
@@ -75,13 +74,28 @@ def fixed_segments(app: Starlette) -> frozenset[str]:
     return frozenset(first for first in firsts if first and not first.startswith("{"))
 
 
-@functools.cache
+_reserved: frozenset[str] | None = None
+
+
+def reserve_segments(app: Starlette) -> frozenset[str]:
+    """Make the app's fixed endpoints' first segments the names no account may have;
+    ``build_api`` calls it with the route table it built (the same every time)."""
+    global _reserved
+    _reserved = fixed_segments(app)
+    return _reserved
+
+
 def reserved_segments() -> frozenset[str]:
     """The fixed endpoints' first segments, read from the app's own route table: adding an
-    endpoint reserves its name, with no list to keep in step."""
-    from .app import build_api  # the routes are built on this module: import when first used
+    endpoint reserves its name, with no list to keep in step. A process that serves the
+    API has built that table already; a tool that only checks account ids (the seed,
+    ``tracker-api users``) builds it once here."""
+    if _reserved is None:
+        from .app import build_api  # the routes are built on this module: import when used
 
-    return fixed_segments(build_api())
+        build_api()  # calls reserve_segments
+    assert _reserved is not None
+    return _reserved
 
 
 def check_account_id(account_id: str) -> None:
@@ -92,6 +106,14 @@ def check_account_id(account_id: str) -> None:
         # A login's name is its account id (mqtt/acl patterns): an account named after a
         # role would share that role's login, and the role's rights.
         raise InvalidRequest(f"Invalid account id: {account_id!r} is the name of a broker role")
+
+
+def check_event_id(event_id: str) -> None:
+    """The rule for eventIds: an ``Idempotency-Key`` header, an ``eventId`` field or parameter."""
+    if EVENT_ID.fullmatch(event_id) is None:
+        raise InvalidRequest(
+            "Invalid Idempotency-Key / eventId: 1-128 characters from A-Z a-z 0-9 _ . : -"
+        )
 
 
 class EventService:
@@ -126,10 +148,8 @@ class EventService:
         # Cheap bound first: a str of n characters encodes to at most 4n UTF-8 bytes.
         if len(data) * 4 > self.max_data_bytes and len(data.encode()) > self.max_data_bytes:
             raise PayloadTooLarge(f"data is larger than {self.max_data_bytes} bytes (UTF-8)")
-        if event_id is not None and EVENT_ID.fullmatch(event_id) is None:
-            raise InvalidRequest(
-                "Invalid Idempotency-Key / eventId: 1-128 characters from A-Z a-z 0-9 _ . : -"
-            )
+        if event_id is not None:
+            check_event_id(event_id)
 
     def envelope(
         self,
@@ -165,10 +185,28 @@ class EventService:
         source: str = "http",
         extra: Mapping[str, str] | None = None,
     ) -> bytes:
-        """Publish the event and return the JSON body of the 200 answer."""
+        """Check the event and its account, publish it, and return the JSON body of the
+        200 answer. Every outcome is counted under ``source``."""
         try:
             self.validate(account_id, data, event_id)
             await self.accounts.require_active(account_id)
+        except TrackerError as error:
+            self.count(source, error.outcome)
+            raise
+        return await self.publish(account_id, data, event_id, source, extra)
+
+    async def publish(
+        self,
+        account_id: str,
+        data: str | None,
+        event_id: str | None = None,
+        source: str = "http",
+        extra: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """Publish an event whose fields and account were checked (``track`` does both;
+        the HTTP front checks them itself, between the login and the rate limit); the
+        JSON body of the 200 answer. The outcome is counted under ``source``."""
+        try:
             payload = self.envelope(account_id, data, event_id, extra)
             await self.publisher.publish(TOPIC_PREFIX + account_id, payload)
         except TrackerError as error:

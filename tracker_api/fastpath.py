@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
-from .events import fixed_segments
+from .events import reserved_segments
 from .http_events import HttpEvents, Reply
 
 
@@ -30,7 +30,7 @@ class TrackerApp:
     ) -> None:
         self.api = api
         self.fast_path = fast_path
-        self.reserved = fixed_segments(api)
+        self.reserved = reserved_segments()  # the names of the app's fixed endpoints
         self._events: Any = CORSMiddleware(self._serve_event, **cors) if cors else self._serve_event
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,9 +2,12 @@
 
 The fast path (``fastpath.py``) and the FastAPI routes (``routes/events.py``) hand the raw
 ASGI request here and send back the ``Reply``, so they answer every request alike, byte
-for byte, headers included. What is checked, in order: the request id, the login
-(``TRACKER_HTTP_AUTH``), the body (POST), the account, the rate limit; then the events
-are published. With logins and rate limits off a GET pays for neither.
+for byte, headers included. What is checked, in order, for GET and POST alike: the
+request id, the account id, the login (``TRACKER_HTTP_AUTH``), the event(s) (the query or
+path of a GET, the body of a POST), that the account is active, the rate limit; then the
+events are published. A refused request therefore charges no rate-limit tokens, and
+every refusal is counted in ``tracker_requests_total``. With logins and rate limits off a
+GET pays for neither.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from starlette.types import Receive, Scope
 from .batch import Body, max_body_bytes, parse_body, read_body
 from .config import Settings
 from .errors import InvalidRequest, PublishOutcomeUnknown, TrackerError
-from .event_request import RequestHeaders, read_event_request
-from .events import EventService, check_account_id
+from .event_request import RequestHeaders, account_of, read_event_request
+from .events import EventService, check_account_id, check_event_id
 from .http_auth import HttpAuth
 from .rate_limit import RateLimiter
 from .tracing import RequestIds, check_request_id, log_failure, trace_id
@@ -42,15 +45,16 @@ def partial_detail(failed: int, total: int) -> str:
 
 
 class HttpEvents:
-    def __init__(self, service: EventService, settings: Settings) -> None:
+    """``auth``: the logins of ``TRACKER_PASSWORD_FILE`` (the app's one ``HttpAuth``),
+    checked on event requests when ``TRACKER_HTTP_AUTH`` is on."""
+
+    def __init__(
+        self, service: EventService, settings: Settings, auth: HttpAuth | None = None
+    ) -> None:
         self.service = service
         self.max_batch = settings.max_batch
         self.max_body = max_body_bytes(settings.max_batch, settings.max_data_bytes)
-        self.auth = (
-            HttpAuth(settings.password_file, ttl=settings.http_auth_cache_ttl)
-            if settings.http_auth and settings.password_file is not None
-            else None
-        )
+        self.auth = auth if settings.http_auth else None
         self.limiter = (
             RateLimiter(settings.rate_limit, settings.workers) if settings.rate_limit else None
         )
@@ -59,17 +63,26 @@ class HttpEvents:
     # -- the two requests ----------------------------------------------------------------
 
     async def get(self, scope: Scope) -> Reply:
+        service = self.service
         headers = RequestHeaders(scope["headers"])
         request_id = headers.request_id
         account_id = ""
         try:
             extra = self._context(headers)
-            request = read_event_request(scope, headers)
-            account_id = request.account_id
-            if self.auth is not None or self.limiter is not None:
-                self._admit(account_id, headers, 1)
-            body = await self.service.track(account_id, request.data, request.event_id, extra=extra)
+            account_id, data, event_id = read_event_request(scope, headers)
+            check_account_id(account_id)
+            if self.auth is not None:
+                self.auth.check(account_id, headers.authorization)
+            service.validate_item(data, event_id)
+            await service.accounts.require_active(account_id)
+            if self.limiter is not None:
+                self.limiter.take(account_id, 1)
         except TrackerError as error:
+            service.count("http", error.outcome)
+            return self._refusal(error, request_id, account_id)
+        try:
+            body = await service.publish(account_id, data, event_id, extra=extra)
+        except TrackerError as error:  # counted by the service
             return self._refusal(error, request_id, account_id)
         return Reply(200, body, _headers(self._echo(request_id)))
 
@@ -79,7 +92,7 @@ class HttpEvents:
         account_id = ""
         try:
             extra = self._context(headers)
-            account_id = read_event_request(scope, headers).account_id
+            account_id = account_of(scope)
             check_account_id(account_id)
             if self.auth is not None:  # before the body: strangers do not get to upload
                 self.auth.check(account_id, headers.authorization)
@@ -89,6 +102,9 @@ class HttpEvents:
                 self.max_batch,
                 self.service.validate_item,
             )
+            key = headers.idempotency_key
+            if body.single and body.items[0].event_id is None and key is not None:
+                check_event_id(key)  # it becomes the eventId (_one)
             await self.service.accounts.require_active(account_id)
             if self.limiter is not None:
                 self.limiter.take(account_id, len(body.items))
@@ -113,17 +129,6 @@ class HttpEvents:
             context["requestId"] = check_request_id(headers.request_id)
         return context
 
-    def _admit(self, account_id: str, headers: RequestHeaders, events: int) -> None:
-        try:
-            check_account_id(account_id)
-            if self.auth is not None:
-                self.auth.check(account_id, headers.authorization)
-            if self.limiter is not None:
-                self.limiter.take(account_id, events)
-        except TrackerError as error:
-            self.service.count("http", error.outcome)
-            raise
-
     def _echo(self, request_id: str | None) -> bytes:
         return (request_id or self.request_ids.new()).encode("latin-1")
 
@@ -147,13 +152,13 @@ class HttpEvents:
     ) -> Reply:
         item = body.items[0]
         try:
-            answer = await self.service.track(
+            answer = await self.service.publish(
                 account_id,
                 item.data,
                 item.event_id or headers.idempotency_key,
                 extra=_with_device_time(item.device_time, extra),
             )
-        except TrackerError as error:
+        except TrackerError as error:  # counted by the service
             return self._refusal(error, request_id, account_id)
         return Reply(200, answer, _headers(self._echo(request_id)))
 

@@ -13,7 +13,7 @@ import logging
 import time
 
 from . import db, ingest
-from .accounts import AccountCache, state_from_database
+from .accounts import accounts_for
 from .config import Settings
 from .events import EventService
 from .mqtt import MqttClient, MqttError
@@ -40,11 +40,7 @@ async def _settle(connection: BrokerConnection, quiet: float) -> None:
 async def retire_member(settings: Settings, client_id: str, quiet: float = 1.0) -> int:
     """Republish what ``client_id``'s session holds, then end it; the messages handled."""
     engine = db.make_engine(settings.database_url)
-    accounts = AccountCache(
-        lambda account_id: state_from_database(engine, account_id),
-        ttl=settings.account_cache_ttl,
-        max_entries=settings.account_cache_size,
-    )
+    accounts = accounts_for(settings, engine)
     # The session is resumed with its subscription: its queued messages arrive by
     # themselves after the CONNACK.
     connection = BrokerConnection(

@@ -19,16 +19,29 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from .ids import ACCOUNT_ID, ACCOUNT_ID_HELP
 
 ITERATIONS = 101  # mosquitto_passwd's own default
 SALT_BYTES = 12
-# What mqtt/acl grants each role, as `tracker-api users` shows it.
-ROLES = {
-    "tracker": "publishes track/#, tracker/status/#; reads ingest/#, track/# (the archive), "
-    "tracker/status/#",
-    "reader": "reads track/#, tracker/status/#",
+
+
+class Rights(NamedTuple):
+    """The MQTT topic filters a login may publish to and read (subscribe to)."""
+
+    publishes: tuple[str, ...]
+    reads: tuple[str, ...]
+
+
+# What mqtt/acl grants each role: the one copy in Python. The cluster's rules
+# (cluster_roles.py, deploy/cluster_logins.py) and every description are made from it.
+ROLES: dict[str, Rights] = {
+    "tracker": Rights(
+        publishes=("track/#", "tracker/status/#"),
+        reads=("ingest/#", "track/#", "tracker/status/#"),  # track/#: the archive
+    ),
+    "reader": Rights(publishes=(), reads=("track/#", "tracker/status/#")),
 }
 
 
@@ -52,10 +65,23 @@ def verify_password(password: str, hashed: str) -> bool:
     return hmac.compare_digest(expected, base64.b64decode(digest))
 
 
+def rights_of(username: str) -> Rights:
+    """A role's rights, or (any other name) an account's: it reads its own events and
+    publishes to its own ingest topic (mqtt/acl's patterns)."""
+    role = ROLES.get(username)
+    if role is not None:
+        return role
+    return Rights(publishes=(f"ingest/{username}",), reads=(f"track/{username}",))
+
+
 def describe_role(username: str) -> str:
-    return ROLES.get(
-        username, f"account {username}: reads track/{username}, publishes ingest/{username}"
-    )
+    """What a login may do, as ``tracker-api users`` and ``cluster-users`` show it."""
+    rights = rights_of(username)
+    parts = [f"reads {', '.join(rights.reads)}"] if rights.reads else []
+    if rights.publishes:
+        parts.append(f"publishes {', '.join(rights.publishes)}")
+    described = "; ".join(parts)
+    return described if username in ROLES else f"account {username}: {described}"
 
 
 class PasswordFile:

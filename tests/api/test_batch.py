@@ -12,8 +12,9 @@ from sqlalchemy import Engine
 
 from tests.helpers.fakes import FakePublisher
 from tracker_api.app import create_app
-from tracker_api.batch import NDJSON, is_rfc3339
+from tracker_api.batch import NDJSON
 from tracker_api.config import Settings, load_settings
+from tracker_api.durations import is_rfc3339
 from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
 
 
@@ -199,7 +200,14 @@ def test_rfc3339_times_are_accepted(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["2026-11-28", "2026-02-30T12:00:00Z", "2026-11-28T25:00:00Z", "2026-11-28T12:00:00"]
+    "value",
+    [
+        "2026-11-28",
+        "2026-02-30T12:00:00Z",
+        "2026-11-28T25:00:00Z",
+        "2026-11-28T12:00:00",
+        " 2026-11-28T12:00:00Z",  # kept as sent: no whitespace around it
+    ],
 )
 def test_times_that_are_not_rfc3339_are_refused(value: str) -> None:
     assert not is_rfc3339(value)

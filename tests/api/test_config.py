@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tracker_api.config import ConfigError, load_settings, redact
+from tracker_api.db import make_engine
 
 SECRET = "s3cr3t-Pa55"
 
@@ -86,6 +87,25 @@ def test_invalid_values_fail_with_one_readable_line(
     assert message in str(error.value)
     assert "***" not in str(error.value)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (f"bob:{SECRET}@db/x", "TRACKER_DATABASE_URL is not a URL"),
+        (f"postgresql://bob:{SECRET}@db:abc/x", "TRACKER_DATABASE_URL is not a valid URL"),
+        (f"nosuchdb://bob:{SECRET}@x/y", "TRACKER_DATABASE_URL: unsupported database"),
+    ],
+)
+def test_make_engine_refuses_a_bad_url_as_the_settings_do(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as from_settings:
+        load_settings(database_url=url)
+    with pytest.raises(ConfigError) as from_engine:
+        make_engine(url)
+
+    assert message in str(from_engine.value)
+    assert str(from_engine.value) in str(from_settings.value)  # the settings name the field
+    assert SECRET not in str(from_engine.value)
 
 
 @pytest.mark.parametrize(

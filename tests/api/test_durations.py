@@ -42,6 +42,7 @@ def test_rfc3339_times_become_aware_utc() -> None:
     )
     assert parse_timestamp("2026-11-28T14:00:00+02:00") == NOW
     assert parse_timestamp("2026-11-28t12:00:00z") == NOW
+    assert parse_timestamp(" 2026-11-28 12:00:00Z ") == NOW  # RFC 3339 allows the space
 
 
 @given(st.datetimes(timezones=st.just(timezone(timedelta(hours=-5)))))
@@ -62,6 +63,11 @@ def test_an_isoformat_time_round_trips(moment: datetime) -> None:
         "2026-11-28",
         "yesterday",
         "2026-13-01T00:00:00Z",
+        # ISO 8601 forms Python reads but RFC 3339 does not have:
+        "2026-11-28T12:00Z",  # no seconds
+        "2026-11-28T14:00:00+0200",  # no colon in the zone
+        "20261128T120000Z",  # basic format
+        "2026-11-28T12:00:00,5Z",  # comma fraction
     ],
 )
 def test_anything_else_is_refused_with_an_example(text: str) -> None:

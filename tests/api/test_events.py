@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from subscriber.cli import tail
 from tests.helpers.fakes import FakePublisher
 from tests.helpers.metrics import value
+from tracker_api import events as event_service
 from tracker_api.errors import (
     RETRY_AFTER_SECONDS,
     AccountInactive,
@@ -25,11 +26,12 @@ from tracker_api.errors import (
     PayloadTooLarge,
     PublishFailed,
     PublishOutcomeUnknown,
+    RateLimited,
     ServiceUnavailable,
     TrackerError,
 )
 from tracker_api.event_request import PATH_NOT_UTF8, QUERY_NOT_UTF8
-from tracker_api.events import fixed_segments, reserved_segments
+from tracker_api.events import fixed_segments, reserve_segments, reserved_segments
 from tracker_api.fastpath import TrackerApp
 from tracker_api.ids import ACCOUNT_ID_PATTERN
 from tracker_api.routes import events as event_routes
@@ -327,7 +329,9 @@ def test_mqtt_tail_refuses_the_account_ids_the_api_refuses(
     assert "is not an account id" in cli.output
 
 
-def test_a_route_added_to_the_app_is_never_taken_for_an_account() -> None:
+def test_a_route_added_to_the_app_is_never_taken_for_an_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     api = FastAPI()
 
     @api.get("/status")
@@ -335,10 +339,12 @@ def test_a_route_added_to_the_app_is_never_taken_for_an_account() -> None:
         return {"served": "by the route"}
 
     api.include_router(event_routes.router)  # after the fixed routes, as the app orders them
+    monkeypatch.setattr(event_service, "_reserved", None)  # given back after the test
+    reserve_segments(api)  # as build_api does with the route table it built
 
     with TestClient(TrackerApp(api, fast_path=True)) as client:
         assert client.get("/status").json() == {"served": "by the route"}
-    assert fixed_segments(api) == {"status", "docs", "redoc", "openapi.json"}
+    assert fixed_segments(api) == reserved_segments() == {"status", "docs", "redoc", "openapi.json"}
 
 
 @pytest.mark.parametrize("name", sorted(reserved_segments()))
@@ -374,10 +380,10 @@ def concrete_errors(base: type[TrackerError] = TrackerError) -> list[type[Tracke
 
 
 # What each route can answer besides the error classes: success, and answers written by
-# hand (the rate limit's 429, the history's 422 with a message per bad parameter).
+# hand (the history's 422 with a message per bad parameter).
 ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
     "/{account_id}": (
-        {"200", "429"},
+        {"200"},
         {
             AccountInactive,
             AccountNotFound,
@@ -388,6 +394,7 @@ ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
             PublishOutcomeUnknown,
             LoginRequired,
             LoginForbidden,
+            RateLimited,
         },
     ),
     "/events": ({"200", "422"}, {HistoryLoginRequired, HistoryForbidden}),

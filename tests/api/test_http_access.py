@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from tests.helpers.fakes import FakePublisher
+from tests.helpers.metrics import value as metric
 from tests.helpers.waiting import wait_until
 from tracker_api.app import create_app
 from tracker_api.config import ConfigError, load_settings
@@ -174,6 +175,26 @@ def test_over_the_rate_limit_is_429_with_retry_after_and_batches_count_each_even
     assert [orjson.loads(p)["data"] for _, p in publisher.published] == ["a", "b", "c", "e"]
 
 
+def test_refused_requests_spend_no_rate_limit_tokens(
+    database: tuple[str, Engine], publisher: FakePublisher, fast_path: bool
+) -> None:
+    with make_client(database, publisher, fast_path, rate_limit=1) as client:
+        refused = [
+            client.get("/999?data=a"),  # unknown account
+            client.get("/999?data=b"),
+            client.get("/10?data=c"),  # inactive account
+            client.get("/10?data=d"),
+            client.get("/1"),  # no data
+            client.get("/1?data=x&eventId=-bad"),
+            client.post("/1", json={"data": "x"}, headers={"Idempotency-Key": "-bad"}),
+        ]
+        accepted = client.get("/1?data=e")  # the one token of account 1 is still there
+
+    assert [response.status_code for response in refused] == [404, 404, 403, 403, 422, 422, 422]
+    assert accepted.status_code == 200
+    assert [orjson.loads(p)["data"] for _, p in publisher.published] == ["e"]
+
+
 def test_the_token_bucket_refills_at_the_rate_and_lets_a_big_batch_run_into_debt() -> None:
     now = [0.0]
     limiter = RateLimiter(10, workers=2, clock=lambda: now[0])  # 5/s in this worker
@@ -222,6 +243,20 @@ def test_an_invalid_request_id_is_422_and_not_echoed(
     assert response.json()["detail"].startswith("Invalid X-Request-ID")
     assert response.headers["x-request-id"] != "has space"
     assert publisher.published == []
+
+
+def test_every_refused_get_is_counted_like_a_refused_post(client: TestClient) -> None:
+    def invalid() -> float:
+        text = client.get("/metrics").text
+        return metric(text, "tracker_requests_total", source="http", outcome="invalid")
+
+    before = invalid()
+    client.get("/1?data=a", headers={"X-Request-ID": "has space"})
+    client.get("/1/%FF")  # path not UTF-8
+    client.get("/1?data=%FF")  # query not UTF-8
+    client.post("/1", json={"data": "a"}, headers={"X-Request-ID": "has space"})
+
+    assert invalid() - before == 4
 
 
 @pytest.mark.parametrize(

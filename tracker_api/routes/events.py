@@ -26,9 +26,10 @@ from ..errors import (
     PayloadTooLarge,
     PublishFailed,
     PublishOutcomeUnknown,
+    RateLimited,
     openapi_responses,
 )
-from ..events import ACCEPTED_MESSAGE
+from ..events import ACCEPTED_MESSAGE, EVENT_ID
 from ..http_events import Reply, partial_detail
 from ..ids import ACCOUNT_ID_PATTERN
 
@@ -44,21 +45,20 @@ ERRORS = openapi_responses(
     PublishOutcomeUnknown,
     LoginRequired,
     LoginForbidden,
+    RateLimited,
 )
+EVENT_EXAMPLE = {
+    "eventId": "019ac9a4-3b2e-7c01-9f5e-2b1d4c6a8e90",
+    "accountId": "42",
+    "timestamp": "2026-11-28T12:00:00.123Z",
+    "data": "hello",
+}
 OK: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The broker acknowledged the event (QoS 1 PUBACK)",
         "content": {
             "application/json": {
-                "example": {
-                    "message": ACCEPTED_MESSAGE,
-                    "event": {
-                        "eventId": "019ac9a4-3b2e-7c01-9f5e-2b1d4c6a8e90",
-                        "accountId": "42",
-                        "timestamp": "2026-11-28T12:00:00.123Z",
-                        "data": "hello",
-                    },
-                }
+                "example": {"message": ACCEPTED_MESSAGE, "event": EVENT_EXAMPLE},
             }
         },
     }
@@ -80,17 +80,6 @@ def _response(reply: Reply) -> Response:
     return response
 
 
-EVENT_EXAMPLE = {
-    "eventId": "019ac9a4-3b2e-7c01-9f5e-2b1d4c6a8e90",
-    "accountId": "42",
-    "timestamp": "2026-11-28T12:00:00.123Z",
-    "data": "hello",
-}
-# Headers every event request may send, documented once for each route.
-ACCESS: dict[int | str, dict[str, Any]] = {
-    401: ERRORS[401],
-    429: {"description": "Over TRACKER_RATE_LIMIT for this account; Retry-After says when"},
-}
 ITEM_SCHEMA = {
     "type": "object",
     "required": ["data"],
@@ -99,7 +88,7 @@ ITEM_SCHEMA = {
         "data": {"type": "string", "description": "The event's data (UTF-8)"},
         "eventId": {
             "type": "string",
-            "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+            "pattern": f"^{EVENT_ID.pattern}$",
             "description": "Idempotency key, unique within the account and the batch",
         },
         "timestamp": {
@@ -159,7 +148,8 @@ POST_RESPONSES: dict[int | str, dict[str, Any]] = {
             }
         },
     },
-    **ACCESS,
+    401: ERRORS[401],
+    429: ERRORS[429],
     503: {
         "description": "Some or all events not accepted (none may be delivered later); "
         "`results` says which, item by item. Retry-After: 1",
@@ -181,7 +171,6 @@ POST_RESPONSES: dict[int | str, dict[str, Any]] = {
         "is unknown (`results`, status 504); retry them with the same eventId. Retry-After: 1"
     },
 }
-ERRORS = {**ERRORS, **ACCESS}
 RequestIdHeader = Annotated[
     str | None,
     Header(
