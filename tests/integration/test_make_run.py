@@ -97,6 +97,18 @@ def connect_result(port: int, username: str | None = None, password: str | None 
 
 
 @pytest.mark.slow
+def assert_an_event_reaches_the_reader(
+    stack: DevStack, credentials: dict[str, str], data: str
+) -> None:
+    """A GET answered 200, and the reader's login receives that very event."""
+    login = {"username": "reader", "password": credentials["MQTT_TAIL_PASSWORD"]}
+    with Peer(stack.broker_port, "track/#", **login) as reader:
+        response = httpx.get(f"http://127.0.0.1:{stack.api_port}/1", params={"data": data})
+        assert response.status_code == 200
+        (message,) = reader.wait_for(1)
+    assert message.event == response.json()["event"]
+
+
 def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     stack = DevStack(tmp_path / "var")
     process = stack.start()
@@ -106,16 +118,7 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
         assert mode == 0o600
         assert connect_result(stack.broker_port) == "Not authorized"
 
-        with Peer(
-            stack.broker_port,
-            "track/#",
-            username="reader",
-            password=credentials["MQTT_TAIL_PASSWORD"],
-        ) as reader:
-            response = httpx.get(f"http://127.0.0.1:{stack.api_port}/1", params={"data": "hi"})
-            assert response.status_code == 200
-            (message,) = reader.wait_for(1)
-        assert message.event == response.json()["event"]
+        assert_an_event_reaches_the_reader(stack, credentials, "hi")
 
         # `make tail`, as the banner suggests, shows events with the reader's login.
         tail_err = stack.var_dir.parent / "tail.err"
@@ -166,16 +169,7 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
         assert f"served by another `make run` of this checkout (pid {process.pid})" in refusal
         assert "Traceback" not in refusal
         assert (stack.pid(BROKER_PIDFILE), stack.pid(API_PIDFILE)) == (broker, api)
-        with Peer(
-            stack.broker_port,
-            "track/#",
-            username="reader",
-            password=credentials["MQTT_TAIL_PASSWORD"],
-        ) as reader:
-            response = httpx.get(f"http://127.0.0.1:{stack.api_port}/1", params={"data": "still"})
-            assert response.status_code == 200
-            (message,) = reader.wait_for(1)
-        assert message.event == response.json()["event"]
+        assert_an_event_reaches_the_reader(stack, credentials, "still")
         assert process.poll() is None
         stack.offset = first_offset  # both write to one file: the first's end is checked
     finally:
