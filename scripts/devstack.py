@@ -134,6 +134,18 @@ def load_credentials() -> dict[str, str]:
     return values
 
 
+def session_owner_plugin() -> Path:
+    """mqtt/plugin/session_owner.so, built into the broker's folder when missing or stale."""
+    build = [str(REPO / "mqtt" / "plugin" / "build.sh"), str(MQTT_DIR / "plugin")]
+    built = subprocess.run(build, stdout=subprocess.PIPE, text=True)
+    if built.returncode != 0:
+        sys.exit(
+            "[make run] cannot build the broker plugin (mqtt/plugin): "
+            "run scripts/ensure-mosquitto.sh, which installs a C compiler and its headers"
+        )
+    return Path(built.stdout.strip())
+
+
 def broker_config() -> Path:
     data = MQTT_DIR / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -147,6 +159,8 @@ def broker_config() -> Path:
                 "allow_anonymous false",
                 f"password_file {PASSWD}",
                 f"acl_file {REPO / 'mqtt' / 'acl'}",
+                # A login may use only its own client ids (docs/adr/0016).
+                f"plugin {session_owner_plugin()}",
                 f"persistence_location {data}/",
                 f"log_dest file {MQTT_DIR / 'mosquitto.log'}",
                 "log_type error",

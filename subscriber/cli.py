@@ -22,7 +22,7 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
-from tracker_api.ids import ACCOUNT_ID
+from tracker_api.ids import ACCOUNT_ID, CLIENT_ID_OWNERSHIP, client_id_allowed, client_id_for
 from tracker_api.mqtt.nodes import parse_hosts
 
 from .aggregate import Aggregator
@@ -122,8 +122,14 @@ def tail(
         if reconnect_max < reconnect_min:
             raise click.UsageError("--reconnect-max must not be below --reconnect-min")
         if not client_id:
-            client_id = default_client_id(watched)
+            client_id = default_client_id(watched, username)
             logger.info("client id %s (set --client-id to choose one)", client_id)
+        elif not client_id_allowed(username, client_id):
+            raise click.BadParameter(
+                f"login {username!r} may not use {client_id!r}: {CLIENT_ID_OWNERSHIP}, "
+                f"e.g. {client_id_for(username, 'tail-2')}",
+                param_hint="--client-id",
+            )
         tls = tls or cafile is not None
         listed = ",".join(hosts)
         try:
@@ -262,12 +268,13 @@ def _accounts(values: tuple[str, ...]) -> list[str]:
     return ["+"] if "+" in accounts else accounts
 
 
-def default_client_id(accounts: list[str]) -> str:
-    """Stable across runs for the same user, host and filters, so the session resumes."""
+def default_client_id(accounts: list[str], login: str | None = None) -> str:
+    """Stable across runs for the same login, user, host and filters, so the session
+    resumes; it starts with the login, as the broker requires (docs/adr/0016)."""
     digest = hashlib.sha256(" ".join(accounts).encode()).hexdigest()[:8]
     user = re.sub(r"[^A-Za-z0-9_.-]", "", getpass.getuser())[:16] or "user"
     host = re.sub(r"[^A-Za-z0-9_.-]", "", socket.gethostname().split(".")[0])[:16] or "host"
-    return f"mqtt-tail-{user}-{host}-{digest}"
+    return client_id_for(login, f"mqtt-tail-{user}-{host}-{digest}")
 
 
 def _renderer(as_json: bool, template: str | None, terminal: bool, console: Console) -> Renderer:

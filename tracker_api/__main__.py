@@ -199,7 +199,7 @@ def retire_member_command(client_id: str, quiet: float) -> None:
     then end the session (after a scale-down, or a member id that changed).
 
     \b
-    tracker-api retire-member tracker-tracker-2
+    tracker-api retire-member tracker:api-myhost-2
     """
     settings = configured()
     logging.config.dictConfig(logging_config(settings.log_level))
@@ -229,7 +229,7 @@ def archive_command() -> None:
 
 async def run_archive(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
-    lease = lease_for(settings.database_url, settings.state_dir, settings.archive_client_id)
+    lease = lease_for(settings.database_url, settings.state_dir, settings.archive_session)
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopped.set)

@@ -75,7 +75,7 @@ async def ingest_status(
         return lambda: "off"
     if settings.ingest_mode == "shared":
         return lambda: connection.refusal or "shared"
-    lease = lease_for(settings.database_url, settings.state_dir, settings.ingest_client_id)
+    lease = lease_for(settings.database_url, settings.state_dir, settings.ingest_session)
     leader = await stack.enter_async_context(ingest.Leader(settings, service, lease))
     return lambda: leader.status
 
@@ -87,7 +87,7 @@ async def archive_status(
     what ``/readyz`` shows of it: leader, follower, off, behind or refused."""
     if not settings.archive:
         return lambda: "off"
-    lease = lease_for(settings.database_url, settings.state_dir, settings.archive_client_id)
+    lease = lease_for(settings.database_url, settings.state_dir, settings.archive_session)
     archive = await stack.enter_async_context(Archive(settings, engine, lease))
     return lambda: archive.status
 

@@ -295,7 +295,7 @@ class Archive(LeasedConsumer):
             settings,
             lease,
             name="archive",
-            client_id=settings.archive_client_id,
+            client_id=settings.archive_session,
             subscription=SUBSCRIPTION,
             consumer=self._consumer,
             check_every=check_every,

@@ -40,14 +40,13 @@ import click
 
 from .cluster import ClusterError, Layout, Node, cli_json, ctl
 from .events import check_account_id
+from .ids import SESSION_SEPARATOR
 from .login_options import CONTEXT, login_name, login_options, login_password
 from .users import ROLES, describe_role, rights_of
 
 VHOST = "/"
 EXCHANGE = "amq.topic"
 HASHING = "rabbit_password_hashing_sha256"
-SESSION_QUEUES = r"^mqtt-subscription-"
-PUBLISH = r"^(amq\.topic|mqtt-subscription-.*)$"
 NOTHING = "^$"  # matches no routing key: an MQTT topic is never empty
 
 
@@ -78,6 +77,16 @@ def topic_regex(filters: tuple[str, ...]) -> str:
     return "^(" + "|".join(parts) + ")" if len(parts) > 1 else "^" + parts[0]
 
 
+def session_queues(username: str) -> str:
+    """The queues of the login's own sessions: RabbitMQ keeps a session of client id ``c``
+    in ``mqtt-subscription-<c>qos1`` (and ``qos0``), and a login's client ids are
+    ``<login>`` or ``<login>:...`` (ids.client_id_allowed). Declaring (resuming), deleting
+    (a clean start), binding and consuming another login's queue is refused, so no login
+    can read or empty a session that is not its own."""
+    own = re.escape(username) + "(" + re.escape(SESSION_SEPARATOR) + ".*)?"
+    return rf"^mqtt-subscription-{own}qos[01]$"
+
+
 def password_hash(password: str, salt: bytes | None = None) -> str:
     """RabbitMQ's ``rabbit_password_hashing_sha256``: base64(salt + sha256(salt + pw))."""
     salt = salt if salt is not None else secrets.token_bytes(4)
@@ -97,14 +106,17 @@ def definitions(logins: Mapping[str, str]) -> dict[str, Any]:
                 "tags": [],
             }
         )
+        own = session_queues(username)
+        with_exchange = rf"^({re.escape(EXCHANGE)}|{own[1:-1]})$"
         permissions.append(
             {
                 "user": username,
                 "vhost": VHOST,
-                "configure": SESSION_QUEUES,
-                # Publishing is writing to amq.topic; binding a session queue is writing to it.
-                "write": PUBLISH if publish else SESSION_QUEUES,
-                "read": PUBLISH,
+                "configure": own,
+                # Publishing is writing to amq.topic; binding a session queue is writing to
+                # it (and reading amq.topic).
+                "write": with_exchange if publish else own,
+                "read": with_exchange,
             }
         )
         topic_permissions.append(

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .durations import parse_duration
+from .ids import CLIENT_ID_OWNERSHIP, CLIENT_ID_PATTERN, client_id_allowed, client_id_for
 from .mqtt import BrokerAddress
 from .mqtt.nodes import parse_hosts
 
@@ -84,10 +85,14 @@ class Settings(BaseSettings):
     )
     mqtt_cafile: Path | None = Field(None, description="CA bundle for mqtts://")
     mqtt_keepalive: int = Field(15, ge=2, le=3600)
-    client_id_prefix: str = Field("tracker", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    client_id_prefix: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,40}$",
+        description="workers connect as <prefix>-<host>-<slot>; default <login>:api",
+    )
     client_id: str | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        pattern=CLIENT_ID_PATTERN,
         description="fixed MQTT client id (one worker only); default <prefix>-<host>-<slot>",
     )
     state_dir: Path = Field(
@@ -107,10 +112,11 @@ class Settings(BaseSettings):
         description="shared: $share/tracker/ingest/+ on every tracker (Mosquitto, EMQX, "
         "HiveMQ); leader: one elected tracker consumes ingest/+ (any broker, RabbitMQ 3.10)",
     )
-    ingest_client_id: str = Field(
-        "tracker-ingest",
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="leader mode: the one cluster-wide client id of the ingest session",
+    ingest_client_id: str | None = Field(
+        None,
+        pattern=CLIENT_ID_PATTERN,
+        description="leader mode: the one cluster-wide client id of the ingest session; "
+        "default <login>-ingest",
     )
     fast_path: bool = Field(True, description="serve the event routes with the lean ASGI path")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -131,10 +137,11 @@ class Settings(BaseSettings):
     archive_retention: Annotated[timedelta, BeforeValidator(retention)] = Field(
         timedelta(days=7), description="how long archived events are kept, e.g. 7d, 12h"
     )
-    archive_client_id: str = Field(
-        "tracker-archive",
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="the one MQTT client id (persistent session) the archive consumes as",
+    archive_client_id: str | None = Field(
+        None,
+        pattern=CLIENT_ID_PATTERN,
+        description="the one MQTT client id (persistent session) the archive consumes as; "
+        "default <login>-archive",
     )
     cors_origins: str = Field(
         "", description="comma-separated origins browsers may send events from (* = any)"
@@ -146,12 +153,50 @@ class Settings(BaseSettings):
         if self.client_id and self.workers > 1:
             raise ValueError("TRACKER_CLIENT_ID needs TRACKER_WORKERS=1: client ids must be unique")
         check_database_url(self.database_url)
+        self._check_client_ids()
         if self.http_auth and self.password_file is None:
             raise ValueError("TRACKER_HTTP_AUTH=true needs TRACKER_PASSWORD_FILE")
         if self.http_auth and self.password_file is not None and not self.password_file.is_file():
             # Every login would be refused: say so now, not as 401s to every device.
             raise ValueError(f"TRACKER_PASSWORD_FILE: no such file: {self.password_file}")
         return self
+
+    def _check_client_ids(self) -> None:
+        """Every id must be one the broker lets the login use (docs/adr/0016): say so at
+        start, not as a refused CONNECT in a retry loop."""
+        login = self.broker.username
+        explicit = {
+            "TRACKER_CLIENT_ID": self.client_id,
+            "TRACKER_CLIENT_ID_PREFIX": self.client_id_prefix and f"{self.client_id_prefix}-x",
+            "TRACKER_INGEST_CLIENT_ID": self.ingest_client_id,
+            "TRACKER_ARCHIVE_CLIENT_ID": self.archive_client_id,
+        }
+        for name, client_id in explicit.items():
+            if client_id and not client_id_allowed(login, client_id):
+                raise ValueError(
+                    f"{name}: login {login!r} may not use it ({CLIENT_ID_OWNERSHIP}); "
+                    "the broker would refuse the connection"
+                )
+
+    @property
+    def client_id_owner(self) -> str:
+        """What this tracker's client ids start with: its MQTT login (``tracker`` when the
+        broker is anonymous), so the broker lets it resume its own sessions only."""
+        return self.broker.username or "tracker"
+
+    @property
+    def worker_client_id_prefix(self) -> str:
+        return self.client_id_prefix or client_id_for(self.client_id_owner, "api")
+
+    @property
+    def ingest_session(self) -> str:
+        """The client id of the ingest session (leader mode), also its lease's key."""
+        return self.ingest_client_id or client_id_for(self.client_id_owner, "ingest")
+
+    @property
+    def archive_session(self) -> str:
+        """The client id of the archive's session, also its lease's key."""
+        return self.archive_client_id or client_id_for(self.client_id_owner, "archive")
 
     @property
     def cors_origin_list(self) -> list[str]:

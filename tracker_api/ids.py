@@ -16,3 +16,31 @@ ACCOUNT_ID_PATTERN = f"^{ACCOUNT_ID_RULE}$"
 # as `.fullmatch`, whichever a caller uses.
 ACCOUNT_ID = re.compile(rf"(?:{ACCOUNT_ID_RULE})\Z")
 ACCOUNT_ID_HELP = "1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit"
+
+CLIENT_ID_RULE = "[A-Za-z0-9_.:-]{1,64}"
+CLIENT_ID_PATTERN = f"^{CLIENT_ID_RULE}$"
+CLIENT_ID = re.compile(rf"(?:{CLIENT_ID_RULE})\Z")
+"""The client ids the project itself makes or accepts: safe in file names and logs."""
+
+SESSION_SEPARATOR = ":"
+"""Between a login and the rest of its client ids. Never part of a login (account ids and
+role names have no ``:``), so one login's ids can never be another's: with ``-`` login
+``1`` could claim ``1-x``, the id of login ``1-x``."""
+
+CLIENT_ID_OWNERSHIP = "a login's client ids are <login> or start with <login>:"
+
+
+def client_id_allowed(login: str | None, client_id: str) -> bool:
+    """Whether ``login`` may connect as ``client_id``: the rule every broker we configure
+    enforces at CONNECT (mqtt/plugin/session_owner.c on Mosquitto, the session queues'
+    permissions on RabbitMQ), so no login can take over another login's session. A
+    connection without a login (only on an anonymous broker) may use any id."""
+    if not login:
+        return True
+    return client_id == login or client_id.startswith(login + SESSION_SEPARATOR)
+
+
+def client_id_for(login: str | None, name: str) -> str:
+    """``<login>:<name>``: the id of one of a login's connections (``name`` alone when the
+    broker is anonymous)."""
+    return f"{login}{SESSION_SEPARATOR}{name}" if login else name

@@ -202,7 +202,7 @@ class Leader(LeasedConsumer):
             settings,
             lease,
             name="ingest",
-            client_id=settings.ingest_client_id,
+            client_id=settings.ingest_session,
             subscription=LEADER_SUBSCRIPTION,
             consumer=lambda acks: Ingest(service, acks),
             check_every=check_every,

@@ -127,7 +127,7 @@ class BrokerConnection:
         release: Callable[[], None] | None = None
         client_id = settings.client_id
         if not client_id:
-            slot = ClientIdSlot(settings.client_id_prefix, settings.state_dir)
+            slot = ClientIdSlot(settings.worker_client_id_prefix, settings.state_dir)
             client_id, release = slot.client_id, slot.release
         return cls(
             settings,

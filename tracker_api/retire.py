@@ -16,8 +16,9 @@ from . import db, ingest
 from .accounts import accounts_for
 from .config import Settings
 from .events import EventService
-from .mqtt import MqttClient, MqttError
-from .publisher import BrokerConnection, Session
+from .ids import client_id_for
+from .mqtt import Message, MqttClient, MqttError
+from .publisher import STATUS_TOPIC, BrokerConnection, Session
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,51 @@ async def _settle(connection: BrokerConnection, quiet: float) -> None:
             raise RetireFailed(f"lost the broker connection: {connection.broker_status}")
 
 
+def check_member_id(settings: Settings, client_id: str) -> None:
+    """Only a worker's id (``<prefix>-<host>-<slot>``) names a member of the ingest group:
+    retiring the archive's or the ingest leader's session would hand its queued events to
+    ingest as device messages and end it, losing them for good."""
+    prefix = settings.worker_client_id_prefix + "-"
+    if client_id in (settings.archive_session, settings.ingest_session) or not (
+        client_id.startswith(prefix) and len(client_id) > len(prefix)
+    ):
+        raise RetireFailed(
+            f"{client_id} is not an ingest group member: members are {prefix}<host>-<slot>, "
+            f"as tracker/status/# lists them"
+        )
+
+
+async def member_status(settings: Settings, client_id: str, wait: float = 2.0) -> str | None:
+    """What the member last said on ``tracker/status/<id>`` (``online``/``offline``, kept
+    retained by its will), or None when it never said anything."""
+    said: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_message(message: Message) -> None:
+        if not said.done():
+            said.set_result(message.payload.decode(errors="replace"))
+
+    topic = STATUS_TOPIC.format(client_id=client_id)
+    observer = client_id_for(settings.client_id_owner, "retire-check")
+    async with MqttClient(
+        settings.broker, observer, subscriptions=[(topic, 0)], on_message=on_message
+    ) as client:
+        if not await client.wait_connected(timeout=10):
+            raise RetireFailed(f"cannot reach the broker: {client.status}")
+        try:
+            return await asyncio.wait_for(said, wait)
+        except TimeoutError:
+            return None
+
+
 async def retire_member(settings: Settings, client_id: str, quiet: float = 1.0) -> int:
-    """Republish what ``client_id``'s session holds, then end it; the messages handled."""
+    """Republish what ``client_id``'s session holds, then end it; the messages handled.
+    Refused (RetireFailed) for an id that is no member's, or a member that is online."""
+    check_member_id(settings, client_id)
+    if await member_status(settings, client_id) == "online":
+        raise RetireFailed(
+            f"{client_id} is online: stop its tracker first (retiring a connected member "
+            "would take its session from under it)"
+        )
     engine = db.make_engine(settings.database_url)
     accounts = accounts_for(settings, engine)
     # The session is resumed with its subscription: its queued messages arrive by

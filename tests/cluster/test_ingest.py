@@ -21,7 +21,7 @@ from tracker_api.cluster import mqtt_session_queue
 from .clients import Client, connected
 from .conftest import ProvisionedCluster
 
-INGEST_ID = "tracker-ingest"
+INGEST_ID = "tracker:ingest"
 
 
 @pytest.fixture(scope="module")

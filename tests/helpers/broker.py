@@ -19,6 +19,19 @@ from .waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_CONF_DIR = REPO / "mqtt" / "conf.d"
+PLUGIN_DIR = REPO / ".venv" / "mosquitto-plugin"
+
+
+def session_owner_plugin() -> Path:
+    """The project's broker plugin (a login may use only its own client ids), built by
+    mqtt/plugin/build.sh when missing or older than its source."""
+    built = subprocess.run(
+        [str(REPO / "mqtt" / "plugin" / "build.sh"), str(PLUGIN_DIR)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(built.stdout.strip())
 
 
 def mosquitto_binary() -> str:
@@ -65,7 +78,11 @@ class Mosquitto:
         if password_file is None:
             lines.append("allow_anonymous true")
         else:
-            lines += ["allow_anonymous false", f"password_file {password_file}"]
+            lines += [
+                "allow_anonymous false",
+                f"password_file {password_file}",
+                f"plugin {session_owner_plugin()}",
+            ]
         if acl_file is not None:
             lines.append(f"acl_file {acl_file}")
         self.conf_path.write_text("\n".join(lines) + "\n" + extra)

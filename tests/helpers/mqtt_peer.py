@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from tracker_api.ids import client_id_for
 
 from .waiting import wait_until
 
@@ -35,7 +38,10 @@ def paho_client(
     **options: Any,
 ) -> mqtt.Client:
     """A paho client (callback API 2) speaking MQTT 3.1.1, as the project's own clients do;
-    anonymous without a username."""
+    anonymous without a username. With a login and no client id it takes one of the
+    login's own (``<login>:peer-…``): the broker refuses a login any other id."""
+    if username is not None and not client_id:
+        client_id = client_id_for(username, f"peer-{uuid.uuid4().hex[:12]}")
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,

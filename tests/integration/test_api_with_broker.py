@@ -97,7 +97,7 @@ def test_tracker_announces_online_and_leaves_offline_retained(
     with Peer(broker.port, "tracker/status/+") as after:
         offline = after.wait_for_topics(2)
 
-    assert STATUS_TOPIC.format(client_id="tracker-archive") in online
+    assert STATUS_TOPIC.format(client_id="tracker:archive") in online
     assert {topic: status.payload for topic, status in online.items()} == dict.fromkeys(
         online, b"online"
     )

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.broker import session_owner_plugin
 from tests.helpers.net import free_port, port_open
 from tests.helpers.waiting import wait_until
 from tracker_api.__main__ import cli
@@ -410,6 +411,8 @@ def production_broker(
             line = f"listener {port} 127.0.0.1"
         elif line.startswith("log_dest"):
             line = f"log_dest file {tmp_path / 'mosquitto.log'}"
+        elif line.startswith("plugin "):  # built into the image by mqtt/Dockerfile
+            line = f"plugin {session_owner_plugin()}"
         lines.append(line)
     conf.write_text("\n".join(lines) + "\n")
     broker = subprocess.Popen([tool("mosquitto") or "", "-c", str(conf)], start_new_session=True)

@@ -114,7 +114,7 @@ def test_tracker_killed_before_republishing_loses_nothing_once_restarted(
 ) -> None:
     # Lookups fail: the tracker holds the message.
     database_url, repair = database_to_repair(tmp_path)
-    env = {"TRACKER_CLIENT_ID": "tracker-ingest-test", "TRACKER_ACCOUNT_CACHE_TTL": "0"}
+    env = {"TRACKER_CLIENT_ID": "tracker:ingest-test", "TRACKER_ACCOUNT_CACHE_TTL": "0"}
 
     with Peer(broker.port, "track/#") as peer:
         first = TrackerProcess(tmp_path, broker.url, database_url, wait_for="/healthz", **env)
@@ -277,7 +277,7 @@ def test_retiring_a_removed_member_republishes_every_device_event_it_held(
 ) -> None:
     database_url = seeded_database(tmp_path)
     members = [
-        TrackerProcess(tmp_path, broker.url, database_url, TRACKER_CLIENT_ID=f"member-{name}")
+        TrackerProcess(tmp_path, broker.url, database_url, TRACKER_CLIENT_ID=f"tracker:api-{name}")
         for name in "ab"
     ]
     with Peer(broker.port, "track/#") as peer, members[0]:
@@ -290,7 +290,15 @@ def test_retiring_a_removed_member_republishes_every_device_event_it_held(
         assert len(peer.events()) < 6
 
         retired = subprocess.run(
-            [sys.executable, "-m", "tracker_api", "retire-member", "member-b", "--quiet", "0.5"],
+            [
+                sys.executable,
+                "-m",
+                "tracker_api",
+                "retire-member",
+                "tracker:api-b",
+                "--quiet",
+                "0.5",
+            ],
             env=members[1].env,
             capture_output=True,
             text=True,
@@ -304,4 +312,4 @@ def test_retiring_a_removed_member_republishes_every_device_event_it_held(
         wait_until(lambda: len(peer.events()) == 10, timeout=5)
 
     assert sorted(e["data"] for e in peer.events()) == sorted(f"reading-{i}" for i in range(10))
-    assert "retired member-b" in retired.stdout
+    assert "retired tracker:api-b" in retired.stdout

@@ -127,7 +127,7 @@ def test_the_tracker_announces_its_status_to_readers(
     with Peer(secured.port, "tracker/status/+", **login("reader")) as watcher:
         statuses = watcher.wait_for_topics(2)
 
-    assert STATUS_TOPIC.format(client_id="tracker-archive") in statuses
+    assert STATUS_TOPIC.format(client_id="tracker:archive") in statuses
     assert [status.payload for status in statuses.values()] == [b"online", b"online"]
     assert all(orjson.dumps(topic).startswith(b'"tracker/status/') for topic in statuses)
 

@@ -25,11 +25,11 @@ def verbose_broker(tmp_path: Path) -> Mosquitto:
     broker.kill()
 
 
-ARCHIVE = "tracker-archive"
+ARCHIVE = "tracker:archive"
 
 
 def clients_of(broker: Mosquitto) -> set[str]:
-    return set(re.findall(r"as (tracker-\S+)", broker.log()))
+    return set(re.findall(r"as (tracker:\S+)", broker.log()))
 
 
 def workers(broker: Mosquitto) -> set[str]:
@@ -53,7 +53,7 @@ def test_two_workers_each_publish_with_their_own_client_id(
 
         def publishers() -> set[str]:
             log = verbose_broker.log()
-            return set(re.findall(r"Received PUBLISH from (tracker-\S+) .*'track/1'", log))
+            return set(re.findall(r"Received PUBLISH from (tracker:\S+) .*'track/1'", log))
 
         # Which worker accepts a connection is the kernel's choice: a fresh connection per
         # request, in rounds until both workers have published (or the deadline).
