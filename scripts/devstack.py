@@ -249,6 +249,9 @@ class Stack:
         free_port_or_exit(API_PORT, "the API", "TRACKER_PORT")
         env = {**os.environ, **load_credentials()}
         env.setdefault("TRACKER_DATABASE_URL", f"sqlite:///{VAR / 'tracker.db'}")
+        # The broker needs logins, so the history does too: an account's login reads only
+        # its own events there, as on the broker.
+        env.setdefault("TRACKER_PASSWORD_FILE", str(PASSWD))
         # In its own session like the others: a Ctrl-C that lands while its interpreter is
         # still starting would print a traceback; we stop it with SIGTERM instead.
         self.seed = spawn([sys.executable, str(REPO / "data" / "seed.py")], env=env)

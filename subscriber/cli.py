@@ -219,7 +219,8 @@ def refusal_hint(refused: Refused, options: ConnectOptions) -> str:
             )
         return (
             f"hint: the broker does not accept {user} with this password "
-            f"(MQTT_TAIL_USERNAME, MQTT_TAIL_PASSWORD); {CREDENTIALS_HINT}"
+            f"(MQTT_TAIL_USERNAME, MQTT_TAIL_PASSWORD), or not as client id "
+            f"{options.client_id} ({CLIENT_ID_OWNERSHIP}); {CREDENTIALS_HINT}"
         )
     if refused.kind == "subscription":
         return (
@@ -228,6 +229,11 @@ def refusal_hint(refused: Refused, options: ConnectOptions) -> str:
         )
     if refused.kind == "client-id":
         return "hint: choose another --client-id (letters and digits, at most 23 characters)"
+    if refused.kind == "taken-over":
+        return (
+            "hint: to run two mqtt-tail at once, give each its own session: "
+            f"--client-id {client_id_for(user, 'second')} (each gets every event)"
+        )
     return "hint: use a broker that speaks MQTT 3.1.1 (Mosquitto does)"
 
 

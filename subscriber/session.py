@@ -44,6 +44,11 @@ POLL_INTERVAL = 0.2
 SHUTDOWN_WAIT = 2.0
 """Longest wait at exit for the broker to close the connection after DISCONNECT."""
 
+TAKEOVER_CLOSES, TAKEOVER_WINDOW = 3, 30.0
+"""A connection the broker closes this many times within the window, each time just after
+connecting again at the first try, is being taken by another client with the same id:
+two processes with one client id each make the broker drop the other as they connect."""
+
 # CONNACK codes (as paho reports them for MQTT 3.1.1) that retrying cannot fix: what the
 # broker said, and which kind of refusal it is (the CLI gives a hint per kind).
 _REFUSED = {
@@ -54,10 +59,14 @@ _REFUSED = {
 }
 
 
+CLOSED_BY_BROKER = "connection lost: closed by the broker"
+
+
 class Refused(Exception):
     """The broker said no (credentials, ACL, client id): not a network error, no retry.
 
-    ``kind`` is ``"login"``, ``"client-id"``, ``"protocol"`` or ``"subscription"``.
+    ``kind`` is ``"login"``, ``"client-id"``, ``"protocol"``, ``"subscription"`` or
+    ``"taken-over"`` (another client keeps connecting with the same id).
     """
 
     def __init__(self, message: str, kind: str) -> None:
@@ -132,6 +141,7 @@ class Session:
         self._pending: list[int] = []
         self._reported_down: set[tuple[str, int]] = set()
         self._received = 0
+        self._closed_by_broker: list[float] = []
         # paho's disconnect reason for a dropped connection is "Unspecified error"; the
         # exception it logs just before says what happened.
         self._last_error = _LastError()
@@ -233,11 +243,29 @@ class Session:
         properties: Any,
     ) -> None:
         if self.connected and not self._stopping:
-            logger.warning("%s; reconnecting", self._lost(reason))
+            lost = self._lost(reason)
+            if self._taken_over(lost):
+                self._refused = Refused(
+                    f"client id {self.options.client_id} is in use by another client: the "
+                    f"broker closed this connection {TAKEOVER_CLOSES} times as the other one "
+                    "connected; leaving the session to it",
+                    "taken-over",
+                )
+            else:
+                logger.warning("%s; reconnecting", lost)
         self.connected = False
         # PUBACKs for this connection's messages must not go out on the next one: the
         # broker redelivers them and the deduplicator drops the copies.
         self._pending.clear()
+
+    def _taken_over(self, lost: str) -> bool:
+        if lost != CLOSED_BY_BROKER:
+            self._closed_by_broker.clear()
+            return False
+        now = time.monotonic()
+        recent = [t for t in self._closed_by_broker if now - t < TAKEOVER_WINDOW]
+        self._closed_by_broker = [*recent, now]
+        return len(self._closed_by_broker) >= TAKEOVER_CLOSES
 
     def _lost(self, reason: ReasonCode) -> str:
         if reason == "Keep alive timeout":
@@ -248,7 +276,7 @@ class Session:
         if self._last_error.error is not None:
             return f"connection lost: network error: {error_text(self._last_error.error)}"
         if reason == "Unspecified error":  # the socket read end-of-file
-            return "connection lost: closed by the broker"
+            return CLOSED_BY_BROKER
         return f"connection lost ({reason})"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -312,6 +340,7 @@ class Session:
                     "broker %s unreachable (%s); retrying", self._where(), error_text(error)
                 )
                 self._reported_down.add(node)
+            self._closed_by_broker.clear()  # the broker was away (a restart), not taken
             return False
         return True
 

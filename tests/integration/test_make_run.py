@@ -120,6 +120,24 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
 
         assert_an_event_reaches_the_reader(stack, credentials, "hi")
 
+        # The history asks for the broker's logins too: none or a wrong one is 401, an
+        # account's login reads only its own account, the reader everything.
+        history = f"http://127.0.0.1:{stack.api_port}/events"
+        reader = ("reader", credentials["MQTT_TAIL_PASSWORD"])
+        device = ("1", credentials["DEVICE_1_PASSWORD"])
+        hour = {"since": "1h"}
+        assert httpx.get(history, params=hour).status_code == 401
+        assert httpx.get(history, params=hour, auth=("reader", "wrong")).status_code == 401
+        other = {"account": "2", **hour}
+        assert httpx.get(history, params=other, auth=device).status_code == 403
+
+        def own_history() -> list[str]:
+            own = httpx.get(history, params={"account": "1", **hour}, auth=device)
+            return [event["data"] for event in own.json()["events"]]
+
+        wait_until(lambda: own_history() == ["hi"], timeout=10, message="not archived")
+        assert httpx.get(history, params=hour, auth=reader).status_code == 200
+
         # `make tail`, as the banner suggests, shows events with the reader's login.
         tail_err = stack.var_dir.parent / "tail.err"
         with open(tail_err, "wb") as err:

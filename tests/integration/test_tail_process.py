@@ -189,3 +189,25 @@ def test_aggregate_on_a_terminal_shows_a_live_table_and_a_final_one_on_ctrl_c(
         tail.process.send_signal(signal.SIGINT)
         assert tail.process.wait(10) == 0
     wait_until(lambda: "summary: 3 events in" in tail.stdout(), timeout=5, message=tail.stdout())
+
+
+def test_a_second_tail_with_the_same_client_id_makes_the_first_yield_and_say_so(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    args = ("--json", "--client-id", "shared-id")
+    with Tail(tmp_path, *args, port=broker.port) as first:
+        first.wait_subscribed()
+        with Tail(tmp_path, *args, port=broker.port) as second:
+            # Each connection makes the broker drop the other: the first gives up.
+            assert first.process.wait(30) == EXIT_REFUSED
+            with Publisher(broker.port) as publisher:
+                sent = publisher.publish([event("1", n) for n in range(20)])
+            second.wait_for_events(20)
+            assert second.alive
+            assert second.terminate() == 0
+
+    said = first.stderr()
+    assert "client id shared-id is in use by another client" in said
+    assert "give each its own session: --client-id" in said
+    assert "Traceback" not in said
+    assert_exactly_once(second.event_ids(), sent)

@@ -84,6 +84,9 @@ def read_query(
     after: Annotated[str | None, Query(description="`next` of the previous page")] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> HistoryQuery:
+    # The login first: who may not read the history learns nothing of it, not even
+    # which of its parameters are wrong.
+    accounts = visible_accounts(request.app.state.history_auth, authorization, account or [])
     if not since:
         raise InvalidRequest("since is required, e.g. since=15m or since=2026-11-28T12:00:00Z")
     now = datetime.now(UTC)
@@ -98,7 +101,6 @@ def read_query(
         cursor = archive.decode_cursor(after) if after else None
     except ValueError as error:
         raise InvalidRequest(f"after: {error}") from None
-    accounts = visible_accounts(request.app.state.history_auth, authorization, account or [])
     return HistoryQuery(accounts, archive.to_ms(start), archive.to_ms(end), cursor)
 
 
