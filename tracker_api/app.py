@@ -26,6 +26,7 @@ from .http_auth import HttpAuth
 from .http_events import HttpEvents
 from .ingest_lease import lease_for
 from .publisher import BrokerConnection, Publisher, Session
+from .rate_limit import RateLimiter
 from .routes import events, health, history
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ def tune_garbage_collector() -> None:
 async def _tracker_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TrackerError)
     return JSONResponse({"detail": error.detail}, error.status, headers=error.headers)
+
+
+def limiter_for(settings: Settings) -> RateLimiter | None:
+    """TRACKER_RATE_LIMIT's buckets for this worker (its share of the limit), or None."""
+    return RateLimiter(settings.rate_limit, settings.workers) if settings.rate_limit else None
 
 
 def worker_connection(settings: Settings, service: Callable[[], EventService]) -> BrokerConnection:
@@ -107,13 +113,17 @@ def create_api(
             broker: Publisher
             if publisher is None:
                 connection = worker_connection(settings, lambda: service)
-                service = EventService(accounts, connection, settings.max_data_bytes)
+                service = EventService(
+                    accounts, connection, settings.max_data_bytes, limiter_for(settings)
+                )
                 broker = await stack.enter_async_context(connection)
                 app.state.ingest_status = await ingest_status(settings, connection, service, stack)
                 app.state.archive_status = await archive_status(settings, database, stack)
             else:  # the caller's, started and stopped by the caller
                 broker = publisher
-                service = EventService(accounts, broker, settings.max_data_bytes)
+                service = EventService(
+                    accounts, broker, settings.max_data_bytes, limiter_for(settings)
+                )
                 app.state.ingest_status = lambda: "off"
                 app.state.archive_status = lambda: "off"  # no broker of ours to read
             app.state.engine = database

@@ -18,6 +18,7 @@ from .errors import InvalidRequest, PayloadTooLarge, TrackerError
 from .ids import ACCOUNT_ID, ACCOUNT_ID_HELP
 from .limits import largest_message
 from .publisher import Publisher
+from .rate_limit import RateLimiter
 from .users import ROLES
 
 EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -120,10 +121,16 @@ class EventService:
     """Turns ``(accountId, data)`` into a published event or a ``TrackerError``."""
 
     def __init__(
-        self, accounts: AccountCache, publisher: Publisher, max_data_bytes: int = 4096
+        self,
+        accounts: AccountCache,
+        publisher: Publisher,
+        max_data_bytes: int = 4096,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.accounts = accounts
         self.publisher = publisher
+        # TRACKER_RATE_LIMIT: one bucket per account for HTTP and device events alike.
+        self.limiter = limiter
         self.max_data_bytes = max_data_bytes
         self.largest = largest_message(max_data_bytes)
         self.ids = EventIds()
@@ -185,11 +192,13 @@ class EventService:
         source: str = "http",
         extra: Mapping[str, str] | None = None,
     ) -> bytes:
-        """Check the event and its account, publish it, and return the JSON body of the
-        200 answer. Every outcome is counted under ``source``."""
+        """Check the event, its account and the account's rate limit, publish it, and
+        return the JSON body of the 200 answer. Every outcome is counted under ``source``."""
         try:
             self.validate(account_id, data, event_id)
             await self.accounts.require_active(account_id)
+            if self.limiter is not None:
+                self.limiter.take(account_id, 1)
         except TrackerError as error:
             self.count(source, error.outcome)
             raise

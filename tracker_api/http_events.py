@@ -23,7 +23,6 @@ from .errors import InvalidRequest, PublishOutcomeUnknown, TrackerError
 from .event_request import RequestHeaders, account_of, read_event_request
 from .events import EventService, check_account_id, check_event_id
 from .http_auth import HttpAuth
-from .rate_limit import RateLimiter
 from .tracing import RequestIds, check_request_id, log_failure, trace_id
 
 Headers = list[tuple[bytes, bytes]]
@@ -55,9 +54,7 @@ class HttpEvents:
         self.max_batch = settings.max_batch
         self.max_body = max_body_bytes(settings.max_batch, settings.max_data_bytes)
         self.auth = auth if settings.http_auth else None
-        self.limiter = (
-            RateLimiter(settings.rate_limit, settings.workers) if settings.rate_limit else None
-        )
+        self.limiter = service.limiter  # shared with device events (ingest)
         self.request_ids = RequestIds()
 
     # -- the two requests ----------------------------------------------------------------

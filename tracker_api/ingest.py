@@ -24,7 +24,13 @@ import orjson
 from . import metrics
 from .backoff import Backoff
 from .config import Settings
-from .errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TrackerError
+from .errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    TrackerError,
+)
 from .events import EventIds
 from .ingest_lease import Lease
 from .leased import LEASE_CHECK, LeasedConsumer
@@ -165,6 +171,13 @@ class Ingest:
                     logger.warning("ingest from %s retrying: %s", message.topic, error.detail)
                 await asyncio.sleep(backoff.next())
                 continue
+            except RateLimited:  # counted by the service, as an HTTP 429 is
+                # Over TRACKER_RATE_LIMIT: refused for good, QoS 0 or 1 alike. MQTT 3.1.1
+                # has no negative acknowledgement, and holding the message would only
+                # have the broker queue the device's flood for us.
+                self._drop(message, "rate_limited")
+                self.acks.ack(message)
+                return
             except TrackerError as error:  # counted by the service
                 self._refuse(message, error)
                 return

@@ -313,3 +313,38 @@ def test_retiring_a_removed_member_republishes_every_device_event_it_held(
 
     assert sorted(e["data"] for e in peer.events()) == sorted(f"reading-{i}" for i in range(10))
     assert "retired tracker:api-b" in retired.stdout
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_device_messages_share_the_accounts_rate_limit_and_the_excess_is_dropped_and_counted(
+    broker: Mosquitto, tmp_path: Path, device: Device, qos: int
+) -> None:
+    def mqtt_requests(outcome: str) -> float:
+        text = api.get("/metrics").text
+        return metrics.value(text, "tracker_requests_total", source="mqtt", outcome=outcome)
+
+    with (
+        Peer(broker.port, "track/#") as peer,
+        api_client(tmp_path, broker.url, rate_limit=5) as api,
+    ):
+        # Counters live as long as the test process: count from here.
+        before = {o: mqtt_requests(o) for o in ("accepted", "rate_limited")}
+        dropped_before = _dropped(api, "rate_limited")
+        sent = 200
+        for i in range(sent):
+            device.client.publish("ingest/1", f"flood-{i}", qos=qos)
+
+        def accepted() -> float:
+            return mqtt_requests("accepted") - before["accepted"]
+
+        def limited() -> float:
+            return mqtt_requests("rate_limited") - before["rate_limited"]
+
+        wait_until(lambda: accepted() + limited() == sent, timeout=15)
+        # One second of events passes (the burst), the rest is refused for good.
+        assert 5 <= accepted() <= 7
+        assert _dropped(api, "rate_limited") - dropped_before == limited()
+        # HTTP spends from the same bucket: the account is out of tokens for now.
+        assert api.get("/1", params={"data": "http"}).status_code == 429
+        wait_until(lambda: len(peer.events()) == accepted(), timeout=5)
+    assert all(event["data"].startswith("flood-") for event in peer.events())
