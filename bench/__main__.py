@@ -500,7 +500,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             ):
                 out = workdir / f"tail-{mode}.out"
                 with process([str(BIN / "mqtt-tail"), "--port", str(stack.broker.port), "-q",
-                              "--client-id", f"bench-tail-{mode}", *extra],
+                              "--client-id", f"reader:bench-tail-{mode}", *extra],
                              out, env=stack.reader_env()) as tail:  # fmt: skip
                     time.sleep(1.0)  # the tail subscribes; nothing to poll for but its output
                     before = accepted(base)

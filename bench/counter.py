@@ -15,6 +15,7 @@ import os
 import signal
 from pathlib import Path
 
+from tracker_api.ids import client_id_for
 from tracker_api.mqtt import BrokerAddress, Message, MqttClient
 
 
@@ -36,7 +37,7 @@ async def count(args: argparse.Namespace) -> None:
             BrokerAddress(port=port, username=args.username, password=args.password)
             for port in args.port
         ],  # fmt: skip
-        args.client_id,
+        args.client_id or client_id_for(args.username, "bench-counter"),
         clean_session=False,
         subscriptions=[("track/#", 1)],
         on_message=on_message,
@@ -66,7 +67,7 @@ def main() -> None:
     )
     parser.add_argument("--username")
     parser.add_argument("--password", default=os.environ.get("BENCH_COUNTER_PASSWORD"))
-    parser.add_argument("--client-id", default="bench-counter")
+    parser.add_argument("--client-id", help="default <username>:bench-counter")
     parser.add_argument("--status", required=True)
     parser.add_argument("--ids", help="on SIGTERM, write every eventId received here")
     import uvloop

@@ -22,6 +22,7 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
+from tracker_api import topics
 from tracker_api.ids import ACCOUNT_ID, CLIENT_ID_OWNERSHIP, client_id_allowed, client_id_for
 from tracker_api.mqtt.nodes import parse_hosts
 
@@ -139,7 +140,7 @@ def tail(
         options = ConnectOptions(
             nodes=nodes,
             client_id=client_id,
-            topics=[f"track/{account}" for account in watched],
+            topics=[topics.EVERY_ACCOUNT if a == "+" else topics.track(a) for a in watched],
             clean=clean,
             username=username,
             password=password,

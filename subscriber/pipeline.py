@@ -11,6 +11,8 @@ from typing import BinaryIO, Protocol
 from rich.console import Console
 from rich.live import Live
 
+from tracker_api import topics
+
 from .aggregate import Aggregator, Snapshot
 from .dedup import Deduplicator
 from .render import (
@@ -123,7 +125,7 @@ class Pipeline:
         """A message from the broker, of the account its topic names."""
         # The topic's account, not the payload's: the broker's ACL decides who may publish
         # on track/<account>, so a payload cannot claim its way into another account's ids.
-        return self.on_event(topic.rpartition("/")[2], topic, parse_event(payload), payload)
+        return self.on_event(topics.account_of(topic) or "", topic, parse_event(payload), payload)
 
     def on_event(
         self, account: str, topic: str, event: Event | None, payload: bytes | bytearray

@@ -19,6 +19,7 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
+from tracker_api import topics
 from tracker_api.durations import parse_timestamp
 
 from .pipeline import Pipeline
@@ -213,7 +214,7 @@ class Replayer:
                 # Parsed once: the account (for its topic and deduplication) is the event's.
                 event = parse_event(line)
                 account = "+" if event is None else str(event.get("accountId", "+"))
-                pipeline.on_event(account, f"track/{account}", event, line)
+                pipeline.on_event(account, topics.track(account), event, line)
                 progress.advance()
                 if progress.count % FLUSH_EVERY == 0 and not pipeline.on_batch_end():
                     break

@@ -30,6 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from tracker_api.backoff import Backoff as Backoff
 from tracker_api.mqtt.nodes import Rotation
+from tracker_api.topics import EVERY_ACCOUNT
 
 from .sockets import buffered, corked, error_text, until_broker_closes
 
@@ -102,7 +103,7 @@ class ConnectOptions:
     # answers resumes the session (the cluster keeps it, not the node).
     nodes: Sequence[tuple[str, int]] = (("127.0.0.1", 1883),)
     client_id: str = "mqtt-tail"
-    topics: Sequence[str] = ("track/+",)
+    topics: Sequence[str] = (EVERY_ACCOUNT,)
     clean: bool = False
     username: str | None = None
     password: str | None = None

@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
-from . import metrics
+from . import metrics, topics
 from .backoff import Backoff
 from .config import Settings
 from .db import error_reason
@@ -46,8 +46,7 @@ from .tasks import cancel
 
 logger = logging.getLogger(__name__)
 
-SUBSCRIPTION = ("track/#", 1)
-TOPIC_PREFIX = "track/"
+SUBSCRIPTION = (topics.EVERY_ACCOUNT, 1)
 # A batch is written when it holds this many messages, or this long after its first.
 BATCH_SIZE, BATCH_LINGER = 500, 0.05
 # Retrying a batch while the database is down: 0.2 s doubling up to 5 s.
@@ -75,8 +74,8 @@ def to_ms(moment: datetime) -> int:
 
 def parse(topic: str, payload: bytes) -> Row:
     """The row of a ``track/<accountId>`` message; ``Malformed`` when it is none."""
-    account_id = topic.removeprefix(TOPIC_PREFIX)
-    if not topic.startswith(TOPIC_PREFIX) or not ACCOUNT_ID.fullmatch(account_id):
+    account_id = topics.account_of(topic)
+    if account_id is None or not ACCOUNT_ID.fullmatch(account_id):
         raise Malformed(f"not an account topic: {topic!r}")
     try:
         envelope = orjson.loads(payload)

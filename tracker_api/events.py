@@ -12,7 +12,7 @@ import orjson
 from fastapi.routing import iter_route_contexts
 from starlette.applications import Starlette
 
-from . import metrics
+from . import metrics, topics
 from .accounts import AccountCache
 from .errors import InvalidRequest, PayloadTooLarge, TrackerError
 from .ids import ACCOUNT_ID, ACCOUNT_ID_HELP
@@ -23,7 +23,6 @@ from .users import ROLES
 
 EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 ACCEPTED_MESSAGE = "Request propagated to the subscribers!"
-TOPIC_PREFIX = "track/"
 
 
 class EventIds:
@@ -217,7 +216,7 @@ class EventService:
         JSON body of the 200 answer. The outcome is counted under ``source``."""
         try:
             payload = self.envelope(account_id, data, event_id, extra)
-            await self.publisher.publish(TOPIC_PREFIX + account_id, payload)
+            await self.publisher.publish(topics.track(account_id), payload)
         except TrackerError as error:
             self.count(source, error.outcome)
             raise
@@ -229,7 +228,7 @@ class EventService:
     ) -> list[TrackerError | None]:
         """Publish validated envelopes of one active account, one QoS-1 message each; the
         outcome of each once all are settled (None: acknowledged)."""
-        outcomes = await self.publisher.publish_many(TOPIC_PREFIX + account_id, payloads)
+        outcomes = await self.publisher.publish_many(topics.track(account_id), payloads)
         for outcome in outcomes:
             self.count("http", "accepted" if outcome is None else outcome.outcome)
         return outcomes

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import orjson
 
-from . import metrics
+from . import metrics, topics
 from .backoff import Backoff
 from .config import Settings
 from .errors import (
@@ -40,9 +40,9 @@ from .publisher import Acknowledger
 
 logger = logging.getLogger(__name__)
 
-INGEST_PREFIX = "ingest/"
 SUBSCRIPTION = ("$share/tracker/ingest/+", 1)
-LEADER_SUBSCRIPTION = ("ingest/+", 1)
+# ingest/#, not ingest/+: on RabbitMQ a dotted account's ingest/a.b arrives as ingest/a/b.
+LEADER_SUBSCRIPTION = (topics.EVERY_INGEST, 1)
 # Retrying while the database or the broker's acknowledgement is missing: from 0.1 s up
 # to 2 s between attempts; one warning per message, at the fifth attempt.
 RETRY_FIRST, RETRY_CAP, RETRY_WARN_AFTER = 0.1, 2.0, 5
@@ -136,7 +136,7 @@ class Ingest:
                 self._pending_qos0 -= 1
 
     async def _track(self, message: Message) -> None:
-        account_id = message.topic.removeprefix(INGEST_PREFIX)
+        account_id = topics.account_of(message.topic, topics.INGEST) or ""
         try:
             data, event_id = decode(message.payload, self.service.max_data_bytes)
         except TrackerError as error:

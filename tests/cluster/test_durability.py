@@ -11,7 +11,7 @@ from .clients import Client, connected
 from .conftest import ProvisionedCluster
 
 N = 5_000
-CLIENT_ID = "durable-reader"
+CLIENT_ID = "reader:durable"
 
 
 def test_acknowledged_messages_survive_a_kill_of_the_queue_leader(

@@ -86,13 +86,13 @@ def fail_over(
 def test_a_kill_of_the_trackers_node_loses_no_acknowledged_event(
     rabbit: ProvisionedCluster, tmp_path: Path
 ) -> None:
-    fail_over(rabbit, tmp_path, "failover-1", lambda cluster, tracker_node: tracker_node)
+    fail_over(rabbit, tmp_path, "reader:failover-1", lambda cluster, tracker_node: tracker_node)
 
 
 def test_a_kill_of_the_tail_sessions_leader_loses_no_acknowledged_event(
     rabbit: ProvisionedCluster, tmp_path: Path
 ) -> None:
-    tail_id = "failover-2"
+    tail_id = "reader:failover-2"
     fail_over(
         rabbit,
         tmp_path,

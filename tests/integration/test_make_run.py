@@ -150,7 +150,7 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
             )
         try:
             wait_until(
-                lambda: "subscribed to track/+" in tail_err.read_text(),
+                lambda: "subscribed to track/#" in tail_err.read_text(),
                 timeout=10,
                 message=f"make tail did not subscribe (see {tail_err})",
             )
