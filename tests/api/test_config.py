@@ -156,3 +156,30 @@ def test_config_errors_are_redacted_wherever_they_are_raised() -> None:
     error = ConfigError(f"cannot connect to\npostgresql://bob:{SECRET}@db/x")
 
     assert str(error) == "cannot connect to postgresql://bob:***@db/x"
+
+
+def test_the_trackers_client_ids_start_with_its_login() -> None:
+    settings = load_settings(mqtt_url="mqtt://svc:pw@127.0.0.1:1883")
+    assert settings.worker_client_id_prefix == "svc:api"
+    assert (settings.ingest_session, settings.archive_session) == ("svc:ingest", "svc:archive")
+    anonymous = load_settings(mqtt_url="mqtt://127.0.0.1:1883")
+    assert anonymous.archive_session == "tracker:archive"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("archive_client_id", "tracker:archive"),
+        ("ingest_client_id", "svc-ingest"),
+        ("client_id", "other:api"),
+        ("client_id_prefix", "svcx"),
+    ],
+)
+def test_an_id_the_login_may_not_use_stops_the_tracker_with_one_line(
+    variable: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(mqtt_url="mqtt://svc:pw@127.0.0.1:1883", **{variable: value})
+    message = str(refused.value)
+    assert f"TRACKER_{variable.upper()}: login 'svc' may not use it" in message
+    assert "<login>:" in message and "\n" not in message

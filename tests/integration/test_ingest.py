@@ -348,3 +348,28 @@ def test_device_messages_share_the_accounts_rate_limit_and_the_excess_is_dropped
         assert api.get("/1", params={"data": "http"}).status_code == 429
         wait_until(lambda: len(peer.events()) == accepted(), timeout=5)
     assert all(event["data"].startswith("flood-") for event in peer.events())
+
+
+def test_retire_member_refuses_the_archive_and_an_online_member(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    database_url = seeded_database(tmp_path)
+
+    def retire(env: dict[str, str], client_id: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tracker_api", "retire-member", client_id],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    member = TrackerProcess(tmp_path, broker.url, database_url, TRACKER_CLIENT_ID="tracker:api-m")
+    with Peer(broker.port, "tracker/status/#") as status, member:
+        status.wait_for_topics(2)  # the member and the archive are online
+        for not_a_member in ("tracker:archive", "tracker:ingest", "reader:tail", "tracker:api-"):
+            refused = retire(member.env, not_a_member)
+            assert refused.returncode == 1
+            assert f"{not_a_member} is not an ingest group member" in refused.stderr
+        online = retire(member.env, "tracker:api-m")
+        assert online.returncode == 1
+        assert "tracker:api-m is online: stop its tracker first" in online.stderr
+        assert member.get_ok("/readyz")  # its session was never touched
+    assert "Traceback" not in refused.stderr + online.stderr

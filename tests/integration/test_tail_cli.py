@@ -274,3 +274,15 @@ def test_count_exits_only_once_the_broker_has_the_acknowledgements(broker: Mosqu
     uplink.close()
     assert first.exit_code == 0, first.stderr
     assert_exactly_once([line["eventId"] for line in records(first) + records(second)], sent)
+
+
+def test_a_client_id_of_another_login_is_a_usage_error_and_the_default_is_the_logins(
+    broker: Mosquitto,
+) -> None:
+    login = {"MQTT_TAIL_USERNAME": "reader", "MQTT_TAIL_PASSWORD": "x"}
+    refused = invoke(broker, "--client-id", "1:mine", env=login)
+    assert refused.exit_code == 2
+    assert "login 'reader' may not use '1:mine'" in refused.stderr
+    assert "e.g. reader:tail-2" in refused.stderr
+    assert default_client_id(["+"], "reader").startswith("reader:mqtt-tail-")
+    assert default_client_id(["+"]).startswith("mqtt-tail-")  # an anonymous broker
