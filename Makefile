@@ -37,10 +37,11 @@ test: deps  ## the full suite with line coverage
 test-fast: deps  ## the suite without the slow end-to-end scenarios
 	$(BIN)/pytest -m 'not slow'
 
-lint: deps  ## ruff (format + lint) and mypy --strict
+lint: deps  ## ruff (format + lint), mypy --strict and the import layers (lint-imports)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: deps
 	$(BIN)/ruff format .

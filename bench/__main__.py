@@ -54,7 +54,7 @@ from bench import archive  # noqa: E402
 from tests.helpers.broker import Mosquitto  # noqa: E402
 from tests.helpers.net import free_port, port_open  # noqa: E402
 from tests.helpers.postgres import PostgresCluster  # noqa: E402
-from tracker_api.users import PasswordFile  # noqa: E402
+from tracker_api.passwords import PasswordFile  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "bench" / "results"

@@ -8,7 +8,7 @@ import math
 from sqlalchemy import create_engine, func, select
 
 from tests.helpers.metrics import samples
-from tracker_api.archive import EVENTS
+from tracker_api.storage.event_store import EVENTS
 
 LAG = "tracker_archive_lag_seconds_bucket"
 # After the load: how long the archive may go without writing a row before it counts as

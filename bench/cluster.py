@@ -1,7 +1,7 @@
 """`python -m bench --cluster`: the 3-node RabbitMQ cluster beside the single Mosquitto.
 
 Started by the bench on free ports under its work directory and stopped after, by pid
-(tracker_api/cluster.py). The tracker lists every node in TRACKER_MQTT_URL and the
+(tracker_api/ops/cluster.py). The tracker lists every node in TRACKER_MQTT_URL and the
 counter every node too, on a persistent session:
 
 1. full speed: req/s, p50/p99 and the zero-loss check, as the single broker's peak;
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from bench import archive
 from tests.helpers.net import free_port
 from tests.helpers.paced_load import PACE, Load, connected_node
-from tracker_api.cluster import Cluster, Layout, tools_missing
-from tracker_api.cluster_roles import provision
+from tracker_api.ops.cluster import Cluster, Layout, tools_missing
+from tracker_api.ops.cluster_roles import provision
 
 if TYPE_CHECKING:
     from bench.__main__ import Stack

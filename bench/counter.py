@@ -15,8 +15,8 @@ import os
 import signal
 from pathlib import Path
 
-from tracker_api.ids import client_id_for
 from tracker_api.mqtt import BrokerAddress, Message, MqttClient
+from tracker_contract.ids import client_id_for
 
 
 async def count(args: argparse.Namespace) -> None:

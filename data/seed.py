@@ -25,9 +25,9 @@ from sqlmodel import Session, select  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tracker_api.config import ConfigError, get_settings  # noqa: E402
-from tracker_api.db import make_engine, migrate  # noqa: E402
-from tracker_api.events import check_account_id  # noqa: E402
-from tracker_api.models import Account  # noqa: E402
+from tracker_api.service.validation import check_account_id  # noqa: E402
+from tracker_api.storage.db import make_engine, migrate  # noqa: E402
+from tracker_api.storage.models import Account  # noqa: E402
 
 NAMES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell")
 

@@ -43,11 +43,11 @@ from loadbalancer import haproxy_config as haproxy_config_text  # noqa: E402
 from pydantic import Field, ValidationError  # noqa: E402
 from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 
-from tracker_api import cluster_layout as rabbit  # noqa: E402
-from tracker_api.cluster import Cluster, ClusterError, Layout, Node  # noqa: E402
-from tracker_api.cluster_roles import provision  # noqa: E402
 from tracker_api.config import describe  # noqa: E402
-from tracker_api.ports import port_open  # noqa: E402
+from tracker_api.ops import cluster_layout as rabbit  # noqa: E402
+from tracker_api.ops.cluster import Cluster, ClusterError, Layout, Node  # noqa: E402
+from tracker_api.ops.cluster_roles import provision  # noqa: E402
+from tracker_api.ops.ports import port_open  # noqa: E402
 
 
 class ClusterSettings(BaseSettings):

@@ -45,10 +45,10 @@ from foreground import (  # noqa: E402
     wait_for,
 )
 
-from tracker_api.broker_reload import command_line, config_for, pidfile_for, running_broker  # noqa: E402
 from tracker_api.config import ConfigError, describe, load_settings  # noqa: E402
-from tracker_api.ports import port_free, port_open  # noqa: E402
-from tracker_api.users import PasswordFile  # noqa: E402
+from tracker_api.ops.broker_reload import command_line, config_for, pidfile_for, running_broker  # noqa: E402
+from tracker_api.ops.ports import port_free, port_open  # noqa: E402
+from tracker_api.passwords import PasswordFile  # noqa: E402
 
 say = announcer("make run")
 

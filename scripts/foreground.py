@@ -24,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Protocol
 
-from tracker_api.broker_reload import command_line
-from tracker_api.ports import port_free, port_open
+from tracker_api.ops.broker_reload import command_line
+from tracker_api.ops.ports import port_free, port_open
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

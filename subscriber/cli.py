@@ -22,13 +22,9 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
-from tracker_api import topics
-from tracker_api.ids import ACCOUNT_ID, CLIENT_ID_OWNERSHIP, client_id_allowed, client_id_for
-from tracker_api.mqtt.nodes import parse_hosts
-
-from .aggregate import Aggregator
-from .dedup import Deduplicator
-from .options import (
+from subscriber.aggregate import Aggregator
+from subscriber.dedup import Deduplicator
+from subscriber.options import (
     EXIT_API,
     EXIT_REFUSED,
     EXIT_TIMEOUT,
@@ -36,8 +32,8 @@ from .options import (
     history_options,
     output_options,
 )
-from .pipeline import LiveView, Output, Pipeline, TextView
-from .render import (
+from subscriber.pipeline import LiveView, Output, Pipeline, TextView
+from subscriber.render import (
     ColourRenderer,
     JsonRenderer,
     PlainRenderer,
@@ -45,8 +41,11 @@ from .render import (
     TemplateRenderer,
     json_for_terminal,
 )
-from .replay import ApiError, History, Replayer
-from .session import ConnectOptions, Refused, Session
+from subscriber.replay import ApiError, History, Replayer
+from subscriber.session import ConnectOptions, Refused, Session
+from tracker_contract import topics
+from tracker_contract.ids import ACCOUNT_ID, CLIENT_ID_OWNERSHIP, client_id_allowed, client_id_for
+from tracker_contract.nodes import parse_hosts
 
 logger = logging.getLogger("subscriber")
 

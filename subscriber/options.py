@@ -6,10 +6,9 @@ from datetime import datetime
 
 import click
 
-from tracker_api.durations import InvalidTime, parse_time
-from tracker_api.option_group import option_group
-
-from .dedup import DEFAULT_CAPACITY
+from subscriber.dedup import DEFAULT_CAPACITY
+from tracker_contract.durations import InvalidTime, parse_time
+from tracker_contract.option_group import option_group
 
 EXIT_TIMEOUT = 3
 EXIT_REFUSED = 4

@@ -11,11 +11,9 @@ from typing import BinaryIO, Protocol
 from rich.console import Console
 from rich.live import Live
 
-from tracker_api import topics
-
-from .aggregate import Aggregator, Snapshot
-from .dedup import Deduplicator
-from .render import (
+from subscriber.aggregate import Aggregator, Snapshot
+from subscriber.dedup import Deduplicator
+from subscriber.render import (
     Event,
     Renderer,
     lag_of,
@@ -25,6 +23,7 @@ from .render import (
     snapshot_table,
     snapshot_text,
 )
+from tracker_contract import topics
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .aggregate import Snapshot
+from subscriber.aggregate import Snapshot
 
 Event = dict[str, Any]
 RAW_PREVIEW = 200

@@ -19,17 +19,16 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from tracker_api import topics
-from tracker_api.durations import parse_timestamp
-
-from .pipeline import Pipeline
-from .render import parse_event
+from subscriber.pipeline import Pipeline
+from subscriber.render import parse_event
+from tracker_contract import topics
+from tracker_contract.durations import parse_timestamp
 
 logger = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
 ARCHIVE_LAG = 2.0
-"""Seconds an acknowledged event may take to reach the archive (its target, DESIGN.md):
+"""Seconds an acknowledged event may take to reach the archive (its target, docs/benchmarks.md):
 the seam is read again once the subscription is that old."""
 SEAM_OVERLAP = 5.0
 """Seconds before the subscription (or the last event shown) read again: clocks of the

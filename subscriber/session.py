@@ -28,11 +28,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tracker_api.backoff import Backoff as Backoff
-from tracker_api.mqtt.nodes import Rotation
-from tracker_api.topics import EVERY_ACCOUNT
-
-from .sockets import buffered, corked, error_text, until_broker_closes
+from subscriber.sockets import buffered, corked, error_text, until_broker_closes
+from tracker_contract.backoff import Backoff as Backoff
+from tracker_contract.nodes import Rotation
+from tracker_contract.topics import EVERY_ACCOUNT
 
 logger = logging.getLogger(__name__)
 

@@ -16,16 +16,17 @@ import click
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
-from .archive import Archive
-from .broker_reload import RELOAD_HINT, reload_broker
-from .client_ids import StateDirError, safe_directory
-from .cluster_roles import cluster_users
-from .config import ConfigError, Settings, get_settings
-from .db import make_engine, migrate
-from .ingest_lease import lease_for
-from .login_options import CONTEXT, login_name, login_options, login_password
-from .retire import RetireFailed, retire_member
-from .users import PasswordFile, describe_role
+from tracker_api.config import ConfigError, Settings, get_settings
+from tracker_api.consumers.archive import Archive
+from tracker_api.consumers.lease import lease_for
+from tracker_api.consumers.retire import RetireFailed, retire_member
+from tracker_api.ops.broker_reload import RELOAD_HINT, reload_broker
+from tracker_api.ops.cluster_roles import cluster_users
+from tracker_api.ops.login_options import CONTEXT, login_name, login_options, login_password
+from tracker_api.passwords import PasswordFile
+from tracker_api.service.client_ids import StateDirError, safe_directory
+from tracker_api.storage.db import make_engine, migrate
+from tracker_contract.roles import describe_role
 
 logger = logging.getLogger("tracker_api")
 

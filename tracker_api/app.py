@@ -15,19 +15,22 @@ from sqlalchemy import Engine
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Lifespan
 
-from . import __version__, db, ingest
-from .accounts import accounts_for
-from .archive import Archive
-from .config import Settings, get_settings
-from .errors import TrackerError
-from .events import EventService, reserve_segments
-from .fastpath import TrackerApp
-from .http_auth import HttpAuth
-from .http_events import HttpEvents
-from .ingest_lease import lease_for
-from .publisher import BrokerConnection, Publisher, Session
-from .rate_limit import RateLimiter
-from .routes import events, health, history
+from tracker_api import __version__
+from tracker_api.config import Settings, get_settings
+from tracker_api.consumers import ingest
+from tracker_api.consumers.archive import Archive
+from tracker_api.consumers.lease import lease_for
+from tracker_api.errors import TrackerError
+from tracker_api.http.auth import HttpAuth
+from tracker_api.http.fastpath import TrackerApp, fixed_segments
+from tracker_api.http.handler import HttpEvents
+from tracker_api.http.routes import events, health, history
+from tracker_api.service.accounts import accounts_for
+from tracker_api.service.broker import BrokerConnection, Publisher, Session
+from tracker_api.service.events import EventService
+from tracker_api.service.rate_limit import RateLimiter
+from tracker_api.storage import db
+from tracker_contract.ids import RESERVED_SEGMENTS
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +155,8 @@ def create_api(
 def build_api(
     lifespan: Lifespan[FastAPI] | None = None, cors: dict[str, Any] | None = None
 ) -> FastAPI:
-    """The routes alone. Their first segments become the names no account may have
-    (``events.reserve_segments``), so the fast path leaves them to FastAPI."""
+    """The routes alone. Their first segments must be names no account may have
+    (``tracker_contract.ids.RESERVED_SEGMENTS``), so the fast path leaves them to FastAPI."""
     # /docs works offline: its assets come with the fastapi-offline package, under /docs/
     # so that the fast path (which leaves "docs" to FastAPI) never mistakes them for events.
     api = FastAPIOffline(
@@ -169,7 +172,9 @@ def build_api(
     api.include_router(health.router)
     api.include_router(history.router)  # before /{account_id}: "events" is no account
     api.include_router(events.router)
-    reserve_segments(api)
+    unreserved = fixed_segments(api) - RESERVED_SEGMENTS
+    if unreserved:
+        raise RuntimeError(f"add {sorted(unreserved)} to tracker_contract.ids.RESERVED_SEGMENTS")
     return api
 
 

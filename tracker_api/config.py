@@ -21,10 +21,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from .durations import parse_duration
-from .ids import CLIENT_ID_OWNERSHIP, CLIENT_ID_PATTERN, client_id_allowed, client_id_for
-from .mqtt import BrokerAddress
-from .mqtt.nodes import parse_hosts
+from tracker_api.mqtt import BrokerAddress
+from tracker_contract.durations import parse_duration
+from tracker_contract.ids import (
+    CLIENT_ID_OWNERSHIP,
+    CLIENT_ID_PATTERN,
+    client_id_allowed,
+    client_id_for,
+)
+from tracker_contract.nodes import parse_hosts
 
 ENV_PREFIX = "TRACKER_"
 # "scheme://user:password@": the password runs to the last "@" of the URL, since an

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from tests.helpers.accounts import seeded_sqlite, set_active
-from tracker_api.accounts import AccountCache, AccountState, state_from_database
 from tracker_api.errors import AccountInactive, AccountNotFound, DatabaseUnavailable
+from tracker_api.service.accounts import AccountCache, AccountState, state_from_database
 
 
 class FakeClock:

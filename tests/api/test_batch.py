@@ -12,10 +12,10 @@ from sqlalchemy import Engine
 
 from tests.helpers.fakes import FakePublisher
 from tracker_api.app import create_app
-from tracker_api.batch import NDJSON
 from tracker_api.config import Settings, load_settings
-from tracker_api.durations import is_rfc3339
 from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
+from tracker_api.http.batch import NDJSON
+from tracker_contract.durations import is_rfc3339
 
 
 def published(publisher: FakePublisher) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from tracker_api.__main__ import cli
-from tracker_api.broker_reload import (
+from tracker_api.ops.broker_reload import (
     RELOAD_HINT,
     config_for,
     pidfile_for,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tracker_api.client_ids import ClientIdSlot, StateDirError
 from tracker_api.config import load_settings
-from tracker_api.publisher import BrokerConnection, Session
+from tracker_api.service.broker import BrokerConnection, Session
+from tracker_api.service.client_ids import ClientIdSlot, StateDirError
 
 
 def test_slots_are_distinct_while_held_and_reused_after_release(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracker_api.cluster import ClusterError, cli_json
+from tracker_api.ops.cluster import ClusterError, cli_json
 
 
 def test_the_json_after_any_banner_lines_is_read() -> None:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tracker_api.config import ConfigError, load_settings, redact
-from tracker_api.db import make_engine
+from tracker_api.storage.db import make_engine
 
 SECRET = "s3cr3t-Pa55"
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker_api.durations import InvalidTime, parse_duration, parse_time, parse_timestamp
+from tracker_contract.durations import InvalidTime, parse_duration, parse_time, parse_timestamp
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tracker_api import events
-from tracker_api.events import Clock, EventIds
+from tracker_api.service import events
+from tracker_api.service.events import Clock, EventIds
 
 
 def test_event_ids_are_uuid7_and_sorted_by_creation() -> None:

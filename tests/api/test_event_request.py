@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tracker_api.errors import InvalidRequest
-from tracker_api.event_request import (
+from tracker_api.http.request import (
     PATH_NOT_UTF8,
     QUERY_NOT_UTF8,
     parse_query,

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from subscriber.cli import tail
 from tests.helpers.fakes import FakePublisher
 from tests.helpers.metrics import value
-from tracker_api import events as event_service
+from tracker_api import app as app_module
 from tracker_api.errors import (
     RETRY_AFTER_SECONDS,
     AccountInactive,
@@ -30,12 +30,11 @@ from tracker_api.errors import (
     ServiceUnavailable,
     TrackerError,
 )
-from tracker_api.event_request import PATH_NOT_UTF8, QUERY_NOT_UTF8
-from tracker_api.events import fixed_segments, reserve_segments, reserved_segments
-from tracker_api.fastpath import TrackerApp
-from tracker_api.ids import ACCOUNT_ID_PATTERN
-from tracker_api.routes import events as event_routes
-from tracker_api.routes.history import HistoryForbidden, HistoryLoginRequired
+from tracker_api.http.fastpath import TrackerApp, fixed_segments
+from tracker_api.http.request import PATH_NOT_UTF8, QUERY_NOT_UTF8
+from tracker_api.http.routes import events as event_routes
+from tracker_api.http.routes.history import HistoryForbidden, HistoryLoginRequired
+from tracker_contract.ids import ACCOUNT_ID_PATTERN, RESERVED_SEGMENTS
 
 UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -303,7 +302,7 @@ def test_the_account_id_comes_from_the_raw_path_not_the_decoded_one(
     assert client.get("/1/2", params={"data": "x"}).json()["event"]["data"] == "2"
 
 
-# The DESIGN's pattern, written out here on purpose: the code must agree with the contract.
+# The documented pattern (README), written out here on purpose: the code must agree with it.
 CONTRACT_ACCOUNT_ID = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -329,9 +328,7 @@ def test_mqtt_tail_refuses_the_account_ids_the_api_refuses(
     assert "is not an account id" in cli.output
 
 
-def test_a_route_added_to_the_app_is_never_taken_for_an_account(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_route_added_to_the_app_is_never_taken_for_an_account() -> None:
     api = FastAPI()
 
     @api.get("/status")
@@ -339,15 +336,21 @@ def test_a_route_added_to_the_app_is_never_taken_for_an_account(
         return {"served": "by the route"}
 
     api.include_router(event_routes.router)  # after the fixed routes, as the app orders them
-    monkeypatch.setattr(event_service, "_reserved", None)  # given back after the test
-    reserve_segments(api)  # as build_api does with the route table it built
 
     with TestClient(TrackerApp(api, fast_path=True)) as client:
         assert client.get("/status").json() == {"served": "by the route"}
-    assert fixed_segments(api) == reserved_segments() == {"status", "docs", "redoc", "openapi.json"}
+    assert fixed_segments(api) == {"status", "docs", "redoc", "openapi.json"}
 
 
-@pytest.mark.parametrize("name", sorted(reserved_segments()))
+def test_an_endpoint_whose_name_is_not_reserved_stops_the_app_at_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app_module, "RESERVED_SEGMENTS", RESERVED_SEGMENTS - {"metrics"})
+    with pytest.raises(RuntimeError, match=r"add \['metrics'\] to"):
+        app_module.build_api()
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_SEGMENTS))
 def test_the_names_of_fixed_endpoints_are_not_account_ids(
     client: TestClient, publisher: FakePublisher, name: str
 ) -> None:
@@ -361,12 +364,12 @@ def test_the_names_of_fixed_endpoints_are_not_account_ids(
 def test_the_reserved_names_are_the_app_routes_first_segments(client: TestClient) -> None:
     documented = {path.split("/")[1] for path in client.get("/openapi.json").json()["paths"]}
 
-    assert reserved_segments() == {name for name in documented if "{" not in name} | {
+    assert RESERVED_SEGMENTS == {name for name in documented if "{" not in name} | {
         "docs",  # Swagger UI and its assets, outside the schema
         "redoc",
         "openapi.json",
     }
-    assert {"healthz", "readyz", "metrics"} <= reserved_segments()
+    assert fixed_segments(app_module.build_api()) == RESERVED_SEGMENTS
 
 
 def concrete_errors(base: type[TrackerError] = TrackerError) -> list[type[TrackerError]]:

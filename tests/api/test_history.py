@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from tests.helpers.fakes import FakePublisher
-from tracker_api import archive
 from tracker_api.app import create_app
 from tracker_api.config import load_settings
+from tracker_api.storage import event_store as archive
 
 NOW = datetime.now(UTC)
 
@@ -91,7 +91,7 @@ def test_history_filters_accounts_and_the_time_range(
 def test_history_streams_ndjson_of_the_whole_range(
     client: TestClient, rows: list[archive.Row], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracker_api.routes import history
+    from tracker_api.http.routes import history
 
     monkeypatch.setattr(history, "STREAM_PAGE", 4)  # many internal pages
 

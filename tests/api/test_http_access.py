@@ -22,9 +22,9 @@ from tests.helpers.waiting import wait_until
 from tracker_api.app import create_app
 from tracker_api.config import ConfigError, load_settings
 from tracker_api.errors import LoginForbidden, LoginRequired
-from tracker_api.http_auth import HttpAuth
-from tracker_api.rate_limit import RateLimiter
-from tracker_api.tracing import trace_id
+from tracker_api.http.auth import HttpAuth
+from tracker_api.http.tracing import trace_id
+from tracker_api.service.rate_limit import RateLimiter
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
@@ -278,7 +278,7 @@ def test_a_failed_request_is_logged_with_its_request_id(
     client: TestClient, publisher: FakePublisher, caplog: pytest.LogCaptureFixture
 ) -> None:
     publisher.refuse = True
-    with caplog.at_level("WARNING", logger="tracker_api.tracing"):
+    with caplog.at_level("WARNING", logger="tracker_api.http.tracing"):
         client.get("/1?data=a", headers={"X-Request-ID": "req-failing"})
         client.post("/1", json=[{"data": "a"}], headers={"X-Request-ID": "req-batch"})
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracker_api import ingest
+from tracker_api.consumers import ingest
+from tracker_api.consumers.ingest import Ingest, decode
 from tracker_api.errors import AccountNotFound, DatabaseUnavailable, TrackerError
-from tracker_api.events import EventIds
-from tracker_api.ingest import Ingest, decode
 from tracker_api.mqtt import Message
+from tracker_api.service.events import EventIds
 
 
 class FlakyService:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tracker_api.client_ids import StateDirError
 from tracker_api.config import load_settings
-from tracker_api.leased import LeasedConsumer
+from tracker_api.consumers.leased import LeasedConsumer
+from tracker_api.service.client_ids import StateDirError
 
 
 class BrokenThenBusy:
@@ -55,7 +55,7 @@ def test_a_failing_lease_is_logged_and_asked_again(
                     await asyncio.sleep(0.01)
             assert consumer.status == "follower"
 
-    with caplog.at_level(logging.ERROR, logger="tracker_api.leased"):
+    with caplog.at_level(logging.ERROR, logger="tracker_api.consumers.leased"):
         asyncio.run(scenario())
     assert "archive: the lease or its consumer failed; competing again" in caplog.text
     assert "too many levels of symbolic links" in caplog.text

@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 from tests.helpers.fakes import FakePublisher
-from tracker_api import limits
-from tracker_api.accounts import AccountCache, AccountState
 from tracker_api.errors import PayloadTooLarge
-from tracker_api.events import EventService
+from tracker_api.service.accounts import AccountCache, AccountState
+from tracker_api.service.events import EventService
+from tracker_contract import limits
 
 MAX_DATA = 4096
 

@@ -28,7 +28,7 @@ from tracker_api.mqtt import (
     NotConnected,
 )
 from tracker_api.mqtt.codec import encode_publish
-from tracker_api.mqtt.nodes import Rotation
+from tracker_contract.nodes import Rotation
 
 
 @asynccontextmanager

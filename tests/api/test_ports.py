@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker_api import ports
+from tracker_api.ops import ports
 
 
 @pytest.fixture

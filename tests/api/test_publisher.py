@@ -16,7 +16,7 @@ from tests.helpers.waiting import wait_until
 from tracker_api.config import load_settings
 from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
 from tracker_api.mqtt import Message
-from tracker_api.publisher import Acknowledger, BrokerConnection, Session
+from tracker_api.service.broker import Acknowledger, BrokerConnection, Session
 
 
 def test_no_puback_within_the_timeout_is_outcome_unknown_and_the_silent_link_dropped() -> None:

@@ -11,15 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from tracker_api.__main__ import cli
-from tracker_api.users import (
-    ROLES,
-    PasswordFile,
-    Rights,
-    describe_role,
-    hash_password,
-    rights_of,
-    verify_password,
-)
+from tracker_api.passwords import PasswordFile, hash_password, verify_password
+from tracker_contract.roles import ROLES, Rights, describe_role, rights_of
 
 
 def test_hashes_use_mosquittos_pbkdf2_format_and_verify() -> None:

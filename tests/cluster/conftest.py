@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tracker_api.cluster import Cluster, Layout, tools_missing
-from tracker_api.cluster_roles import provision
+from tracker_api.ops.cluster import Cluster, Layout, tools_missing
+from tracker_api.ops.cluster_roles import provision
 
 LOGINS = ("tracker", "reader", "1", "2")
 

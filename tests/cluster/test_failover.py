@@ -15,7 +15,7 @@ from tests.helpers.paced_load import PACE, Load, connected_node
 from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
-from tracker_api.cluster import Cluster, Node, mqtt_session_queue
+from tracker_api.ops.cluster import Cluster, Node, mqtt_session_queue
 
 from .conftest import ProvisionedCluster
 

@@ -16,7 +16,7 @@ from tests.helpers.broker import REPO
 from tests.helpers.postgres import PostgresCluster, throwaway_postgres
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
-from tracker_api.cluster import mqtt_session_queue
+from tracker_api.ops.cluster import mqtt_session_queue
 
 from .clients import Client, connected
 from .conftest import ProvisionedCluster

@@ -21,9 +21,9 @@ import httpx2 as httpx
 import pytest
 
 from tests.helpers.waiting import wait_until
-from tracker_api.cluster import Layout, Node
-from tracker_api.cluster_layout import CTL_PORTS
-from tracker_api.ports import free_ports
+from tracker_api.ops.cluster import Layout, Node
+from tracker_api.ops.cluster_layout import CTL_PORTS
+from tracker_api.ops.ports import free_ports
 
 from .clients import connected
 

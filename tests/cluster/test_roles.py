@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from tests.helpers.waiting import wait_until
 from tracker_api.__main__ import cli
-from tracker_api.cluster import ctl
-from tracker_api.cluster_roles import routing_key, topic_regex
+from tracker_api.ops.cluster import ctl
+from tracker_api.ops.cluster_roles import routing_key, topic_regex
 
 from .clients import Client, connected
 from .conftest import ProvisionedCluster

@@ -3,7 +3,7 @@ end to end there (HTTP, device ingest, archive, history, mqtt-tail).
 
 RabbitMQ 3.10 keeps a session in the queue ``mqtt-subscription-<clientId>qos1``; the
 roles give each login configure, read and write on its own session queues only
-(tracker_api/cluster_roles.py). A takeover attempt is answered with a refused CONNACK and
+(tracker_api/ops/cluster_roles.py). A takeover attempt is answered with a refused CONNACK and
 reads nothing; the owner's queued events stay. What RabbitMQ 3.10 still does, before it
 looks at any permission, is close the owner's connection (its client id registry is
 global): the owner reconnects and loses nothing, as the last test shows
@@ -22,7 +22,7 @@ from tests.helpers.accounts import migrated, seeded_sqlite
 from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
-from tracker_api.cluster_roles import apply_logins
+from tracker_api.ops.cluster_roles import apply_logins
 
 from .clients import Client, connected
 from .conftest import ProvisionedCluster

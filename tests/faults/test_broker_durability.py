@@ -1,4 +1,4 @@
-"""The broker is durable (DESIGN.md, guarantee 2), measured against a real Mosquitto.
+"""The broker is durable (docs/durability.md), measured against a real Mosquitto.
 
 A persistent subscriber session goes offline, a publisher gets a PUBACK for every event,
 the broker stops or crashes, and the subscriber comes back with the same client id.
@@ -59,7 +59,7 @@ class Publisher:
 
     def __init__(self, broker: Mosquitto) -> None:
         self.client = paho_client(f"durability-publisher-{next(_client_ids)}")
-        # paho loses messages beyond 65,535 outstanding (DESIGN.md pitfalls): every
+        # paho loses messages beyond 65,535 outstanding (its message-id space): every
         # batch below is smaller and fully acknowledged before the next one starts.
         self.client.max_inflight_messages_set(1000)
         self._acked: dict[int, float] = {}

@@ -7,8 +7,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from tracker_api.db import create_schema, make_engine, migrate
-from tracker_api.models import Account
+from tracker_api.storage.db import create_schema, make_engine, migrate
+from tracker_api.storage.models import Account
 
 ACTIVE = ("1", "2", "acme.eu-1", "A_b-9")
 INACTIVE = ("10", "dormant")

@@ -11,7 +11,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tracker_api.ids import client_id_for
+from tracker_contract.ids import client_id_for
 
 from .waiting import wait_until
 

@@ -1,8 +1,8 @@
-"""Ports and sockets for tests: chosen below the ephemeral range (``tracker_api.ports``)."""
+"""Ports and sockets for tests: chosen below the ephemeral range (``tracker_api.ops.ports``)."""
 
 from __future__ import annotations
 
-from tracker_api.ports import free_ports, port_open
+from tracker_api.ops.ports import free_ports, port_open
 
 __all__ = ["free_port", "port_open"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx2 as httpx
 
-from tracker_api.cluster import Cluster, Node
+from tracker_api.ops.cluster import Cluster, Node
 
 PACE = 150  # requests per second: steady, well below any peak
 

@@ -14,7 +14,7 @@ from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.waiting import wait_until
-from tracker_api.publisher import STATUS_TOPIC
+from tracker_api.service.broker import STATUS_TOPIC
 
 
 @pytest.fixture

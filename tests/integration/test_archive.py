@@ -22,8 +22,8 @@ from tests.helpers.mqtt_peer import paho_client
 from tests.helpers.postgres import PostgresCluster, throwaway_postgres
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
-from tracker_api import archive
-from tracker_api.events import Clock
+from tracker_api.service.events import Clock
+from tracker_api.storage import event_store as archive
 
 REPO = Path(__file__).resolve().parents[2]
 

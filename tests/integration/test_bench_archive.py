@@ -8,8 +8,8 @@ from pathlib import Path
 
 from bench import archive
 from tests.helpers.accounts import seeded_sqlite
-from tracker_api.archive import Row, insert
-from tracker_api.db import make_engine
+from tracker_api.storage.db import make_engine
+from tracker_api.storage.event_store import Row, insert
 
 SCRAPE = """\
 tracker_archive_lag_seconds_bucket{{le="0.1"}} {a}

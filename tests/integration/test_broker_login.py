@@ -11,7 +11,7 @@ from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.net import free_port
 from tests.helpers.waiting import wait_until
-from tracker_api.users import PasswordFile
+from tracker_api.passwords import PasswordFile
 
 
 @pytest.mark.parametrize("login", ["", "tracker:wrong@"], ids=["no-credentials", "wrong-password"])

@@ -590,8 +590,8 @@ def test_cluster_logins_writes_each_engine_the_roles_of_make_cluster(tmp_path: P
     import hashlib
     import json
 
-    from tracker_api.cluster_roles import topic_regex
-    from tracker_api.users import rights_of
+    from tracker_api.ops.cluster_roles import topic_regex
+    from tracker_contract.roles import rights_of
 
     done = run_cluster_logins(
         tmp_path, **SECRETS, MQTT_EXTRA_USERS="42:device-secret 1.x:other-secret"

@@ -20,8 +20,8 @@ from tests.helpers.mqtt_peer import Peer, paho_client
 from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
-from tracker_api import limits
 from tracker_api.config import Settings
+from tracker_contract import limits
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.postgres import PostgresCluster, throwaway_postgres
-from tracker_api.ingest_lease import FileLease, PostgresLease, lease_for, lock_key
+from tracker_api.consumers.lease import FileLease, PostgresLease, lease_for, lock_key
 
 
 def test_a_file_lease_has_one_holder_until_it_is_released(tmp_path: Path) -> None:

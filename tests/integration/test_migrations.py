@@ -12,8 +12,8 @@ from sqlalchemy import Engine, inspect
 from sqlmodel import Session, select
 
 from tests.helpers.postgres import PostgresCluster, throwaway_postgres
-from tracker_api.db import make_engine, migrate
-from tracker_api.models import Account
+from tracker_api.storage.db import make_engine, migrate
+from tracker_api.storage.models import Account
 
 
 def old_database(engine: Engine) -> None:

@@ -18,9 +18,10 @@ from tests.helpers.metrics import value
 from tests.helpers.mqtt_peer import Peer, paho_client
 from tests.helpers.waiting import wait_until
 from tracker_api.errors import InvalidRequest
-from tracker_api.models import Account
-from tracker_api.publisher import STATUS_TOPIC
-from tracker_api.users import ROLES, PasswordFile
+from tracker_api.passwords import PasswordFile
+from tracker_api.service.broker import STATUS_TOPIC
+from tracker_api.storage.models import Account
+from tracker_contract.roles import ROLES
 
 PASSWORDS = {"tracker": "t-secret", "reader": "r-secret", "1": "one-secret", "2": "two-secret"}
 

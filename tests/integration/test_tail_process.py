@@ -16,7 +16,7 @@ from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
 from tests.helpers.tail import TAIL, Publisher, Tail, assert_exactly_once, event
 from tests.helpers.waiting import wait_until
-from tracker_api.models import Account
+from tracker_api.storage.models import Account
 
 
 def test_wildcard_sees_every_account_and_filters_only_theirs(

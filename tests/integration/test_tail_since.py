@@ -19,7 +19,7 @@ from tests.helpers.proxy import Proxy
 from tests.helpers.tail import Tail, assert_exactly_once
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
-from tracker_api.users import PasswordFile
+from tracker_api.passwords import PasswordFile
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ("tracker_api", "subscriber")
+SHIPPED = ("tracker_contract", "tracker_api", "subscriber")
 NOT_SOURCE = (".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
-RUN_BY_ALEMBIC = "tracker_api.migrations.env"  # a script alembic executes, not a module
+RUN_BY_ALEMBIC = "tracker_api.storage.migrations.env"  # a script alembic executes, not a module
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -79,8 +79,8 @@ def test_the_wheel_holds_every_package_and_its_data_and_nothing_of_the_tests(whe
     }
     packages_in_wheel = {str(Path(n).parent) for n in names if n.endswith("/__init__.py")}
     assert packages_in_checkout <= packages_in_wheel
-    assert "tracker_api/migrations/script.py.mako" in names
-    assert any(n.startswith("tracker_api/migrations/versions/") for n in names)
+    assert "tracker_api/storage/migrations/script.py.mako" in names
+    assert any(n.startswith("tracker_api/storage/migrations/versions/") for n in names)
     assert not [n for n in names if n.startswith(("tests/", "bench/", "scripts/", "data/"))]
 
 

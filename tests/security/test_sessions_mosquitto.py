@@ -28,9 +28,9 @@ from tests.helpers.mqtt_peer import Peer
 from tests.helpers.tail import Tail, assert_exactly_once
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
-from tracker_api.db import make_engine
-from tracker_api.ids import client_id_allowed
-from tracker_api.users import PasswordFile
+from tracker_api.passwords import PasswordFile
+from tracker_api.storage.db import make_engine
+from tracker_contract.ids import client_id_allowed
 
 PASSWORDS = {"tracker": "t-secret", "reader": "r-secret", "1": "one-secret", "2": "two-secret"}
 NOT_AUTHORISED = 135  # CONNACK 5 of MQTT 3.1.1, as paho reports it (reason code 0x87)

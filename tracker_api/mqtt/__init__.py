@@ -10,9 +10,9 @@ PUBLISH QoS 0/1 in with manual PUBACK, SUBSCRIBE, UNSUBSCRIBE, PINGREQ and DISCO
 three layers: ``codec`` (bytes, pure), ``transport`` (the socket) and ``client``.
 """
 
-from .client import ClientStats, MqttClient
-from .codec import Message, Will
-from .errors import (
+from tracker_api.mqtt.client import ClientStats, MqttClient
+from tracker_api.mqtt.codec import Message, Will
+from tracker_api.mqtt.errors import (
     ConnectionLost,
     ConnectionRefused,
     InflightFull,
@@ -21,7 +21,7 @@ from .errors import (
     ProtocolError,
     PublishTimeout,
 )
-from .transport import BrokerAddress
+from tracker_api.mqtt.transport import BrokerAddress
 
 __all__ = [
     "BrokerAddress",

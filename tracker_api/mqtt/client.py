@@ -15,9 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backoff import Backoff
-from ..tasks import cancel
-from .codec import (
+from tracker_api.mqtt.codec import (
     DISCONNECT_PACKET,
     MAX_PACKET,
     PINGREQ_PACKET,
@@ -36,16 +34,18 @@ from .codec import (
     encode_subscribe,
     encode_unsubscribe,
 )
-from .errors import (
+from tracker_api.mqtt.errors import (
     ConnectionLost,
     ConnectionRefused,
     MqttError,
     NotConnected,
     ProtocolError,
 )
-from .nodes import Rotation
-from .transport import BrokerAddress, Link, open_link
-from .window import InflightWindow
+from tracker_api.mqtt.transport import BrokerAddress, Link, open_link
+from tracker_api.mqtt.window import InflightWindow
+from tracker_api.tasks import cancel
+from tracker_contract.backoff import Backoff
+from tracker_contract.nodes import Rotation
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from .codec import Decoder
-from .errors import ProtocolError
+from tracker_api.mqtt.codec import Decoder
+from tracker_api.mqtt.errors import ProtocolError
 
 logger = logging.getLogger(__name__)
 

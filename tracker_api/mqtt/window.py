@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections import deque
 
-from .errors import InflightFull, MqttError, PublishTimeout
+from tracker_api.mqtt.errors import InflightFull, MqttError, PublishTimeout
 
 
 class InflightWindow:

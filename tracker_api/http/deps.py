@@ -1,0 +1,26 @@
+"""FastAPI dependencies, as ``Annotated`` aliases used by the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tracker_api.http.handler import HttpEvents
+from tracker_api.service.events import EventService
+
+
+def get_service(request: Request) -> EventService:
+    service: EventService = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[EventService, Depends(get_service)]
+
+
+def get_http_events(request: Request) -> HttpEvents:
+    http: HttpEvents = request.app.state.http
+    return http
+
+
+HttpEventsDep = Annotated[HttpEvents, Depends(get_http_events)]

@@ -1,0 +1,70 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from tracker_api import metrics
+from tracker_api.errors import RETRY_AFTER, describe_headers
+from tracker_api.storage import db
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive and serving."""
+    return {"status": "ok"}
+
+
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Broker or database not reachable" + describe_headers(RETRY_AFTER)}
+}
+
+
+@router.get("/readyz", responses=NOT_READY)
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when connected to the broker and the accounts database answers;
+    ``broker_status`` names the broker node connected to (``connected to <host>:<port>``),
+    or says why there is none: refused (and the reason) or unreachable.
+    ``ingest`` says what device ingest does here: ``shared``, ``leader``, ``follower``,
+    ``off`` or ``refused: <why>``; ``archive`` what the archive does: ``leader``
+    (consuming here), ``follower``, ``off``, ``behind: database unavailable`` (not
+    acknowledging until the database is back) or ``refused: <why>``. A refused ingest or a
+    late archive leaves the answer 200: events over HTTP still work, and a balancer taking
+    this tracker out would bring neither back."""
+    state = request.app.state
+    publisher = state.service.publisher
+    broker = publisher.connected
+    try:
+        await asyncio.wait_for(asyncio.to_thread(db.ping, state.engine), 2.0)
+        database = True
+    except (TimeoutError, SQLAlchemyError):
+        database = False
+    ready = broker and database
+    return JSONResponse(
+        {
+            "status": "ready" if ready else "unavailable",
+            "broker": broker,
+            # Why not: "refused: not authorised" (a login to fix) reads differently from
+            # "unreachable: ..." (a broker or network to fix).
+            "broker_status": publisher.broker_status,
+            "database": database,
+            "ingest": state.ingest_status(),
+            "archive": state.archive_status(),
+        },
+        status_code=200 if ready else 503,
+        headers=None if ready else RETRY_AFTER,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    """Prometheus text format."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

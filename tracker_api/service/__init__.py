@@ -1,0 +1,2 @@
+"""The core service: the one place an event is validated and published, the account
+cache, the rate limit, the broker connection and its client ids."""

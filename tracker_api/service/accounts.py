@@ -1,0 +1,106 @@
+"""Account lookup with a bounded TTL cache in front of the database.
+
+A hit costs a dict lookup on the event loop. A miss runs one query in a worker thread;
+concurrent misses for the same id share that query. Positive and negative answers are
+cached for ``ttl`` seconds, so a deactivated (or newly created) account takes effect
+within ``ttl`` seconds, and at most ``max_entries`` ids are held (oldest evicted first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from tracker_api.config import Settings
+from tracker_api.errors import AccountInactive, AccountNotFound, DatabaseUnavailable
+from tracker_api.storage import db
+
+
+class AccountState(enum.Enum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    UNKNOWN = "unknown"
+
+
+def state_from_database(engine: Engine, account_id: str) -> AccountState:
+    account = db.fetch_account(engine, account_id)
+    if account is None:
+        return AccountState.UNKNOWN
+    return AccountState.ACTIVE if account.is_active else AccountState.INACTIVE
+
+
+class AccountCache:
+    def __init__(
+        self,
+        load: Callable[[str], AccountState],
+        ttl: float = 5.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        # Insertion order is expiry order (one TTL for all), so the oldest is first.
+        self._entries: OrderedDict[str, tuple[float, AccountState]] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[AccountState]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def state(self, account_id: str) -> AccountState:
+        entry = self._entries.get(account_id)
+        if entry is not None and entry[0] > self._clock():
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        loading = self._loading.get(account_id)
+        if loading is None:
+            # The query runs as a task of its own, not in the first caller: cancelling that
+            # caller (a client hanging up) must not leave the others waiting forever.
+            loading = asyncio.get_running_loop().create_task(self._fetch(account_id))
+            self._loading[account_id] = loading
+        # Every waiter gets the task's result or its exception, whatever its type.
+        return await asyncio.shield(loading)
+
+    async def _fetch(self, account_id: str) -> AccountState:
+        try:
+            state = await asyncio.to_thread(self._load, account_id)
+        except SQLAlchemyError as error:
+            raise DatabaseUnavailable() from error
+        finally:
+            del self._loading[account_id]
+        self._store(account_id, state)
+        return state
+
+    def _store(self, account_id: str, state: AccountState) -> None:
+        entries = self._entries
+        entries.pop(account_id, None)
+        entries[account_id] = (self._clock() + self._ttl, state)
+        while len(entries) > self._max_entries:
+            entries.popitem(last=False)
+
+    async def require_active(self, account_id: str) -> None:
+        """Raise ``AccountNotFound`` / ``AccountInactive`` unless the account is active."""
+        state = await self.state(account_id)
+        if state is AccountState.ACTIVE:
+            return
+        raise AccountNotFound() if state is AccountState.UNKNOWN else AccountInactive()
+
+
+def accounts_for(settings: Settings, engine: Engine) -> AccountCache:
+    """The account cache of a process that serves events: ``engine``'s accounts table,
+    cached as ``TRACKER_ACCOUNT_CACHE_TTL`` and ``TRACKER_ACCOUNT_CACHE_SIZE`` say."""
+    return AccountCache(
+        lambda account_id: state_from_database(engine, account_id),
+        ttl=settings.account_cache_ttl,
+        max_entries=settings.account_cache_size,
+    )

@@ -1,0 +1,1 @@
+"""The database: engine and schema, models, migrations, and the event store."""

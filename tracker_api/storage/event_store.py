@@ -1,0 +1,155 @@
+"""The ``events`` table: the archive's rows, written once per (account, eventId), read
+back in (timestamp, sequence) order by the history API and paged by cursor
+(docs/adr/0015-event-archive.md). Also what a ``track/<accountId>`` message must be to
+become a row: the account comes from the topic, never from the payload.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from sqlalchemy import Engine, Table, and_, delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import SQLModel
+
+from tracker_api.storage.models import ArchivedEvent
+from tracker_contract import topics
+from tracker_contract.durations import InvalidTime, parse_timestamp
+from tracker_contract.ids import ACCOUNT_ID
+
+EVENTS: Table = SQLModel.metadata.tables[ArchivedEvent.__tablename__]
+# Retention deletes this many rows per transaction, so writers never wait long.
+RETENTION_BATCH = 1000
+
+
+class Malformed(ValueError):
+    """A message on ``track/#`` that is not an event of the topic's account."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    account_id: str
+    event_id: str
+    ts: int  # epoch milliseconds
+    envelope: str
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def parse(topic: str, payload: bytes) -> Row:
+    """The row of a ``track/<accountId>`` message; ``Malformed`` when it is none."""
+    account_id = topics.account_of(topic)
+    if account_id is None or not ACCOUNT_ID.fullmatch(account_id):
+        raise Malformed(f"not an account topic: {topic!r}")
+    try:
+        envelope = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise Malformed("not JSON") from None
+    if not isinstance(envelope, dict):
+        raise Malformed("not a JSON object")
+    event_id, timestamp = envelope.get("eventId"), envelope.get("timestamp")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 128:
+        raise Malformed("no eventId")
+    if envelope.get("accountId") != account_id:
+        raise Malformed(f"accountId is not the topic's ({account_id})")
+    if not isinstance(timestamp, str):
+        raise Malformed("no timestamp")
+    try:
+        ts = to_ms(parse_timestamp(timestamp))
+    except InvalidTime:
+        raise Malformed("timestamp is not RFC 3339") from None
+    return Row(account_id, event_id, ts, payload.decode())
+
+
+# -- the table ---------------------------------------------------------------------------
+
+
+def insert(engine: Engine, rows: Sequence[Row]) -> None:
+    """Write ``rows`` in one transaction; a row already there (same account and eventId)
+    is left as it is."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(EVENTS).on_conflict_do_nothing(
+        index_elements=["account_id", "event_id"]
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            statement,
+            [
+                {
+                    "account_id": r.account_id,
+                    "event_id": r.event_id,
+                    "ts": r.ts,
+                    "envelope": r.envelope,
+                }
+                for r in rows
+            ],
+        )
+
+
+def delete_before(engine: Engine, cutoff_ms: int, limit: int = RETENTION_BATCH) -> int:
+    """Delete at most ``limit`` of the oldest events before ``cutoff_ms``; how many."""
+    oldest = select(EVENTS.c.seq).where(EVENTS.c.ts < cutoff_ms).order_by(EVENTS.c.ts).limit(limit)
+    with engine.begin() as connection:
+        result = connection.execute(delete(EVENTS).where(EVENTS.c.seq.in_(oldest)))
+        return int(result.rowcount)
+
+
+def expire(engine: Engine, retention: timedelta, now: datetime | None = None) -> int:
+    """Delete every event older than ``retention``, a small transaction at a time."""
+    cutoff = to_ms((now or datetime.now(UTC)) - retention)
+    total = 0
+    while (deleted := delete_before(engine, cutoff)) > 0:
+        total += deleted
+        if deleted < RETENTION_BATCH:
+            break
+    return total
+
+
+Cursor = tuple[int, int]  # (ts, seq) of the last event of a page
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    return base64.urlsafe_b64encode(f"{cursor[0]}.{cursor[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    """``ValueError`` for anything ``encode_cursor`` did not make."""
+    try:
+        decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        ts, seq = decoded.split(".")
+        return int(ts), int(seq)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor of this API") from None
+
+
+def page(
+    engine: Engine,
+    accounts: Sequence[str] | None,
+    since_ms: int,
+    until_ms: int,
+    after: Cursor | None,
+    limit: int,
+) -> list[tuple[str, Cursor]]:
+    """Up to ``limit`` envelopes in [since, until] (all accounts when ``accounts`` is
+    None), in (timestamp, sequence) order, after ``after``; each with its cursor."""
+    columns = EVENTS.c
+    query = select(columns.envelope, columns.ts, columns.seq).where(
+        columns.ts >= since_ms, columns.ts <= until_ms
+    )
+    if accounts is not None:
+        query = query.where(columns.account_id.in_(accounts))
+    if after is not None:
+        # Spelled out rather than a row comparison, which SQLite plans as a scan.
+        query = query.where(
+            or_(columns.ts > after[0], and_(columns.ts == after[0], columns.seq > after[1]))
+        )
+    query = query.order_by(columns.ts, columns.seq).limit(limit)
+    with engine.connect() as connection:
+        return [(envelope, (ts, seq)) for envelope, ts, seq in connection.execute(query)]
