@@ -114,8 +114,9 @@ class Settings(BaseSettings):
     ingest: bool = Field(True, description="consume device events from ingest/<accountId>")
     ingest_mode: Literal["shared", "leader"] = Field(
         "shared",
-        description="shared: $share/tracker/ingest/+ on every tracker (Mosquitto, EMQX, "
-        "HiveMQ); leader: one elected tracker consumes ingest/+ (any broker, RabbitMQ 3.10)",
+        description="shared: $share/tracker/ingest/+ on every tracker (Mosquitto, or another "
+        "broker with shared subscriptions); leader: one elected tracker consumes ingest/+ "
+        "(any broker, RabbitMQ 3.10)",
     )
     ingest_client_id: str | None = Field(
         None,

@@ -29,15 +29,21 @@ from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
+from tests.helpers.accounts import seeded_sqlite
 from tests.helpers.broker import session_owner_plugin
+from tests.helpers.fakes import FakePublisher
 from tests.helpers.net import free_port, port_open
+from tests.helpers.postgres import PostgresCluster, throwaway_postgres
 from tests.helpers.waiting import wait_until
 from tracker_api.__main__ import cli
+from tracker_api.app import create_app
 from tracker_api.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+CLUSTER_FILE = REPO / "deploy" / "cluster.compose.yml"
 SECRETS = {
     "MQTT_TRACKER_PASSWORD": "tracker-secret",
     "MQTT_READER_PASSWORD": "reader-secret",
@@ -61,7 +67,8 @@ REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def compose_variables() -> set[str]:
-    text = COMPOSE_FILE.read_text()
+    """Every variable the base file and the cluster file interpolate."""
+    text = COMPOSE_FILE.read_text() + CLUSTER_FILE.read_text()
     return set(REFERENCE.findall(text.replace("$$", "")))
 
 
@@ -443,20 +450,20 @@ def test_production_broker_config_boots_on_the_compose_mounts_and_passes_its_hea
     assert run_check("wrong") != 0  # the healthcheck notices a broken password file
 
 
-# --- the scale-out stacks: deploy/cluster.compose.yml added to the base file ------------------
+# --- the scale-out stack: deploy/cluster.compose.yml added to the base file ------------------
 
-CLUSTER_FILE = REPO / "deploy" / "cluster.compose.yml"
-COOKIES = {"RABBITMQ_ERLANG_COOKIE": "rabbit-cookie", "EMQX_NODE_COOKIE": "emqx-cookie"}
+COOKIES = {"RABBITMQ_ERLANG_COOKIE": "rabbit-cookie"}
+NODES = ("rabbit-1", "rabbit-2", "rabbit-3")
+CLUSTER_SERVICES = {*NODES, "cluster-logins", "cluster-database", "cluster-tracker"}
+CLUSTER_SERVICES |= {"cluster-haproxy"}
 
 
-def cluster_config(tmp_path: Path, profile: str, **values: str) -> Resolved:
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
+def cluster_config(env: dict[str, str], empty_env_file: Path) -> Resolved:
     result = subprocess.run(
-        [DOCKER_COMPOSE or "docker-compose", "--env-file", str(empty)]
-        + ["-f", str(COMPOSE_FILE), "-f", str(CLUSTER_FILE), "--profile", profile, "config"],
+        [DOCKER_COMPOSE or "docker-compose", "--env-file", str(empty_env_file)]
+        + ["-f", str(COMPOSE_FILE), "-f", str(CLUSTER_FILE), "--profile", "cluster", "config"],
         cwd=REPO,
-        env=isolated_env(**values),
+        env=env,
         capture_output=True,
         text=True,
         timeout=30,
@@ -465,46 +472,68 @@ def cluster_config(tmp_path: Path, profile: str, **values: str) -> Resolved:
     return Resolved(result.returncode, config, result.stderr)
 
 
-@pytest.mark.parametrize(
-    ("profile", "nodes", "tracker"),
-    [
-        ("cluster", ("rabbit-1", "rabbit-2", "rabbit-3"), "cluster-tracker"),
-        ("emqx", ("emqx-1", "emqx-2", "emqx-3"), "emqx-tracker"),
-    ],
-)
-def test_cluster_profiles_resolve_with_every_node_in_the_trackers_url(
-    tmp_path: Path, profile: str, nodes: tuple[str, ...], tracker: str
-) -> None:
-    resolved = cluster_config(tmp_path, profile, **SECRETS, **COOKIES)
+CLUSTER_VARIANTS = [
+    {**SECRETS, **COOKIES},
+    SECRETS,
+    {**SECRETS, **COOKIES, "POSTGRES_DB": "events", "TRACKER_HTTP_AUTH": "false"},
+]
+
+
+@pytest.fixture(scope="module")
+def resolve_cluster(tmp_path_factory: pytest.TempPathFactory) -> Resolver:
+    """As ``resolve``, for the base file with the cluster file and its profile."""
+    empty_env_file = tmp_path_factory.mktemp("cluster") / "empty.env"
+    empty_env_file.write_text("")
+    answers: dict[tuple[tuple[str, str], ...], Resolved] = {}
+
+    def run(**values: str) -> Resolved:
+        key = tuple(sorted(values.items()))
+        if key not in answers:
+            answers[key] = cluster_config(isolated_env(**values), empty_env_file)
+        return answers[key]
+
+    with ThreadPoolExecutor(len(CLUSTER_VARIANTS)) as pool:
+        list(pool.map(lambda values: run(**values), CLUSTER_VARIANTS))
+    return run
+
+
+@pytest.fixture(scope="module")
+def cluster(resolve_cluster: Resolver) -> dict[str, Any]:
+    resolved = resolve_cluster(**SECRETS, **COOKIES)
     assert resolved.returncode == 0, resolved.errors
     assert resolved.config is not None
-    services = resolved.config["services"]
-    assert set(nodes) | {tracker, f"{profile}-haproxy"} <= set(services)
-    url = services[tracker]["environment"]["TRACKER_MQTT_URL"]
-    assert url == "mqtt://tracker:tracker-secret@" + ",".join(f"{n}:1883" for n in nodes)
-    assert (
-        services[tracker]["environment"]["TRACKER_DATABASE_URL"]
-        == (services["seed"]["environment"]["TRACKER_DATABASE_URL"])
-    )
-    conditions = {name: spec["condition"] for name, spec in services[tracker]["depends_on"].items()}
-    assert all(conditions[node] == "service_healthy" for node in nodes)
-    for name in (*nodes, tracker, f"{profile}-haproxy"):
-        assert services[name]["profiles"] == [profile]
-        for host_ip, _published, _target in published_ports(services[name]):
+    services: dict[str, Any] = resolved.config["services"]
+    return services
+
+
+def conditions_of(service: dict[str, Any]) -> dict[str, str]:
+    return {name: spec["condition"] for name, spec in service["depends_on"].items()}
+
+
+def test_the_cluster_profile_resolves_with_every_node_in_the_trackers_url(
+    cluster: dict[str, Any],
+) -> None:
+    assert set(cluster) == SERVICES | CLUSTER_SERVICES
+    tracker = cluster["cluster-tracker"]
+    url = tracker["environment"]["TRACKER_MQTT_URL"]
+    assert url == "mqtt://tracker:tracker-secret@" + ",".join(f"{n}:1883" for n in NODES)
+    assert all(conditions_of(tracker)[node] == "service_healthy" for node in NODES)
+    for name in CLUSTER_SERVICES:
+        assert cluster[name]["profiles"] == ["cluster"]
+        for host_ip, _published, _target in published_ports(cluster[name]):
             assert host_ip == "127.0.0.1", f"{name} publishes beyond 127.0.0.1"
-    haproxy = services[f"{profile}-haproxy"]
-    assert haproxy["environment"]["TRACKERS"] == tracker
-    for mount in mounts(haproxy) + mounts(services[nodes[0]]):
-        if mount.type == "bind":
-            assert Path(mount.source).is_file() and mount.read_only, mount
+    haproxy = cluster["cluster-haproxy"]
+    assert haproxy["environment"]["TRACKERS"] == "cluster-tracker"
+    for name in CLUSTER_SERVICES:
+        for mount in mounts(cluster[name]):
+            if mount.type == "bind":
+                assert Path(mount.source).is_file() and mount.read_only, mount
 
 
 def test_rabbitmq_nodes_mount_quorum_sessions_the_mqtt_plugin_and_one_cookie(
-    tmp_path: Path,
+    cluster: dict[str, Any],
 ) -> None:
-    resolved = cluster_config(tmp_path, "cluster", **SECRETS, **COOKIES)
-    assert resolved.config is not None
-    node = resolved.config["services"]["rabbit-1"]
+    node = cluster["rabbit-1"]
     assert node["image"].startswith("rabbitmq:3.10")
     assert node["environment"]["RABBITMQ_ERLANG_COOKIE"] == "rabbit-cookie"
     binds = {Path(m.target).name: Path(m.source) for m in mounts(node) if m.type == "bind"}
@@ -515,16 +544,12 @@ def test_rabbitmq_nodes_mount_quorum_sessions_the_mqtt_plugin_and_one_cookie(
     assert "rabbitmq_mqtt" in binds["enabled_plugins"].read_text()
 
 
-@pytest.mark.parametrize(
-    ("profile", "cookie"), [("cluster", "RABBITMQ_ERLANG_COOKIE"), ("emqx", "EMQX_NODE_COOKIE")]
-)
 def test_a_missing_cluster_cookie_stops_compose_with_its_message(
-    tmp_path: Path, profile: str, cookie: str
+    resolve_cluster: Resolver,
 ) -> None:
-    values = {k: v for k, v in COOKIES.items() if k != cookie}
-    resolved = cluster_config(tmp_path, profile, **SECRETS, **values)
+    resolved = resolve_cluster(**SECRETS)
     assert resolved.returncode != 0
-    assert f"set {cookie}" in resolved.errors
+    assert "set RABBITMQ_ERLANG_COOKIE" in resolved.errors
 
 
 def haproxy_section(config: str, name: str) -> list[str]:
@@ -544,7 +569,112 @@ def test_the_compose_load_balancer_retries_and_times_out_as_make_cluster_does() 
     assert "    option redispatch 1" in haproxy_section(compose, "defaults")
 
 
-# --- the cluster stacks' logins: deploy/cluster_logins.py, run by the cluster-logins job -----
+# --- the cluster stack's own database, on the base file's PostgreSQL server -----------------
+
+
+def test_the_cluster_trackers_have_their_own_database_on_the_same_server(
+    cluster: dict[str, Any], resolve_cluster: Resolver
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    base = make_url(cluster["tracker"]["environment"]["TRACKER_DATABASE_URL"])
+    own = make_url(cluster["cluster-tracker"]["environment"]["TRACKER_DATABASE_URL"])
+    # Not the base stack's database: its own accounts, archive and leases.
+    assert own != base
+    assert own.database == "tracker_cluster" == f"{base.database}_cluster"
+    assert own.set(database=base.database) == base  # same server, user and password
+    assert str(own.password) == "postgres-secret"
+    # The base stack's jobs still write the base database.
+    for job in ("migrate", "seed"):
+        assert make_url(cluster[job]["environment"]["TRACKER_DATABASE_URL"]) == base
+    # POSTGRES_DB names both.
+    changed = resolve_cluster(**SECRETS, **COOKIES, POSTGRES_DB="events", TRACKER_HTTP_AUTH="false")
+    assert changed.config is not None, changed.errors
+    services = changed.config["services"]
+    assert make_url(services["tracker"]["environment"]["TRACKER_DATABASE_URL"]).database == (
+        "events"
+    )
+    own_url = services["cluster-tracker"]["environment"]["TRACKER_DATABASE_URL"]
+    assert make_url(own_url).database == "events_cluster"
+    assert services["postgres"]["environment"]["POSTGRES_DB"] == "events"
+
+
+def test_the_cluster_database_job_creates_migrates_and_seeds_before_any_cluster_tracker(
+    cluster: dict[str, Any],
+) -> None:
+    job, tracker = cluster["cluster-database"], cluster["cluster-tracker"]
+    assert job["image"] == tracker["image"] == cluster["tracker"]["image"]
+    assert job["restart"] == "no"
+    assert "ports" not in job
+    url = job["environment"]["TRACKER_DATABASE_URL"]
+    assert url == tracker["environment"]["TRACKER_DATABASE_URL"]
+    assert job["command"][:2] == ["sh", "-euc"]
+    assert shell_script(job).split("\n") == [
+        "python /deploy/create_database.py",
+        "tracker-api migrate",
+        "python data/seed.py",
+        "",
+    ]
+    script = {m.target: m for m in mounts(job)}["/deploy/create_database.py"]
+    assert Path(script.source) == REPO / "deploy" / "create_database.py" and script.read_only
+    assert conditions_of(job) == {"postgres": "service_healthy"}
+    # The trackers wait for it, not for the base stack's jobs.
+    assert conditions_of(tracker) == {
+        **dict.fromkeys(NODES, "service_healthy"),
+        "postgres": "service_healthy",
+        "cluster-logins": "service_completed_successfully",
+        "cluster-database": "service_completed_successfully",
+    }
+    assert "migrate" in cli.commands
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    yield from throwaway_postgres()
+
+
+@pytest.mark.postgres
+def test_the_cluster_database_jobs_script_sets_up_the_database_and_can_run_again(
+    cluster: dict[str, Any], postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    """The job's own script, with the image's paths mapped to the checkout, against a real
+    PostgreSQL server: the database appears with the schema and the demo accounts."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    job = cluster["cluster-database"]
+    composed = make_url(job["environment"]["TRACKER_DATABASE_URL"])
+    url = composed.set(host="127.0.0.1", port=postgres.port, username="postgres", password=None)
+    app = tmp_path / "app"  # the image's working directory: data/seed.py and nothing else
+    (app / "data").mkdir(parents=True)
+    (app / "data" / "seed.py").symlink_to(REPO / "data" / "seed.py")
+    script = shell_script(job)
+    for mount in mounts(job):
+        script = script.replace(mount.target, mount.source)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "TRACKER_DATABASE_URL": url.render_as_string(hide_password=False),
+    }
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-euc", script], cwd=app, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    first, second = run(), run()
+    assert first.returncode == 0, first.stderr
+    assert f"create-database: created database {composed.database}" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "exists already" in second.stdout
+    with psycopg.connect(
+        host="127.0.0.1", port=postgres.port, user="postgres", dbname=str(composed.database)
+    ) as connection:
+        row = connection.execute("SELECT count(*) FROM accounts").fetchone()
+    assert row is not None and row[0] == 100  # data/seed.py's default
+
+
+# --- the cluster stack's logins: deploy/cluster_logins.py, run by the cluster-logins job ----
 
 LOGINS_SCRIPT = REPO / "deploy" / "cluster_logins.py"
 
@@ -559,35 +689,70 @@ def run_cluster_logins(directory: Path, **env: str) -> subprocess.CompletedProce
     )
 
 
-def test_both_broker_stacks_boot_only_after_their_logins_were_written(tmp_path: Path) -> None:
-    for profile, nodes, logins_dir in (
-        ("cluster", ("rabbit-1", "rabbit-2", "rabbit-3"), "/etc/rabbitmq/logins"),
-        ("emqx", ("emqx-1", "emqx-2", "emqx-3"), "/opt/emqx/etc/logins"),
-    ):
-        resolved = cluster_config(tmp_path, profile, **SECRETS, **COOKIES)
-        assert resolved.config is not None, resolved.errors
-        services = resolved.config["services"]
-        job = services["cluster-logins"]
-        assert job["environment"]["MQTT_TRACKER_PASSWORD"] == SECRETS["MQTT_TRACKER_PASSWORD"]
-        assert "/deploy/cluster_logins.py" in job["command"]
-        for name in nodes:
-            node = services[name]
-            assert node["depends_on"]["cluster-logins"]["condition"] == (
-                "service_completed_successfully"
-            )
-            assert "RABBITMQ_DEFAULT_USER" not in node["environment"]
-            volume = next(m for m in mounts(node) if m.source == "cluster-logins")
-            assert volume.target == logins_dir and volume.read_only
+def test_the_broker_nodes_boot_only_after_their_logins_were_written(
+    cluster: dict[str, Any],
+) -> None:
+    job = cluster["cluster-logins"]
+    assert job["environment"]["MQTT_TRACKER_PASSWORD"] == SECRETS["MQTT_TRACKER_PASSWORD"]
+    assert job["command"] == ["python", "/deploy/cluster_logins.py", "/logins"]
+    written = next(m for m in mounts(job) if m.source == "cluster-logins")
+    assert written.target == "/logins" and not written.read_only
+    for name in NODES:
+        node = cluster[name]
+        assert conditions_of(node)["cluster-logins"] == "service_completed_successfully"
+        assert "RABBITMQ_DEFAULT_USER" not in node["environment"]
+        volume = next(m for m in mounts(node) if m.source == "cluster-logins")
+        assert volume.target == "/etc/rabbitmq/logins" and volume.read_only
     rabbit_conf = (REPO / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text()
     assert "load_definitions = /etc/rabbitmq/logins/rabbitmq-definitions.json" in rabbit_conf
-    emqx_conf = (REPO / "deploy" / "emqx" / "emqx.conf").read_text()
-    assert 'bootstrap_file = "/opt/emqx/etc/logins/emqx-users.csv"' in emqx_conf
-    assert 'path = "/opt/emqx/etc/logins/emqx-acl.conf"' in emqx_conf
-    assert "no_match = deny" in emqx_conf
 
 
-def test_cluster_logins_writes_each_engine_the_roles_of_make_cluster(tmp_path: Path) -> None:
-    import hashlib
+def test_the_cluster_trackers_need_a_login_as_the_base_tracker_does(
+    cluster: dict[str, Any], resolve_cluster: Resolver, tmp_path: Path
+) -> None:
+    base = cluster["tracker"]["environment"]
+    environment = cluster["cluster-tracker"]["environment"]
+    assert environment["TRACKER_HTTP_AUTH"] == base["TRACKER_HTTP_AUTH"] == "true"
+    # The password file is the one the cluster-logins job writes, on a read-only mount.
+    password_file = Path(environment["TRACKER_PASSWORD_FILE"])
+    volume = {m.target: m for m in mounts(cluster["cluster-tracker"])}[str(password_file.parent)]
+    assert volume.type == "volume" and volume.source == "cluster-logins" and volume.read_only
+    assert password_file.name == "http-passwd"
+    written = {m.source: m.target for m in mounts(cluster["cluster-logins"])}["cluster-logins"]
+    assert cluster["cluster-logins"]["command"][-1] == written
+    # With the file the cluster-logins job writes, the tracker refuses what has no login.
+    logins = tmp_path / "logins"
+    logins.mkdir()
+    done = run_cluster_logins(logins, **SECRETS, MQTT_EXTRA_USERS="1:device-secret")
+    assert done.returncode == 0, done.stderr
+    url, engine = seeded_sqlite(tmp_path / "tracker.db")  # the accounts, not the server
+    settings = load_settings(
+        database_url=url,
+        mqtt_url=environment["TRACKER_MQTT_URL"],
+        http_auth=environment["TRACKER_HTTP_AUTH"],
+        password_file=logins / password_file.name,
+    )
+    history = {"since": "1h"}
+    try:
+        with TestClient(create_app(settings, FakePublisher(), engine)) as client:
+            assert client.get("/events", params=history).status_code == 401
+            assert client.get("/1", params={"data": "x"}).status_code == 401
+            wrong = client.get("/events", params=history, auth=("reader", "wrong"))
+            assert wrong.status_code == 401
+            reader = client.get("/events", params=history, auth=("reader", "reader-secret"))
+            assert reader.status_code == 200
+            sent = client.get("/1", params={"data": "x"}, auth=("1", "device-secret"))
+            assert sent.status_code == 200
+    finally:
+        engine.dispose()
+    # TRACKER_HTTP_AUTH=false turns it off for both stacks alike.
+    changed = resolve_cluster(**SECRETS, **COOKIES, POSTGRES_DB="events", TRACKER_HTTP_AUTH="false")
+    assert changed.config is not None, changed.errors
+    for name in ("tracker", "cluster-tracker"):
+        assert changed.config["services"][name]["environment"]["TRACKER_HTTP_AUTH"] == "false"
+
+
+def test_cluster_logins_writes_rabbitmq_the_roles_of_make_cluster(tmp_path: Path) -> None:
     import json
 
     from tracker_api.ops.cluster_roles import topic_regex
@@ -597,23 +762,56 @@ def test_cluster_logins_writes_each_engine_the_roles_of_make_cluster(tmp_path: P
         tmp_path, **SECRETS, MQTT_EXTRA_USERS="42:device-secret 1.x:other-secret"
     )
     assert done.returncode == 0, done.stderr
-    definitions = json.loads((tmp_path / "rabbitmq-definitions.json").read_text())
-    assert definitions["vhosts"] == [{"name": "/"}]
-    assert [user["name"] for user in definitions["users"]] == ["tracker", "reader", "42", "1.x"]
-    rules = {rule["user"]: rule for rule in definitions["topic_permissions"]}
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "http-passwd",
+        "rabbitmq-definitions.json",
+    ]
+    definitions = tmp_path / "rabbitmq-definitions.json"
+    content = json.loads(definitions.read_text())
+    assert content["vhosts"] == [{"name": "/"}]
+    assert [user["name"] for user in content["users"]] == ["tracker", "reader", "42", "1.x"]
+    rules = {rule["user"]: rule for rule in content["topic_permissions"]}
     assert rules["1.x"]["read"] == topic_regex(rights_of("1.x").reads) == r"^track\.1\.x$"
-    users = (tmp_path / "emqx-users.csv").read_text().splitlines()
-    assert users[0] == "user_id,password_hash,salt,is_superuser"
-    name, digest, salt, superuser = users[3].split(",")
-    assert (name, superuser) == ("42", "false")
-    assert digest == hashlib.sha256(("device-secret" + salt).encode()).hexdigest()
-    acl = (tmp_path / "emqx-acl.conf").read_text()
-    assert '{allow, {username, "42"}, publish, ["ingest/42"]}.' in acl
-    assert '{allow, {username, "42"}, subscribe, ["track/42"]}.' in acl
-    assert '{allow, {username, "reader"}, subscribe, ["track/#", "tracker/status/#"]}.' in acl
-    assert '"$share/+/ingest/#"' in acl
-    assert acl.rstrip().endswith("{deny, all}.")
-    assert {path.stat().st_mode & 0o777 for path in tmp_path.iterdir()} == {0o600}
+    assert definitions.stat().st_mode & 0o777 == 0o600
+    if os.geteuid() == 0:
+        assert definitions.stat().st_uid == 999  # the rabbitmq image's user
+
+
+def test_cluster_logins_writes_the_trackers_password_file_with_each_login(
+    tmp_path: Path,
+) -> None:
+    from tracker_api.passwords import PasswordFile
+
+    extra = {"42": "device-secret", "1.x": "other-secret"}
+    done = run_cluster_logins(
+        tmp_path, **SECRETS, MQTT_EXTRA_USERS=" ".join(f"{u}:{p}" for u, p in extra.items())
+    )
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "http-passwd"
+    passwords = PasswordFile(path)
+    expected = {
+        "tracker": SECRETS["MQTT_TRACKER_PASSWORD"],
+        "reader": SECRETS["MQTT_READER_PASSWORD"],
+        **extra,
+    }
+    assert list(passwords.entries) == list(expected)  # these logins and no other
+    for user, password in expected.items():
+        assert passwords.check(user, password), user
+        assert not passwords.check(user, password + "x"), user
+    assert "device-secret" not in path.read_text()  # hashed, never in clear
+    assert path.stat().st_mode & 0o777 == 0o400
+    if os.geteuid() == 0:
+        assert path.stat().st_uid == 10001  # the tracker image's user (Dockerfile)
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "useradd --system --uid 10001" in dockerfile
+
+    # Run again with a changed password: the file is replaced, the old password refused.
+    again = run_cluster_logins(tmp_path, **{**SECRETS, "MQTT_READER_PASSWORD": "new-reader"})
+    assert again.returncode == 0, again.stderr
+    passwords = PasswordFile(path)
+    assert list(passwords.entries) == ["tracker", "reader"]
+    assert passwords.check("reader", "new-reader")
+    assert not passwords.check("reader", SECRETS["MQTT_READER_PASSWORD"])
 
 
 @pytest.mark.parametrize(
