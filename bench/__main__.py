@@ -50,7 +50,7 @@ import httpx2 as httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import archive  # noqa: E402
+from bench import archive, catchup  # noqa: E402
 from tests.helpers.broker import Mosquitto  # noqa: E402
 from tests.helpers.net import free_port, port_open  # noqa: E402
 from tests.helpers.postgres import PostgresCluster  # noqa: E402
@@ -545,6 +545,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         for row in ceiling["latency"]:
             say(f"  hello at {row['achieved_rps']:,} req/s: p50 {row['p50_ms']} ms, "
                 f"p99 {row['p99_ms']} ms, p99.9 {row['p999_ms']} ms")  # fmt: skip
+        if stack.archive:
+            result["archive_cost"] = measure_archive_cost(stack, seconds, connections, logs)
+            result["catch_up"] = measure_catch_up(stack, options["backlog"])
     finally:
         stack.broker.stop()
     if stack.archive:
@@ -554,6 +557,64 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
 
         result["cluster"] = measure_cluster(stack, seconds, connections)
     result["logs"] = str(workdir)
+    return result
+
+
+def measure_archive_cost(
+    stack: Stack, seconds: float, connections: int, logs: Path
+) -> dict[str, Any]:
+    """The peak with the archive on and off, alternating, best of two rounds each."""
+    say(f"archive cost: the peak with the archive on and off, alternating, 2 rounds of "
+        f"wrk -c{connections} {seconds:.0f}s")  # fmt: skip
+    best = {"on": 0.0, "off": 0.0}
+    for round_ in (1, 2):
+        for mode in ("off", "on") if round_ == 1 else ("on", "off"):
+            port = free_port()
+            env = {**stack.serve_env(port), "TRACKER_ARCHIVE": "true" if mode == "on" else "false"}
+            with tracker_process(env, logs / f"tracker-archive-{mode}-{round_}.log"):
+                url = f"http://127.0.0.1:{port}{EVENT_PATH}"
+                wrk(url, 2, connections)  # warm-up
+                rps = wrk(url, seconds, connections)["rps"]
+            say(f"  round {round_}, archive {mode}: {rps:,.0f} req/s")
+            best[mode] = max(best[mode], rps)
+    ratio = round(best["on"] / best["off"], 3) if best["off"] else 0.0
+    say(f"  archive on keeps {ratio:.0%} of the archive-off throughput")
+    return {"on_rps": round(best["on"]), "off_rps": round(best["off"]), "ratio": ratio}
+
+
+def measure_catch_up(stack: Stack, backlog: int) -> dict[str, Any]:
+    """The archive's catch-up after an outage on SQLite and PostgreSQL, then the replay
+    rates of what it stored (bench/catchup.py)."""
+    result: dict[str, Any] = {}
+    base_env = stack.serve_env(free_port())
+    password = stack.passwords["tracker"]
+    sqlite_url = f"sqlite:///{stack.workdir / 'catchup.db'}"
+    seed(sqlite_url)
+    result["sqlite"] = catchup.catch_up(
+        say, base_env, stack.broker.port, password, sqlite_url, stack.workdir, backlog, "SQLite"
+    )
+    port = free_port()
+    env = {**stack.serve_env(port, database_url=sqlite_url), "TRACKER_ARCHIVE": "false",
+           "TRACKER_PASSWORD_FILE": str(stack.workdir / "passwd")}  # fmt: skip
+    with tracker_process(env, stack.workdir / "tracker-replay.log"):
+        result["replay"] = catchup.replay(
+            say, f"http://127.0.0.1:{port}", stack.reader_env(), stack.broker.port,
+            stack.passwords["reader"], result["sqlite"]["stored"],
+        )  # fmt: skip
+    try:
+        database = PostgresCluster()
+    except FileNotFoundError as error:
+        say(f"catch-up on PostgreSQL: skipped ({error})")
+        return result
+    database.start()
+    try:
+        seed(database.url)
+        result["postgres"] = catchup.catch_up(
+            say, base_env, stack.broker.port, password, database.url, stack.workdir, backlog,
+            "PostgreSQL",
+        )  # fmt: skip
+    finally:
+        database.destroy()
     return result
 
 
@@ -769,6 +830,13 @@ def chart(result: dict[str, Any]) -> None:
     is_flag=True,
     help="Also the 3-node RabbitMQ cluster: peak, zero-loss check, one node kill.",
 )
+@click.option(
+    "--backlog",
+    default=500_000,
+    show_default=True,
+    type=click.IntRange(1_000, 5_000_000),
+    help="Events acknowledged while the archive is stopped, for its catch-up rate.",
+)
 @click.option("--no-docs", is_flag=True, help="Do not update docs/benchmarks.md and the chart.")
 @click.option(
     "--broker-setting",
@@ -782,6 +850,7 @@ def main(
     soak: int,
     archive: bool,
     cluster: bool,
+    backlog: int,
     no_docs: bool,
     broker_setting: tuple[str, ...],
 ) -> None:
@@ -797,6 +866,7 @@ def main(
             "soak": soak,
             "archive": archive,
             "cluster": cluster,
+            "backlog": backlog,
             "broker_extra": "".join(f"{line}\n" for line in broker_setting),
         }
     )
@@ -826,6 +896,7 @@ def main(
         + result["batch"]["lost"]
         + sum(t["lost"] for t in result["tail"].values())
         + sum(figures["lost"] for figures in archives)
+        + sum(c.get("lost", 0) for k, c in result.get("catch_up", {}).items() if k != "replay")
         + result.get("postgres", {}).get("lost", 0)
         + cluster_run.get("lost", 0)
         + cluster_run.get("node_kill", {}).get("lost", 0)
@@ -850,6 +921,28 @@ def main(
         )
         checks["archive lag p99 ≤ 2 s during the peak"] = all(
             f.get("lag_p99_s", 0) <= 2 for f in archives
+        )
+    if "archive_cost" in result:
+        checks["archive on ≥ 0.90 × archive off (best of 2 alternating rounds)"] = (
+            result["archive_cost"]["ratio"] >= 0.90
+        )
+        checks["archive on ≥ 0.45 × the bare-ASGI ceiling"] = (
+            result["archive_cost"]["on_rps"] >= 0.45 * result["ceiling"]["rps"]
+        )
+    catch_up = result.get("catch_up", {})
+    for name, floor in (("sqlite", 50_000), ("postgres", 30_000)):
+        if name in catch_up:
+            checks[f"archive catch-up on {name} ≥ {floor:,} events/s, none lost or doubled"] = (
+                catch_up[name]["events_per_s"] >= floor
+                and catch_up[name]["lost"] == 0
+                and catch_up[name]["duplicates"] == 0
+            )
+    if "replay" in catch_up:
+        checks["replay: mqtt-tail --since ≥ 80,000 events/s"] = (
+            catch_up["replay"]["tail_events_per_s"] >= 80_000
+        )
+        checks["replay: GET /events NDJSON ≥ 100,000 events/s"] = (
+            catch_up["replay"]["ndjson_events_per_s"] >= 100_000
         )
     if "node_kill" in cluster_run:
         checks["a node kill on the cluster loses no acknowledged event"] = (

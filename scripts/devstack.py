@@ -90,6 +90,8 @@ MQTT_DIR = VAR / "mqtt"
 CREDENTIALS = VAR / "credentials.env"
 PASSWD = MQTT_DIR / "passwd"
 API_PIDFILE = VAR / "api.pid"
+ARCHIVE_PIDFILE = VAR / "archive.pid"
+ARCHIVE_LOG = VAR / "archive.log"
 
 
 def tool(name: str) -> str:
@@ -196,6 +198,18 @@ def ours(pid: int) -> bool:
     return pid == recorded and "tracker_api" in (command_line(pid) or [])
 
 
+def stop_leftover(pidfile: Path, name: str) -> None:
+    """Stop a process an earlier `make run` of this checkout left behind (its pid file
+    names a live tracker_api process)."""
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return
+    if "tracker_api" in (command_line(pid) or []):
+        say(f"stopping a leftover {name} of an earlier make run, {described(pid)}")
+        stop_pid(pid, signal.SIGTERM, timeout=10.0)
+
+
 def free_port_or_exit(port: int, name: str, variable: str) -> None:
     """Stop a leftover of an earlier `make run` here; refuse with who holds it otherwise."""
     if port_free(port):
@@ -243,6 +257,10 @@ class Stack:
         self.seed: subprocess.Popen[bytes] | None = None
         self.broker: subprocess.Popen[bytes] | None = None
         self.api: subprocess.Popen[bytes] | None = None
+        # The archive in a process of its own (docs/adr/0015-event-archive.md), unless
+        # TRACKER_ARCHIVE=false turns it off.
+        self.archive: subprocess.Popen[bytes] | None = None
+        self.archive_env: dict[str, str] | None = None
 
     def run(self) -> int:
         free_port_or_exit(BROKER_PORT, "the broker", "MQTT_PORT")
@@ -266,6 +284,15 @@ class Stack:
             return 1
         say(f"broker on 127.0.0.1:{BROKER_PORT} (log: {shown(MQTT_DIR / 'mosquitto.log')})")
 
+        if env.get("TRACKER_ARCHIVE", "true").lower() not in ("false", "0", "no", "off"):
+            # At least INFO: its log says when it consumes (and is read for that here).
+            level = "DEBUG" if env.get("TRACKER_LOG_LEVEL") == "DEBUG" else "INFO"
+            self.archive_env = {**env, "TRACKER_LOG_LEVEL": level}
+            env = {**env, "TRACKER_ARCHIVE": "false"}  # the API's workers leave it to it
+            # Subscribed before the API accepts anything: every acknowledged event is
+            # then queued for it, even while it restarts.
+            if not self.start_archive(wait=True):
+                return 1
         self.api = spawn_recorded([sys.executable, "-m", "tracker_api"], API_PIDFILE, env=env)
         if not wait_for(lambda: port_open(API_PORT, API_HOST), self.api, 30):
             say("the API did not start")
@@ -288,14 +315,53 @@ class Stack:
             pass
         say("Ctrl-C stops everything")
 
+    def start_archive(self, wait: bool = False) -> bool:
+        """Start ``tracker-api archive``; with ``wait``, until it consumes its session."""
+        if self.archive_env is None:
+            return True
+        stop_leftover(ARCHIVE_PIDFILE, "archive")
+        start = ARCHIVE_LOG.stat().st_size if ARCHIVE_LOG.exists() else 0
+        with open(ARCHIVE_LOG, "ab") as log:
+            args = [sys.executable, "-m", "tracker_api", "archive"]
+            self.archive = spawn_recorded(args, ARCHIVE_PIDFILE, env=self.archive_env, output=log)
+        archive = self.archive
+
+        def consuming() -> bool:
+            with open(ARCHIVE_LOG, "rb") as log:
+                log.seek(start)
+                return b"leader, consuming" in log.read()
+
+        if wait and not wait_for(consuming, archive, 30):
+            say(f"the archive did not start: see {shown(ARCHIVE_LOG)}")
+            return False
+        say(f"archive running (pid {archive.pid}, log: {shown(ARCHIVE_LOG)})")
+        return True
+
+    def keep_archive(self, restart_at: float, delay: float) -> tuple[float, float]:
+        """Restart a dead archive after ``delay`` (doubling); the broker keeps its events
+        meanwhile, so nothing is lost. Returns the next (restart time, delay)."""
+        if self.archive is None or self.archive.poll() is None:
+            return 0.0, delay
+        now = time.monotonic()
+        if not restart_at:
+            say(f"the archive {ended(self.archive.returncode)}; restarting it in {delay:g} s")
+            return now + delay, delay
+        if now < restart_at:
+            return restart_at, delay
+        self.start_archive()
+        return 0.0, min(delay * 2, MAX_RESTART_DELAY)
+
     def supervise(self, config: Path) -> int:
-        """Until a signal: keep the broker up; stop everything if the API exits."""
+        """Until a signal: keep the broker and the archive up; stop everything if the API
+        exits."""
         assert self.broker is not None and self.api is not None
         delay, up_since = FIRST_RESTART_DELAY, time.monotonic()
+        archive_restart, archive_delay = 0.0, FIRST_RESTART_DELAY
         while True:
             if self.api.poll() is not None:
                 say(f"the API {ended(self.api.returncode)}; stopping")
                 return 1
+            archive_restart, archive_delay = self.keep_archive(archive_restart, archive_delay)
             if self.broker.poll() is None:
                 if time.monotonic() - up_since > STABLE_AFTER:
                     delay = FIRST_RESTART_DELAY
@@ -316,6 +382,7 @@ class Stack:
         stop_child(self.seed)
         # The API first, so it disconnects from a broker that is still there.
         stop_child(self.api, API_PIDFILE)
+        stop_child(self.archive, ARCHIVE_PIDFILE)
         stop_child(self.broker, pidfile_for(PASSWD))
 
 

@@ -235,7 +235,7 @@ async def run_archive(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
     try:
-        async with Archive(settings, engine, lease):
+        async with Archive(settings, engine, lease, inline=True):  # its loop serves nothing else
             await stopped.wait()
     finally:
         engine.dispose()

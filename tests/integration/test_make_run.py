@@ -23,6 +23,7 @@ from tests.helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER_PIDFILE, API_PIDFILE = "mqtt/mosquitto.pid", "api.pid"
+ARCHIVE_PIDFILE = "archive.pid"
 
 
 class DevStack:
@@ -72,6 +73,7 @@ class DevStack:
         assert not port_open(self.api_port)
         assert not (self.var_dir / BROKER_PIDFILE).exists()
         assert not (self.var_dir / API_PIDFILE).exists()
+        assert not (self.var_dir / ARCHIVE_PIDFILE).exists()
         output = self.latest()
         assert "Traceback" not in output and "WARNING" not in output, output
         assert output.rstrip().endswith("[make run] stopped"), output
@@ -279,6 +281,35 @@ def test_the_broker_is_restarted_when_it_dies_and_the_api_recovers_by_itself(
     finally:
         os.killpg(process.pid, signal.SIGINT)
     assert process.wait(20) == 0
+
+
+def test_the_archive_runs_on_its_own_and_is_restarted_when_it_dies_losing_nothing(
+    tmp_path: Path,
+) -> None:
+    stack = DevStack(tmp_path / "var")
+    process = stack.start()
+    try:
+        reader = ("reader", stack.credentials()["MQTT_TAIL_PASSWORD"])
+        base = f"http://127.0.0.1:{stack.api_port}"
+
+        def archived() -> list[str]:
+            page = httpx.get(f"{base}/events", params={"since": "1h"}, auth=reader).json()
+            return sorted(event["data"] for event in page["events"])
+
+        first = stack.pid(ARCHIVE_PIDFILE)
+        assert "tracker_api" in Path(f"/proc/{first}/cmdline").read_text()
+        os.kill(first, signal.SIGKILL)
+        # Sent while no archive runs: the broker keeps it in the archive's session.
+        assert httpx.get(f"{base}/1", params={"data": "while down"}).status_code == 200
+        wait_until(lambda: "the archive was killed by SIGKILL" in stack.latest(), timeout=10)
+        wait_until(lambda: stack.pid(ARCHIVE_PIDFILE) != first, timeout=10)
+        wait_until(lambda: archived() == ["while down"], timeout=15, message=stack.latest())
+        # The API's own workers archive nothing: one archive, in its own process.
+        health = httpx.get(f"{base}/readyz").json()
+        assert health["archive"] == "off"
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+    stack.stopped_cleanly(process)
 
 
 @pytest.mark.slow
