@@ -104,7 +104,9 @@ def catch_up(
 ) -> dict[str, Any]:
     """The archive's session made, the archive stopped, ``count`` events acknowledged,
     then ``tracker-api archive`` alone stores them."""
-    env = archive_env(base_env, database_url)
+    # A session of its own: nothing the runs before queued for the archive gets in.
+    env = {**archive_env(base_env, database_url),
+           "TRACKER_ARCHIVE_CLIENT_ID": f"tracker:archive-catchup-{label.lower()}"}  # fmt: skip
     log = workdir / f"archive-{label}.log"
     before = rows_now(database_url)
     first = run_archive(env, log)  # subscribes its session: the broker queues from here
