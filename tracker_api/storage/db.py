@@ -29,10 +29,6 @@ def make_engine(database_url: str) -> Engine:
             # WAL lets the seed or an operator write while the API reads.
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode, NORMAL syncs at checkpoints instead of at every commit: a killed
-            # process loses nothing committed, a power cut may lose the last commits (the
-            # archive's last second). The archive commits hundreds of times a second.
-            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 
