@@ -56,3 +56,20 @@ def loaded_by(statement: str) -> set[str]:
 )
 def test_the_light_entry_points_load_no_web_framework_or_database(statement: str) -> None:
     assert loaded_by(statement) & set(HEAVY) == set()
+
+
+def test_every_error_the_service_answers_with_has_its_metric_outcome_made_at_start() -> None:
+    from tracker_api import app, errors, metrics
+
+    assert app.build_api  # every module with errors of its own is loaded
+
+    def leaves(base: type[errors.TrackerError]) -> set[type[errors.TrackerError]]:
+        found = set()
+        for error in base.__subclasses__():
+            found |= leaves(error) | {error}
+        return found
+
+    # Abstract parents share their outcome with no answer of their own.
+    outcomes = {error.outcome for error in leaves(errors.TrackerError)}
+    outcomes -= {errors.TrackerError.outcome, errors.ServiceUnavailable.outcome}
+    assert outcomes <= set(metrics.REQUEST_OUTCOMES)

@@ -87,7 +87,10 @@ class EventService:
         }
 
     def count(self, source: str, outcome: str) -> None:
-        self._counters[source, outcome].inc()
+        counter = self._counters.get((source, outcome))
+        if counter is None:  # an outcome metrics.REQUEST_OUTCOMES forgot: count it anyway
+            counter = self._counters[source, outcome] = metrics.REQUESTS.labels(source, outcome)
+        counter.inc()
 
     def validate(self, account_id: str, data: str | None, event_id: str | None) -> None:
         check_account_id(account_id)
