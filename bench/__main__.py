@@ -61,6 +61,7 @@ RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 CHART = REPO / "docs" / "bench-latency.png"
 MARK = "<!-- results: one row per `make bench`, newest first -->"
+ARCHIVE_MARK = "<!-- archive: one row per `make bench`, newest first -->"
 EVENT_PATH = "/1?data=benchmark-event-payload"
 
 
@@ -769,6 +770,16 @@ def mosquitto_version() -> str:
     return match.group(1) if match else "unknown"
 
 
+def add_row(text: str, mark: str, row: str) -> str:
+    """``text`` with ``row`` first in the table that follows ``mark`` (if there is one)."""
+    if mark not in text:
+        return text
+    head, _, rest = text.partition(mark)
+    table_header, _, rows = rest.partition("|---")
+    separator, _, rows = rows.partition("\n")
+    return f"{head}{mark}{table_header}|---{separator}\n{row}\n{rows}"
+
+
 def write_docs(result: dict[str, Any]) -> None:
     peak, latency = result["peak"], {row["fraction"]: row for row in result["latency"]}
     tail = result.get("tail", {})
@@ -781,13 +792,23 @@ def write_docs(result: dict[str, Any]) -> None:
         f"| {tail.get('json', {}).get('lost', '–')} / {tail.get('aggregate', {}).get('lost', '–')} "
         f"| {', '.join(f'{v:.0f}' for v in result['rss_mib'].values())} |"
     )
-    text = DOC.read_text()
-    if MARK in text:
-        head, _, rest = text.partition(MARK)
-        table_header, _, rows = rest.partition("|---")
-        separator, _, rows = rows.partition("\n")
-        text = f"{head}{MARK}{table_header}|---{separator}\n{row}\n{rows}"
-        DOC.write_text(text)
+    text = add_row(DOC.read_text(), MARK, row)
+    cost, catch_up = result.get("archive_cost"), result.get("catch_up", {})
+    if cost and catch_up:
+
+        def rate(name: str) -> str:
+            figures = catch_up.get(name)
+            return f"{figures['events_per_s']:,}" if figures else "–"
+
+        replayed = catch_up.get("replay", {})
+        text = add_row(text, ARCHIVE_MARK, (
+            f"| {result['date']} | {result['machine']['cores']} | {cost['on_rps']:,} "
+            f"| {cost['off_rps']:,} | **{cost['ratio']:.2f}** "
+            f"| {cost['on_rps'] / result['ceiling']['rps']:.2f} "
+            f"| {rate('sqlite')} | {rate('postgres')} "
+            f"| {replayed.get('tail_events_per_s', 0):,} | {replayed.get('ndjson_events_per_s', 0):,} |"
+        ))  # fmt: skip
+    DOC.write_text(text)
     try:
         chart(result)
     except ImportError:  # pragma: no cover - matplotlib is a dev dependency
