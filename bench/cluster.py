@@ -14,34 +14,32 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench import archive
+from bench.stack import (
+    EVENT_PATH,
+    Stack,
+    counter_process,
+    drain,
+    metrics_text,
+    read_status,
+    say,
+    seed,
+    settle,
+    tracker_process,
+    wait_until,
+    wrk,
+)
 from tests.helpers.net import free_port
 from tests.helpers.paced_load import PACE, Load, connected_node
 from tracker_api.ops.cluster import Cluster, Layout, tools_missing
 from tracker_api.ops.cluster_roles import provision
 
-if TYPE_CHECKING:
-    from bench.__main__ import Stack
-
 BEFORE, AFTER = 2.0, 3.0  # seconds of paced load before the kill, and after the restart
 
 
 def measure_cluster(stack: Stack, seconds: float, connections: int) -> dict[str, Any]:
-    from bench.__main__ import (
-        EVENT_PATH,
-        counter_process,
-        drain,
-        metrics_text,
-        read_status,
-        say,
-        seed,
-        settle,
-        tracker_process,
-        wait_until,
-        wrk,
-    )
 
     why = tools_missing()
     if why:
