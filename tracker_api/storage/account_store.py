@@ -70,13 +70,15 @@ def page(engine: Engine, after: str | None, limit: int, active: bool | None) -> 
 def insert(engine: Engine, row: AccountRow) -> bool:
     """Create the account; False (and nothing changed) when the id exists already."""
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(ACCOUNTS).on_conflict_do_nothing(index_elements=["account_id"])
+    # RETURNING, not the row count: psycopg reports none (-1) for this statement.
+    statement = (
+        dialect.insert(ACCOUNTS)
+        .on_conflict_do_nothing(index_elements=["account_id"])
+        .returning(ACCOUNTS.c.account_id)
+    )
+    values = {"account_id": row.account_id, "account_name": row.name, "is_active": row.active}
     with engine.begin() as connection:
-        result = connection.execute(
-            statement,
-            {"account_id": row.account_id, "account_name": row.name, "is_active": row.active},
-        )
-        return bool(result.rowcount)
+        return connection.execute(statement, values).first() is not None
 
 
 def set_name(engine: Engine, account_id: str, name: str) -> bool:
