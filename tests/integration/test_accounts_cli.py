@@ -3,14 +3,12 @@ SQLite file and a real PostgreSQL: every line, stream and exit code a script rel
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
@@ -34,21 +32,11 @@ INVALID_ID = (
     "Invalid account id: 1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit"
 )
 INVALID_NAME = "Invalid account name: 1-200 printable characters, without spaces at either end"
-names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresCluster]:
     yield from throwaway_postgres()
-
-
-def fresh_database(cluster: PostgresCluster) -> str:
-    name = f"accounts_{next(names)}"
-    with psycopg.connect(
-        f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres", autocommit=True
-    ) as connection:
-        connection.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    return f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/{name}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -57,7 +45,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'tracker.db'}"
     else:
-        url = fresh_database(request.getfixturevalue("postgres"))
+        url = request.getfixturevalue("postgres").fresh_database()
     engine = migrated(url)
     with Session(engine) as session:
         session.add(Account(account_id="10", account_name="Off 10", is_active=False))
