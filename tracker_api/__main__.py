@@ -127,7 +127,7 @@ def users() -> None:
 
 @users.command(
     "add",
-    epilog=f"Exit codes: 0 added or updated, 1 error, 2 usage, "
+    epilog="Exit codes: 0 added or updated, 1 error, 2 usage, "
     f"{NO_SUCH_ACCOUNT} no such account (--strict).",
 )
 @login_options
