@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -111,6 +111,10 @@ def load_credentials() -> dict[str, str]:
         url = urlsplit(stored["TRACKER_MQTT_URL"])  # MQTT_PORT may differ from the first run's
         login = url.netloc.rsplit(":", 1)[0]
         stored["TRACKER_MQTT_URL"] = url._replace(netloc=f"{login}:{BROKER_PORT}").geturl()
+        if "MQTT_TRACKER_PASSWORD" not in stored:  # written by an older `make run`
+            stored["MQTT_TRACKER_PASSWORD"] = unquote(url.password or "")
+            with open(CREDENTIALS, "a") as file:
+                file.write(f"MQTT_TRACKER_PASSWORD={stored['MQTT_TRACKER_PASSWORD']}\n")
         return stored
     MQTT_DIR.mkdir(parents=True, exist_ok=True)
     passwords = {user: secrets.token_urlsafe(18) for user in USERS}
@@ -124,12 +128,14 @@ def load_credentials() -> dict[str, str]:
         "MQTT_TAIL_USERNAME": "reader",
         "MQTT_TAIL_PASSWORD": passwords["reader"],
         "DEVICE_1_PASSWORD": passwords["1"],
+        # The admin API's login (HTTP Basic), as compose's .env names it.
+        "MQTT_TRACKER_PASSWORD": passwords["tracker"],
     }
     CREDENTIALS.touch(mode=0o600)
     CREDENTIALS.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     os.chmod(CREDENTIALS, 0o600)
     say(f"created local MQTT credentials in {shown(CREDENTIALS)} (mode 0600):")
-    say("  tracker  publishes track/#            (the API uses it)")
+    say("  tracker  publishes track/#            (the API uses it; the admin API's login)")
     say(f"  reader   reads track/#               password {passwords['reader']}")
     say(f"  1        account 1: reads track/1, publishes ingest/1, password {passwords['1']}")
     say(f"  load them in a shell with: set -a; . {shown(CREDENTIALS)}; set +a")

@@ -1,4 +1,5 @@
-"""`tracker-api`: serve the API (the default), or manage MQTT logins (`tracker-api users`)."""
+"""`tracker-api`: serve the API (the default), or manage accounts (`tracker-api accounts`)
+and MQTT logins (`tracker-api users`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tracker_api.config import ConfigError, Settings, get_settings
 from tracker_api.consumers.archive import Archive
 from tracker_api.consumers.lease import lease_for
 from tracker_api.consumers.retire import RetireFailed, retire_member
+from tracker_api.ops.accounts import NO_SUCH_ACCOUNT, accounts, check_login_account
 from tracker_api.ops.broker_reload import RELOAD_HINT, reload_broker
 from tracker_api.ops.cluster_roles import cluster_users
 from tracker_api.ops.login_options import CONTEXT, login_name, login_options, login_password
@@ -103,6 +105,7 @@ def cli(ctx: click.Context) -> None:
 
     \b
     tracker-api                         # serve on TRACKER_HOST:TRACKER_PORT
+    tracker-api accounts add 42         # account 42 in TRACKER_DATABASE_URL
     tracker-api users add 42            # a login for account 42 (reader and device)
     tracker-api migrate                 # bring the database to the newest schema
     tracker-api archive                 # the event archive on its own
@@ -122,15 +125,25 @@ def users() -> None:
     """Manage MQTT logins in Mosquitto's password file (roles come from mqtt/acl)."""
 
 
-@users.command("add")
+@users.command(
+    "add",
+    epilog="Exit codes: 0 added or updated, 1 error, 2 usage, "
+    f"{NO_SUCH_ACCOUNT} no such account (--strict).",
+)
 @login_options
 @PASSWORD_FILE
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse an account the database (TRACKER_DATABASE_URL) does not have, instead of warning.",
+)
 def users_add(
     username: str | None,
     password_file: Path,
     role: str | None,
     password: str | None,
     generate: bool,
+    strict: bool,
 ) -> None:
     """Add a login or change its password: an account's (USERNAME = account id), or a
     role's (--role).
@@ -139,8 +152,14 @@ def users_add(
     --role tracker  publishes track/#, reads ingest/# and track/# (the service, its archive)
     --role reader   reads track/#                            (dashboards, mqtt-tail)
     <account>       reads track/<account>, publishes ingest/<account>
+
+    An account's login is checked against the accounts of TRACKER_DATABASE_URL: without
+    the account the tracker refuses its events, which a warning on stderr says (with
+    --strict: refused, nothing written). Roles are no accounts: not checked.
     """
     username = login_name(username, role)
+    if role is None:
+        check_login_account(username, strict)
     password = login_password(password, generate)
     try:
         with PasswordFile.edit(password_file) as passwords:
@@ -259,6 +278,7 @@ def configured() -> Settings:
         raise click.ClickException(f"invalid configuration: {error}") from None
 
 
+cli.add_command(accounts)
 cli.add_command(cluster_users)
 
 

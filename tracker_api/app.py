@@ -24,7 +24,7 @@ from tracker_api.errors import TrackerError
 from tracker_api.http.auth import HttpAuth
 from tracker_api.http.fastpath import TrackerApp, fixed_segments
 from tracker_api.http.handler import HttpEvents
-from tracker_api.http.routes import events, health, history
+from tracker_api.http.routes import admin, events, health, history
 from tracker_api.service.accounts import accounts_for
 from tracker_api.service.broker import BrokerConnection, Publisher, Session
 from tracker_api.service.events import EventService
@@ -130,13 +130,14 @@ def create_api(
                 app.state.ingest_status = lambda: "off"
                 app.state.archive_status = lambda: "off"  # no broker of ours to read
             app.state.engine = database
-            # One cache of verified logins for the history and (TRACKER_HTTP_AUTH) events.
+            # One cache of verified logins for the history, the admin API and
+            # (TRACKER_HTTP_AUTH) events.
             auth = (
                 HttpAuth(settings.password_file, ttl=settings.http_auth_cache_ttl)
                 if settings.password_file is not None
                 else None
             )
-            app.state.history_auth = auth
+            app.state.logins = auth
             app.state.service = service
             app.state.http = HttpEvents(service, settings, auth)
             tune_garbage_collector()
@@ -171,6 +172,7 @@ def build_api(
         api.add_middleware(CORSMiddleware, **cors)
     api.include_router(health.router)
     api.include_router(history.router)  # before /{account_id}: "events" is no account
+    api.include_router(admin.router)  # nor is "admin"
     api.include_router(events.router)
     unreserved = fixed_segments(api) - RESERVED_SEGMENTS
     if unreserved:

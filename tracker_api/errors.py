@@ -6,6 +6,7 @@ TrackerError
   ├── PayloadTooLarge     -> 413
   ├── AccountNotFound     -> 404  "Account Id does not exist!"
   ├── AccountInactive     -> 403  "Inactive account!"
+  ├── AccountHasEvents    -> 409  (removing an account with archived events, unforced)
   ├── LoginRequired       -> 401 + WWW-Authenticate (TRACKER_HTTP_AUTH: no or wrong login)
   ├── LoginForbidden      -> 403  (another account's login)
   ├── RateLimited         -> 429 + Retry-After (over TRACKER_RATE_LIMIT)
@@ -88,6 +89,25 @@ class AccountInactive(TrackerError):
     detail = "Inactive account!"
     outcome = "inactive_account"
     when = "Inactive account"
+
+
+class AccountHasEvents(TrackerError):
+    """Removing the account would delete its archived events too: done only when forced
+    (docs/adr/0019-account-management.md)."""
+
+    status = 409
+    outcome = "conflict"
+    when = "The account has archived events and the removal was not forced"
+
+    def __init__(self, account_id: str = "", count: int = 0) -> None:
+        self.account_id = account_id
+        self.count = count
+        super().__init__(
+            None
+            if not account_id
+            else f"Account {account_id!r} has {count} archived event(s): deactivate it to keep "
+            f"them, or remove it with force=true to delete them too"
+        )
 
 
 class LoginRequired(TrackerError):

@@ -33,7 +33,8 @@ class CountingLoader:
 
 
 class HeldLoader:
-    """A loader held until ``release()``, so that callers pile up on one query."""
+    """A loader held until ``release()``, so that callers pile up on one query; it answers
+    what ``answer`` was when it was called."""
 
     def __init__(self, answer: AccountState | Exception = AccountState.ACTIVE) -> None:
         self.answer = answer
@@ -45,10 +46,11 @@ class HeldLoader:
 
     def __call__(self, account_id: str) -> AccountState:
         self.calls.append(account_id)
+        answer = self.answer  # what the database said when asked
         self._released.wait(5)
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 def test_hit_within_ttl_does_not_query_again() -> None:
@@ -80,6 +82,95 @@ def test_entries_expire_after_ttl_so_changes_take_effect() -> None:
         AccountState.ACTIVE,
         AccountState.ACTIVE,
         AccountState.INACTIVE,
+    ]
+    assert loader.calls == ["1", "1"]
+
+
+class SlowLoader(CountingLoader):
+    """A query that takes ``seconds`` of the fake clock (waiting for a thread or a lock)."""
+
+    def __init__(self, states: dict[str, AccountState], clock: FakeClock, seconds: float) -> None:
+        super().__init__(states)
+        self.clock = clock
+        self.seconds = seconds
+
+    def __call__(self, account_id: str) -> AccountState:
+        state = super().__call__(account_id)  # what the database said when asked
+        self.clock.now += self.seconds
+        return state
+
+
+def test_an_answer_expires_a_ttl_after_its_query_started_however_long_the_query_took() -> None:
+    clock = FakeClock()
+    loader = SlowLoader({"1": AccountState.ACTIVE}, clock, seconds=3)
+    cache = AccountCache(loader, ttl=5, clock=clock)
+    asked_at = clock.now
+
+    async def scenario() -> list[AccountState]:
+        first = await cache.state("1")
+        loader.states["1"] = AccountState.INACTIVE  # committed right after it was read
+        clock.now = asked_at + 4.9
+        cached = await cache.state("1")
+        clock.now = asked_at + 5.1  # a TTL after the change at the latest
+        return [first, cached, await cache.state("1")]
+
+    assert asyncio.run(scenario()) == [
+        AccountState.ACTIVE,
+        AccountState.ACTIVE,
+        AccountState.INACTIVE,
+    ]
+    assert loader.calls == ["1", "1"]
+
+
+def test_an_answer_older_than_the_ttl_reaches_its_waiters_but_is_not_kept() -> None:
+    clock = FakeClock()
+    loader = SlowLoader({"1": AccountState.ACTIVE}, clock, seconds=6)
+    cache = AccountCache(loader, ttl=5, clock=clock)
+
+    assert asyncio.run(cache.state("1")) is AccountState.ACTIVE
+    assert len(cache) == 0
+
+
+def test_forget_makes_the_next_lookup_read_the_database() -> None:
+    loader = CountingLoader({"1": AccountState.ACTIVE})
+    cache = AccountCache(loader, ttl=60, clock=FakeClock())
+
+    async def scenario() -> list[AccountState]:
+        first = await cache.state("1")
+        loader.states["1"] = AccountState.INACTIVE
+        cache.forget("1")
+        cache.forget("never-seen")  # nothing to drop: no error
+        return [first, await cache.state("1"), await cache.state("1")]
+
+    assert asyncio.run(scenario()) == [
+        AccountState.ACTIVE,
+        AccountState.INACTIVE,
+        AccountState.INACTIVE,
+    ]
+    assert loader.calls == ["1", "1"]
+
+
+def test_a_query_under_way_when_forgotten_answers_its_waiters_but_is_not_kept() -> None:
+    loader = HeldLoader(AccountState.ACTIVE)
+    cache = AccountCache(loader, ttl=60)
+
+    async def scenario() -> list[AccountState]:
+        before = asyncio.create_task(cache.state("1"))
+        while not loader.calls:  # until its query has read the old state
+            await asyncio.sleep(0.001)
+        cache.forget("1")  # then the change was committed, by this very worker
+        loader.answer = AccountState.INACTIVE
+        after = asyncio.create_task(cache.state("1"))  # a query of its own
+        while len(loader.calls) < 2:
+            await asyncio.sleep(0.001)
+        loader.release()  # both finish, in whichever order
+        answers = [await asyncio.wait_for(before, 5), await asyncio.wait_for(after, 5)]
+        return [*answers, await cache.state("1")]
+
+    assert asyncio.run(scenario()) == [
+        AccountState.ACTIVE,
+        AccountState.INACTIVE,
+        AccountState.INACTIVE,  # kept: the later answer, never the forgotten one
     ]
     assert loader.calls == ["1", "1"]
 

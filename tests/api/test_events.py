@@ -17,6 +17,7 @@ from tests.helpers.metrics import value
 from tracker_api import app as app_module
 from tracker_api.errors import (
     RETRY_AFTER_SECONDS,
+    AccountHasEvents,
     AccountInactive,
     AccountNotFound,
     DatabaseUnavailable,
@@ -33,6 +34,7 @@ from tracker_api.errors import (
 from tracker_api.http.fastpath import TrackerApp, fixed_segments
 from tracker_api.http.request import PATH_NOT_UTF8, QUERY_NOT_UTF8
 from tracker_api.http.routes import events as event_routes
+from tracker_api.http.routes.admin import AdminDisabled, AdminForbidden, AdminLoginRequired
 from tracker_api.http.routes.history import HistoryForbidden, HistoryLoginRequired
 from tracker_contract.ids import ACCOUNT_ID_PATTERN, RESERVED_SEGMENTS
 
@@ -383,9 +385,10 @@ def concrete_errors(base: type[TrackerError] = TrackerError) -> list[type[Tracke
 
 
 # What each route can answer besides the error classes: success, and answers written by
-# hand (the history's 422 with a message per bad parameter).
+# hand (the history's and the admin API's 422 with a message per bad parameter).
+ADMIN_ERRORS = {AdminDisabled, AdminLoginRequired, AdminForbidden, DatabaseUnavailable}
 ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
-    "/{account_id}": (
+    "GET /{account_id}": (
         {"200"},
         {
             AccountInactive,
@@ -400,7 +403,15 @@ ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
             RateLimited,
         },
     ),
-    "/events": ({"200", "422"}, {HistoryLoginRequired, HistoryForbidden}),
+    "GET /events": ({"200", "422"}, {HistoryLoginRequired, HistoryForbidden}),
+    "GET /admin/accounts": ({"200", "422"}, ADMIN_ERRORS),
+    "POST /admin/accounts": ({"200", "201", "422"}, ADMIN_ERRORS),
+    "GET /admin/accounts/{account_id}": ({"200", "422"}, ADMIN_ERRORS | {AccountNotFound}),
+    "PATCH /admin/accounts/{account_id}": ({"200", "422"}, ADMIN_ERRORS | {AccountNotFound}),
+    "DELETE /admin/accounts/{account_id}": (
+        {"200", "422"},
+        ADMIN_ERRORS | {AccountNotFound, AccountHasEvents},
+    ),
 }
 
 
@@ -410,10 +421,11 @@ def test_every_error_class_is_documented_on_a_route_that_raises_it() -> None:
     assert documented == set(concrete_errors())
 
 
-@pytest.mark.parametrize("path", sorted(ROUTE_ERRORS))
-def test_the_openapi_error_answers_are_the_error_classes(client: TestClient, path: str) -> None:
-    responses = client.get("/openapi.json").json()["paths"][path]["get"]["responses"]
-    others, errors = ROUTE_ERRORS[path]
+@pytest.mark.parametrize("route", sorted(ROUTE_ERRORS))
+def test_the_openapi_error_answers_are_the_error_classes(client: TestClient, route: str) -> None:
+    method, path = route.split(" ")
+    responses = client.get("/openapi.json").json()["paths"][path][method.lower()]["responses"]
+    others, errors = ROUTE_ERRORS[route]
 
     assert set(responses) == others | {str(error.status) for error in errors}
     for error in errors:

@@ -140,6 +140,12 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
         wait_until(lambda: own_history() == ["hi"], timeout=10, message="not archived")
         assert httpx.get(history, params=hour, auth=reader).status_code == 200
 
+        # The admin API takes the tracker's login, which the credentials file now names.
+        admin = f"http://127.0.0.1:{stack.api_port}/admin/accounts/1"
+        service = ("tracker", credentials["MQTT_TRACKER_PASSWORD"])
+        assert httpx.get(admin, auth=service).json()["accountId"] == "1"
+        assert httpx.get(admin, auth=reader).status_code == 403
+
         # `make tail`, as the banner suggests, shows events with the reader's login.
         tail_err = stack.var_dir.parent / "tail.err"
         with open(tail_err, "wb") as err:
@@ -171,7 +177,12 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
     stack.stopped_cleanly(process)
 
-    # A second run reuses credentials and data and is up within seconds.
+    # A second run reuses credentials and data and is up within seconds; a credentials
+    # file of an older `make run`, without the admin login's password, gets it.
+    older = stack.var_dir / "credentials.env"
+    older.write_text(
+        "".join(line for line in older.read_text().splitlines(True) if "MQTT_TRACKER_" not in line)
+    )
     started = time.monotonic()
     process = stack.start()
     try:

@@ -1,2 +1,2 @@
-"""Operator tooling: the password file's broker reload, RabbitMQ roles and cluster
-control, shared login options and port checks."""
+"""Operator tooling: `tracker-api accounts`, the password file's broker reload, RabbitMQ
+roles and cluster control, shared login options and port checks."""

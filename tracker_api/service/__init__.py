@@ -1,2 +1,3 @@
 """The core service: the one place an event is validated and published, the account
-cache, the rate limit, the broker connection and its client ids."""
+cache, the rules of account management, the rate limit, the broker connection and its
+client ids."""

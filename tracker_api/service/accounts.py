@@ -2,8 +2,11 @@
 
 A hit costs a dict lookup on the event loop. A miss runs one query in a worker thread;
 concurrent misses for the same id share that query. Positive and negative answers are
-cached for ``ttl`` seconds, so a deactivated (or newly created) account takes effect
-within ``ttl`` seconds, and at most ``max_entries`` ids are held (oldest evicted first).
+cached for ``ttl`` seconds counted from when the query started, so an answer is never
+older than ``ttl`` however long the query waited: a change to an account (deactivated,
+created, removed) takes effect on every worker within ``ttl`` seconds of its commit. At
+most ``max_entries`` ids are held (oldest evicted first). ``forget`` drops one id at
+once, for the worker that made the change itself (the admin API).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class AccountCache:
         self._ttl = ttl
         self._max_entries = max_entries
         self._clock = clock
-        # Insertion order is expiry order (one TTL for all), so the oldest is first.
+        # id -> (expiry, state), oldest stored first: what the size bound evicts.
         self._entries: OrderedDict[str, tuple[float, AccountState]] = OrderedDict()
         self._loading: dict[str, asyncio.Task[AccountState]] = {}
         self.hits = 0
@@ -72,21 +75,37 @@ class AccountCache:
         return await asyncio.shield(loading)
 
     async def _fetch(self, account_id: str) -> AccountState:
+        # The answer is as old as the query's start (the database may have changed at any
+        # moment after it), however long the query then waited for a thread or a lock.
+        expiry = self._clock() + self._ttl
         try:
             state = await asyncio.to_thread(self._load, account_id)
         except SQLAlchemyError as error:
             raise DatabaseUnavailable() from error
         finally:
-            del self._loading[account_id]
-        self._store(account_id, state)
+            # Forgotten meanwhile: the answer may predate the change that made us forget.
+            current = self._loading.get(account_id) is asyncio.current_task()
+            if current:
+                del self._loading[account_id]
+        if current:
+            self._store(account_id, state, expiry)
         return state
 
-    def _store(self, account_id: str, state: AccountState) -> None:
+    def _store(self, account_id: str, state: AccountState, expiry: float) -> None:
         entries = self._entries
         entries.pop(account_id, None)
-        entries[account_id] = (self._clock() + self._ttl, state)
+        if expiry <= self._clock():
+            return  # already stale: the waiters get it, nobody after them
+        entries[account_id] = (expiry, state)
         while len(entries) > self._max_entries:
             entries.popitem(last=False)
+
+    def forget(self, account_id: str) -> None:
+        """Drop what this worker knows of ``account_id``: its next event reads the
+        database. A query for it already under way still answers its waiters, but its
+        answer is not kept."""
+        self._entries.pop(account_id, None)
+        self._loading.pop(account_id, None)
 
     async def require_active(self, account_id: str) -> None:
         """Raise ``AccountNotFound`` / ``AccountInactive`` unless the account is active."""

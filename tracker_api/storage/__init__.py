@@ -1,1 +1,2 @@
-"""The database: engine and schema, models, migrations, and the event store."""
+"""The database: engine and schema, models, migrations, the event store and the accounts
+as operators change them."""

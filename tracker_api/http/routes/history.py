@@ -86,7 +86,7 @@ def read_query(
 ) -> HistoryQuery:
     # The login first: who may not read the history learns nothing of it, not even
     # which of its parameters are wrong.
-    accounts = visible_accounts(request.app.state.history_auth, authorization, account or [])
+    accounts = visible_accounts(request.app.state.logins, authorization, account or [])
     if not since:
         raise InvalidRequest("since is required, e.g. since=15m or since=2026-11-28T12:00:00Z")
     now = datetime.now(UTC)
