@@ -22,7 +22,12 @@ from tracker_api.errors import (
     DatabaseUnavailable,
     InvalidRequest,
     LoginForbidden,
+    LoginNeedsJson,
+    LoginNeedsPost,
+    LoginRefused,
     LoginRequired,
+    LoginThrottled,
+    MalformedLogin,
     PayloadTooLarge,
     PublishFailed,
     PublishOutcomeUnknown,
@@ -382,10 +387,11 @@ def concrete_errors(base: type[TrackerError] = TrackerError) -> list[type[Tracke
     return found
 
 
+LOGIN_ERRORS = {LoginRequired, LoginRefused, MalformedLogin, LoginThrottled, LoginForbidden}
 # What each route can answer besides the error classes: success, and answers written by
-# hand (the history's 422 with a message per bad parameter).
-ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
-    "/{account_id}": (
+# hand (the history's 422 with a message per bad parameter, the batch's statuses).
+ROUTE_ERRORS: dict[tuple[str, str], tuple[set[str], set[type[TrackerError]]]] = {
+    ("/{account_id}", "get"): (
         {"200"},
         {
             AccountInactive,
@@ -395,12 +401,19 @@ ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
             PublishFailed,
             DatabaseUnavailable,
             PublishOutcomeUnknown,
-            LoginRequired,
-            LoginForbidden,
             RateLimited,
+            LoginNeedsPost,
+            *LOGIN_ERRORS,
         },
     ),
-    "/events": ({"200", "422"}, {HistoryLoginRequired, HistoryForbidden}),
+    ("/{account_id}", "post"): (
+        {"200", "413", "422", "503", "504"},
+        {AccountInactive, AccountNotFound, RateLimited, LoginNeedsJson, *LOGIN_ERRORS},
+    ),
+    ("/events", "get"): (
+        {"200", "422"},
+        {HistoryLoginRequired, LoginRefused, MalformedLogin, LoginThrottled, HistoryForbidden},
+    ),
 }
 
 
@@ -410,10 +423,12 @@ def test_every_error_class_is_documented_on_a_route_that_raises_it() -> None:
     assert documented == set(concrete_errors())
 
 
-@pytest.mark.parametrize("path", sorted(ROUTE_ERRORS))
-def test_the_openapi_error_answers_are_the_error_classes(client: TestClient, path: str) -> None:
-    responses = client.get("/openapi.json").json()["paths"][path]["get"]["responses"]
-    others, errors = ROUTE_ERRORS[path]
+@pytest.mark.parametrize(("path", "method"), sorted(ROUTE_ERRORS))
+def test_the_openapi_error_answers_are_the_error_classes(
+    client: TestClient, path: str, method: str
+) -> None:
+    responses = client.get("/openapi.json").json()["paths"][path][method]["responses"]
+    others, errors = ROUTE_ERRORS[path, method]
 
     assert set(responses) == others | {str(error.status) for error in errors}
     for error in errors:
