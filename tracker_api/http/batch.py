@@ -36,10 +36,9 @@ FIELDS = frozenset({"data", "eventId", "timestamp"})
 
 # Outside its strings a legal item has at most a "{", a ":" per field (3), a "," between
 # fields (2) and the "," before the next item; inside, at most 6 strings (keys, values).
-# Every JSON value but the first of a container follows one of these characters.
+# Every JSON value but the body's first follows a "[", "{", "," or ":" outside strings.
 STRUCTURE_PER_ITEM = 7
 STRINGS_PER_ITEM = 6
-STRUCTURAL = (b"[", b"{", b",", b":")
 JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 # A non-blank NDJSON line, from its first visible character: blank lines are skipped by
 # the regex engine, never by a Python loop.
@@ -87,7 +86,13 @@ def media_type(content_type: str | None) -> str:
 
 
 def _structure(body: bytes, start: int, end: int) -> int:
-    return sum(body.count(character, start, end) for character in STRUCTURAL)
+    count = body.count
+    return (
+        count(b"[", start, end)
+        + count(b"{", start, end)
+        + count(b",", start, end)
+        + count(b":", start, end)
+    )
 
 
 def _too_much(max_batch: int) -> PayloadTooLarge:
@@ -103,8 +108,8 @@ def check_structure(body: bytes, max_batch: int) -> None:
     passes); only when that is over the limit (data holding commas, colons or brackets)
     are the strings skipped, and no more of them than a legal batch can have."""
     limit = STRUCTURE_PER_ITEM * max_batch + 1
-    if _structure(body, 0, len(body)) <= limit:
-        return
+    if len(body) <= limit or _structure(body, 0, len(body)) <= limit:
+        return  # (a body no longer than the limit cannot hold more such characters)
     outside = strings = position = 0
     for match in JSON_STRING.finditer(body):
         strings += 1
