@@ -241,7 +241,7 @@ def test_an_unknown_user_costs_the_same_key_derivation_as_a_known_one(
     assert auth.derivations == 400
     # Without a dummy derivation an unknown user took ~2 µs against ~80 µs for a known one.
     ratio = statistics.median(timings["unknown"]) / statistics.median(timings["known"])
-    assert 0.7 < ratio < 1.4, timings
+    assert 0.5 < ratio < 2.0, timings
 
 
 # -- failed logins are throttled -----------------------------------------------------------

@@ -1,7 +1,7 @@
 """What a real worker process holds in memory, read from ``/proc``.
 
-``Memory.of(tracker)`` finds the process that serves requests (with one worker, the
-``tracker-api`` process itself; with several, its first child). ``measure()`` resets the
+``Memory.of(process)`` finds the process that serves requests (with one worker, the
+``tracker-api`` process itself; with several, its first worker child). ``measure()`` resets the
 kernel's peak counter (VmHWM), runs the load, and reports in MiB how far the resident set
 rose at its peak and how much of that is still held afterwards.
 """
@@ -30,6 +30,12 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
+def _is_worker(pid: int) -> bool:
+    """uvicorn starts each of several workers as a spawned process (not the resource
+    tracker, which is a multiprocessing child too)."""
+    return b"multiprocessing.spawn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 @dataclass
 class Growth:
     """MiB above the resident set measured before the load."""
@@ -45,10 +51,11 @@ class Memory:
     growth: Growth = field(default_factory=Growth)
 
     @classmethod
-    def of(cls, process: subprocess.Popen[bytes]) -> Memory:
+    def of(cls, process: subprocess.Popen[bytes] | None) -> Memory:
         """The worker of a ``tracker-api`` process (itself with one worker)."""
-        children = _children(process.pid)
-        return cls(children[0] if children else process.pid)
+        assert process is not None, "the process is not running"
+        workers = [child for child in _children(process.pid) if _is_worker(child)]
+        return cls(workers[0] if workers else process.pid)
 
     def rss(self) -> int:
         return _status(self.pid, "VmRSS")

@@ -81,7 +81,7 @@ def report(name: str, memory: Memory) -> str:
 def test_three_hundred_junk_logins_of_1_mib_are_refused_and_leave_nothing_behind(
     tracker: TrackerProcess,
 ) -> None:
-    memory = Memory.of(tracker.process)  # type: ignore[arg-type]
+    memory = Memory.of(tracker.process)
     statuses: Counter[int] = Counter()
     with memory.measure(), httpx.Client(base_url=tracker.base_url, timeout=10) as http:
         for n in range(300):
@@ -98,7 +98,7 @@ def test_three_hundred_junk_logins_of_1_mib_are_refused_and_leave_nothing_behind
 def test_ten_thousand_distinct_wrong_logins_under_the_header_limit_are_not_kept(
     tracker: TrackerProcess,
 ) -> None:
-    memory = Memory.of(tracker.process)  # type: ignore[arg-type]
+    memory = Memory.of(tracker.process)
     statuses: Counter[int] = Counter()
     with memory.measure(), httpx.Client(base_url=tracker.base_url, timeout=10) as http:
         filler = "x" * 12_000
@@ -113,7 +113,7 @@ def test_ten_thousand_distinct_wrong_logins_under_the_header_limit_are_not_kept(
 
 
 def test_a_64_mib_header_is_refused_as_it_arrives(tracker: TrackerProcess) -> None:
-    memory = Memory.of(tracker.process)  # type: ignore[arg-type]
+    memory = Memory.of(tracker.process)
     with memory.measure():
         junk = "Basic " + "A" * (64 * MIB)
         response = httpx.post(
@@ -139,7 +139,7 @@ def test_a_body_of_millions_of_tiny_items_is_refused_before_they_are_built(
     open_tracker: TrackerProcess, body: bytes, content_type: str
 ) -> None:
     assert len(body) <= MAX_BODY
-    memory = Memory.of(open_tracker.process)  # type: ignore[arg-type]
+    memory = Memory.of(open_tracker.process)
     with memory.measure():
         response = httpx.post(
             open_tracker.base_url + "/1",
@@ -159,7 +159,7 @@ def test_a_body_of_millions_of_tiny_items_is_refused_before_they_are_built(
 def test_the_largest_legal_batch_stays_within_the_bound(open_tracker: TrackerProcess) -> None:
     # 1000 events of 4096 control characters: each \u0001 takes six bytes of JSON.
     body = orjson.dumps([{"data": "\x01" * 4096} for _ in range(1000)])
-    memory = Memory.of(open_tracker.process)  # type: ignore[arg-type]
+    memory = Memory.of(open_tracker.process)
     with memory.measure():
         response = httpx.post(
             open_tracker.base_url + "/1",
