@@ -13,7 +13,8 @@ With logins on, events come only as a POST with a JSON or NDJSON body (405 for a
 415 for another content type), checked before the login: a browser that saved a login
 sends it with whatever any web page asks of the tracker, and only such a POST needs a
 CORS preflight, which only ``TRACKER_CORS_ORIGINS`` pass (docs/adr/0017). A large body
-is parsed in a worker thread, so the event loop keeps serving meanwhile.
+is parsed in a worker thread: the event loop gets the interpreter back between its steps
+(orjson's own pass still holds it), which halved the loop's longest stall.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from tracker_api.service.validation import check_account_id, check_event_id
 Headers = list[tuple[bytes, bytes]]
 CONTENT_TYPE_JSON = (b"content-type", b"application/json")
 REQUEST_ID_HEADER = b"x-request-id"
-# Larger bodies are parsed in a thread: 25 MB of JSON takes the loop ~0.1 s otherwise.
+# Larger bodies are parsed in a thread: the largest legal batch (23 MiB of JSON) took the
+# loop ~50 ms to count, parse and validate, every other request waiting meanwhile.
 PARSE_INLINE_BYTES = 64 * 1024
 LOGIN_MEDIA_TYPES = frozenset({JSON, NDJSON})
 
