@@ -13,9 +13,10 @@
 6. batches: POST /1 with 100 events per request (bench/batch.lua) against the same
    tracker, events/s beside the single GETs of the same run (target: at least 3x), every
    event delivered;
-7. logins on: a second tracker with TRACKER_HTTP_AUTH=true (the first one idle), GETs
-   with the account's HTTP Basic login, req/s beside the peak without (the cost of
-   checking logins);
+7. logins on: a second tracker with TRACKER_HTTP_AUTH=true (the first one idle), one
+   event per POST (bench/event.lua: with logins on the tracker refuses event GETs) with
+   the account's HTTP Basic login, req/s beside the peak without (the cost of checking
+   logins, and of a POST's body);
 8. optionally (--soak SECONDS) a run at half the peak rate sampling each worker's RSS.
 
 Results go to bench/results/<time>.json, a row in docs/benchmarks.md and a chart,
@@ -375,14 +376,15 @@ def measure_batches(base: str, seconds: float, connections: int, status: Path) -
 
 
 def measure_auth(stack: Stack, seconds: float, connections: int, logs: Path) -> dict[str, Any]:
-    """Single GETs at full speed on a tracker that checks HTTP logins."""
+    """Single events at full speed on a tracker that checks HTTP logins: one JSON object
+    per POST, since with logins on an event GET is refused (405)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}{EVENT_PATH}"
-    say(f"logins on: TRACKER_HTTP_AUTH=true, wrk -c{connections} {seconds:.0f}s")
+    url = f"http://127.0.0.1:{port}/1"
+    say(f"logins on: TRACKER_HTTP_AUTH=true, POST one event, wrk -c{connections} {seconds:.0f}s")
     with tracker_process(stack.auth_env(port), logs / "tracker-auth.log"):
-        login = stack.basic_auth()
-        wrk(url, 2, connections, "-H", login)  # warm-up
-        load = wrk(url, seconds, connections, "-H", login)
+        options = ("-s", str(REPO / "bench" / "event.lua"), "-H", stack.basic_auth())
+        wrk(url, 2, connections, *options)  # warm-up
+        load = wrk(url, seconds, connections, *options)
     return {"rps": load["rps"], "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"],
             "non_2xx": load["non_2xx"]}  # fmt: skip
 

@@ -39,8 +39,13 @@ def haproxy_config(port: int, backends: Sequence[int], header: str) -> str:
             # Every retry on another instance: by default HAProxy retries the one that
             # just failed, and a killed tracker then costs a 503 per request it was sent.
             "    option redispatch 1",
+            # The client's address for the trackers that trust this balancer
+            # (TRACKER_FORWARDED_ALLOW_IPS): failed logins are counted per client.
+            "    option forwardfor",
             "frontend api",
             f"    bind 127.0.0.1:{port}",
+            # Whatever a client says it forwarded is dropped: only ours is believed.
+            "    http-request del-header X-Forwarded-For",
             "    default_backend trackers",
             "backend trackers",
             "    balance roundrobin",

@@ -32,6 +32,8 @@ from tracker_contract.roles import describe_role
 
 logger = logging.getLogger("tracker_api")
 
+HTTP_PROTOCOL = "tracker_api.http.protocol:BoundedHttpToolsProtocol"
+
 
 def logging_config(level: str) -> dict[str, Any]:
     """One line per notable event: time, level, logger, process, message."""
@@ -78,11 +80,16 @@ def serve() -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools with the request head bounded (TRACKER_MAX_HEADER_BYTES): named by its
+        # import path, which every worker process can load.
+        http=HTTP_PROTOCOL,
         access_log=False,
         log_config=log_config,  # applied again in every worker process
         server_header=False,
-        proxy_headers=False,  # client addresses are not used; saves work per request
+        # The client address counts failed logins; only named proxies may say who the
+        # client is (X-Forwarded-For). Without any, the TCP peer is the client.
+        proxy_headers=bool(settings.forwarded_allow_ip_list),
+        forwarded_allow_ips=settings.forwarded_allow_ip_list or None,
         lifespan="on",
     )
 

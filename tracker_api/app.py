@@ -12,7 +12,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Lifespan
 
 from tracker_api import __version__
@@ -25,6 +24,7 @@ from tracker_api.http.auth import HttpAuth
 from tracker_api.http.fastpath import TrackerApp, fixed_segments
 from tracker_api.http.handler import HttpEvents
 from tracker_api.http.routes import admin, events, health, history
+from tracker_api.http.throttle import LoginThrottle
 from tracker_api.service.accounts import accounts_for
 from tracker_api.service.broker import BrokerConnection, Publisher, Session
 from tracker_api.service.events import EventService
@@ -133,7 +133,15 @@ def create_api(
             # One cache of verified logins for the history, the admin API and
             # (TRACKER_HTTP_AUTH) events.
             auth = (
-                HttpAuth(settings.password_file, ttl=settings.http_auth_cache_ttl)
+                HttpAuth(
+                    settings.password_file,
+                    ttl=settings.http_auth_cache_ttl,
+                    throttle=LoginThrottle(
+                        settings.login_failures_per_login,
+                        settings.login_failures_per_address,
+                        settings.workers,
+                    ),
+                )
                 if settings.password_file is not None
                 else None
             )
@@ -150,14 +158,47 @@ def create_api(
             yield
         logger.info("tracker stopped")
 
-    return build_api(lifespan, cors_options(settings))
+    return build_api(
+        lifespan,
+        event_logins=settings.http_auth,
+        history_logins=settings.password_file is not None,
+    )
+
+
+BASIC_AUTH = "httpBasic"
+
+
+def declare_basic_auth(api: FastAPI, operations: list[tuple[str, str]]) -> None:
+    """Declare HTTP Basic in the OpenAPI document for ``(path, method)`` operations, so
+    that /docs offers its Authorize button and sends the login with them."""
+    build = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is not None:
+            return api.openapi_schema
+        schema = build()  # FastAPI keeps it as api.openapi_schema: changed once, here
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[BASIC_AUTH] = {
+            "type": "http",
+            "scheme": "basic",
+            "description": "An MQTT login of TRACKER_PASSWORD_FILE",
+        }
+        for path, method in operations:
+            schema["paths"][path][method]["security"] = [{BASIC_AUTH: []}]
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def build_api(
-    lifespan: Lifespan[FastAPI] | None = None, cors: dict[str, Any] | None = None
+    lifespan: Lifespan[FastAPI] | None = None,
+    *,
+    event_logins: bool = False,
+    history_logins: bool = False,
 ) -> FastAPI:
     """The routes alone. Their first segments must be names no account may have
-    (``tracker_contract.ids.RESERVED_SEGMENTS``), so the fast path leaves them to FastAPI."""
+    (``tracker_contract.ids.RESERVED_SEGMENTS``), so the fast path leaves them to FastAPI.
+    ``event_logins`` / ``history_logins``: those routes take HTTP Basic (OpenAPI)."""
     # /docs works offline: its assets come with the fastapi-offline package, under /docs/
     # so that the fast path (which leaves "docs" to FastAPI) never mistakes them for events.
     api = FastAPIOffline(
@@ -168,8 +209,6 @@ def build_api(
         static_url=DOCS_ASSETS,
     )
     api.add_exception_handler(TrackerError, _tracker_error)
-    if cors is not None:
-        api.add_middleware(CORSMiddleware, **cors)
     api.include_router(health.router)
     api.include_router(history.router)  # before /{account_id}: "events" is no account
     api.include_router(admin.router)  # nor is "admin"
@@ -177,6 +216,10 @@ def build_api(
     unreserved = fixed_segments(api) - RESERVED_SEGMENTS
     if unreserved:
         raise RuntimeError(f"add {sorted(unreserved)} to tracker_contract.ids.RESERVED_SEGMENTS")
+    operations = [("/{account_id}", "post")] if event_logins else []
+    operations += [(history.HISTORY_PATH, "get")] if history_logins else []
+    if operations:
+        declare_basic_auth(api, operations)
     return api
 
 
@@ -190,19 +233,20 @@ def create_app(
     return TrackerApp(
         create_api(settings, publisher, engine),
         fast_path=settings.fast_path,
-        cors=cors_options(settings),
+        cors=cors_options(settings.cors_origin_list, ["GET", "POST"]),
+        history_cors=cors_options(settings.history_cors_origin_list, ["GET"]),
     )
 
 
-def cors_options(settings: Settings) -> dict[str, Any] | None:
-    """Starlette ``CORSMiddleware`` options for ``TRACKER_CORS_ORIGINS``, None when unset:
-    the FastAPI app (preflights included) and the fast path use the same ones."""
-    origins = settings.cors_origin_list
+def cors_options(origins: list[str], methods: list[str]) -> dict[str, Any] | None:
+    """Starlette ``CORSMiddleware`` options for some origins, None when there are none.
+    Never ``allow_credentials``: a browser's saved login or cookies are not sent along;
+    a page that may send sets ``Authorization`` itself."""
     if not origins:
         return None
     return {
         "allow_origins": origins,
-        "allow_methods": ["GET", "POST"],
+        "allow_methods": methods,
         "allow_headers": [
             "Authorization",
             "Content-Type",

@@ -135,6 +135,28 @@ class Settings(BaseSettings):
     http_auth_cache_ttl: float = Field(
         5.0, ge=0, le=3600, description="seconds a verified HTTP login is trusted without a check"
     )
+    login_failures_per_login: float = Field(
+        10,
+        ge=0,
+        description="failed HTTP logins per minute per login name, a burst of as many (0 = off)",
+    )
+    login_failures_per_address: float = Field(
+        100,
+        ge=0,
+        description="failed HTTP logins per minute per client address, a burst of as many "
+        "(0 = off)",
+    )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="comma-separated proxy addresses whose X-Forwarded-For names the client "
+        "(none by default: the client is the TCP peer)",
+    )
+    max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        le=1_048_576,
+        description="request header fields (names and values) in bytes; 431 beyond",
+    )
     rate_limit: float = Field(
         0, ge=0, description="events per second per account, over all workers (0 = off)"
     )
@@ -152,6 +174,9 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="comma-separated origins browsers may send events from (* = any)"
     )
+    history_cors_origins: str = Field(
+        "", description="comma-separated origins browsers may read the history from (never *)"
+    )
 
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:
@@ -165,6 +190,13 @@ class Settings(BaseSettings):
         if self.http_auth and self.password_file is not None and not self.password_file.is_file():
             # Every login would be refused: say so now, not as 401s to every device.
             raise ValueError(f"TRACKER_PASSWORD_FILE: no such file: {self.password_file}")
+        if "*" in self.history_cors_origin_list:
+            # Any web page could then read every account's events when the history is
+            # open (no password file): name the dashboards instead.
+            raise ValueError(
+                "TRACKER_HISTORY_CORS_ORIGINS: * is refused; name the origins that may read "
+                "the history, e.g. https://dashboard.example"
+            )
         return self
 
     def _check_client_ids(self) -> None:
@@ -206,7 +238,15 @@ class Settings(BaseSettings):
 
     @property
     def cors_origin_list(self) -> list[str]:
-        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+        return _items(self.cors_origins)
+
+    @property
+    def history_cors_origin_list(self) -> list[str]:
+        return _items(self.history_cors_origins)
+
+    @property
+    def forwarded_allow_ip_list(self) -> list[str]:
+        return _items(self.forwarded_allow_ips)
 
     @property
     def brokers(self) -> tuple[BrokerAddress, ...]:
@@ -250,6 +290,11 @@ class Settings(BaseSettings):
     def broker(self) -> BrokerAddress:
         """The first of ``brokers``, for tools that talk to one node."""
         return self.brokers[0]
+
+
+def _items(text: str) -> list[str]:
+    """The entries of a comma-separated setting, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class ConfigError(Exception):

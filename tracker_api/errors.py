@@ -7,8 +7,13 @@ TrackerError
   ├── AccountNotFound     -> 404  "Account Id does not exist!"
   ├── AccountInactive     -> 403  "Inactive account!"
   ├── AccountHasEvents    -> 409  (removing an account with archived events, unforced)
-  ├── LoginRequired       -> 401 + WWW-Authenticate (TRACKER_HTTP_AUTH: no or wrong login)
+  ├── LoginRequired       -> 401 + WWW-Authenticate (TRACKER_HTTP_AUTH: no login)
+  │     ├── LoginRefused          (an unknown user or a wrong password: one answer for both)
+  │     └── MalformedLogin        (an Authorization header that is not HTTP Basic)
   ├── LoginForbidden      -> 403  (another account's login)
+  ├── LoginThrottled      -> 429 + Retry-After (too many failed logins: login or address)
+  ├── LoginNeedsPost      -> 405 + Allow: POST (TRACKER_HTTP_AUTH: an event GET)
+  ├── LoginNeedsJson      -> 415  (TRACKER_HTTP_AUTH: a POST that is not JSON or NDJSON)
   ├── RateLimited         -> 429 + Retry-After (over TRACKER_RATE_LIMIT)
   └── ServiceUnavailable  -> 503 + Retry-After: not done now, safe to retry
         ├── PublishFailed        (broker unreachable, window full: nothing was sent)
@@ -114,11 +119,24 @@ class LoginRequired(TrackerError):
     status = 401
     detail = "Login required: HTTP Basic with the account's MQTT login (or tracker's)"
     outcome = "unauthorized"
-    when = "TRACKER_HTTP_AUTH: no login, or a wrong one"
+    when = "TRACKER_HTTP_AUTH: no login"
 
     @property
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Basic realm="tracker", charset="UTF-8"'}
+
+
+class LoginRefused(LoginRequired):
+    """An unknown user and a wrong password get the same answer, in the same time, so
+    that nobody learns which logins exist."""
+
+    detail = "Wrong user name or password"
+    when = "An unknown user or a wrong password"
+
+
+class MalformedLogin(LoginRequired):
+    detail = "The Authorization header is not HTTP Basic: Basic base64(user:password)"
+    when = "An Authorization header that is not HTTP Basic"
 
 
 class LoginForbidden(TrackerError):
@@ -126,6 +144,50 @@ class LoginForbidden(TrackerError):
     detail = "This login may not send events for this account"
     outcome = "forbidden"
     when = "TRACKER_HTTP_AUTH: another account's login"
+
+
+class LoginThrottled(TrackerError):
+    """Too many failed logins for this login name, or from this client address, within
+    the last minute (``TRACKER_LOGIN_FAILURES_PER_LOGIN`` / ``_PER_ADDRESS``): refused
+    before the password is looked at, so a guesser learns nothing until ``retry_after``."""
+
+    status = 429
+    outcome = "login_throttled"
+    when = "Too many failed logins for this login or from this address"
+
+    def __init__(self, retry_after: int | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(
+            None if retry_after is None else f"Too many failed logins; retry after {retry_after} s"
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        seconds = "seconds until a login may be tried again"
+        return {"Retry-After": seconds if self.retry_after is None else str(self.retry_after)}
+
+
+# With logins on, a browser that saved a login sends it with any request a web page makes
+# to the tracker; only requests that need a CORS preflight are safe from other sites.
+LOGIN_CONTENT_TYPES = "Content-Type application/json or application/x-ndjson"
+
+
+class LoginNeedsPost(TrackerError):
+    status = 405
+    detail = f"Logins are on: send events with POST and {LOGIN_CONTENT_TYPES}, not GET"
+    outcome = "method_not_allowed"
+    when = "TRACKER_HTTP_AUTH: events are sent with POST only"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Allow": "POST"}
+
+
+class LoginNeedsJson(TrackerError):
+    status = 415
+    detail = f"Logins are on: a POST needs {LOGIN_CONTENT_TYPES}"
+    outcome = "unsupported_media_type"
+    when = f"TRACKER_HTTP_AUTH: a POST without {LOGIN_CONTENT_TYPES}"
 
 
 class RateLimited(TrackerError):

@@ -27,6 +27,9 @@ REQUEST_OUTCOMES = (
     "unauthorized",
     "forbidden",
     "rate_limited",
+    "login_throttled",
+    "method_not_allowed",
+    "unsupported_media_type",
 )
 
 REQUESTS = Counter(

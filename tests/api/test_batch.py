@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -298,3 +299,82 @@ def test_a_client_gone_mid_body_publishes_nothing_of_what_it_sent(
     assert publisher.published == []
     assert sent[0]["status"] == 422
     assert b"disconnected before the body was complete" in sent[1]["body"]  # type: ignore[operator]
+
+
+# -- what a body may cost to parse ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"[" + b"{}," * 3999 + b"{}]", "application/json"),
+        (b"[" + b"1," * 7999 + b"1]", "application/json"),
+        (b'[{"data": "x", "eventId": ' + b"[" * 8000 + b"]" * 8000 + b"}]", "application/json"),
+        # Commas in the data make the strings count: more than a full batch has.
+        (b'[{"data": "' + b"," * 8000 + b'"}, ' + b'"", ' * 6000 + b'""]', "application/json"),
+        (b"{}\n" * 8000, NDJSON),
+        (b'{"data": [' + b"0," * 7000 + b"0]}\n", NDJSON),
+    ],
+    ids=["empty-objects", "numbers", "nested", "strings", "ndjson-objects", "ndjson-nested"],
+)
+def test_a_body_with_more_json_than_a_full_batch_can_hold_is_413_before_it_is_built(
+    client: TestClient, publisher: FakePublisher, body: bytes, content_type: str
+) -> None:
+    response = client.post("/1", content=body, headers={"content-type": content_type})
+
+    assert response.status_code == 413
+    assert response.json()["detail"] == (
+        "The body holds more JSON than 1000 events can: at most 1000 events, each an object "
+        "of data, eventId and timestamp"
+    )
+    assert publisher.published == []
+
+
+def test_ndjson_is_read_no_further_than_a_full_batch(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    body = b'{"data": "x"}\n' * 1001 + b"\n" * 100_000 + b"not json\n"
+
+    response = client.post("/1", content=body, headers={"content-type": NDJSON})
+
+    assert response.status_code == 413
+    assert response.json() == {"detail": "more than 1000 events in one request; at most 1000"}
+    assert publisher.published == []
+
+
+def test_data_full_of_commas_colons_and_brackets_is_still_a_legal_batch(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    data = '{"a": [1, 2], "b": {"c": ":,"}}' * 40  # JSON as text: quotes escaped, ~1.3 kB
+    items = [
+        {"data": data, "eventId": f"e-{n}", "timestamp": "2026-11-28T12:00:00Z"}
+        for n in range(1000)
+    ]
+
+    json = client.post("/1", json=items)
+    lines = client.post("/2", content=ndjson(items), headers={"content-type": NDJSON})
+
+    assert (json.status_code, lines.status_code) == (200, 200)
+    assert len(publisher.published) == 2000
+
+
+def test_a_large_body_is_parsed_off_the_event_loop(
+    client: TestClient, publisher: FakePublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    service = client.app.api.state.service  # type: ignore[attr-defined]
+    validate = service.validate_item
+
+    def recording(data: str, event_id: str | None) -> None:
+        threads.append(threading.current_thread().name)
+        validate(data, event_id)
+
+    monkeypatch.setattr(service, "validate_item", recording)
+    client.post("/1", json=[{"data": "small"}])
+    client.get("/1?data=on-the-loop")  # a GET validates on the loop: its thread's name
+    client.post("/1", json=[{"data": "x" * 4000} for _ in range(100)])  # ~400 kB
+
+    loop_thread = threads[1]
+    assert threads[0] == loop_thread  # a small body: parsed at once, on the loop
+    assert set(threads[2:]) and loop_thread not in threads[2:]
+    assert len(publisher.published) == 102

@@ -23,7 +23,12 @@ from tracker_api.errors import (
     DatabaseUnavailable,
     InvalidRequest,
     LoginForbidden,
+    LoginNeedsJson,
+    LoginNeedsPost,
+    LoginRefused,
     LoginRequired,
+    LoginThrottled,
+    MalformedLogin,
     PayloadTooLarge,
     PublishFailed,
     PublishOutcomeUnknown,
@@ -384,8 +389,10 @@ def concrete_errors(base: type[TrackerError] = TrackerError) -> list[type[Tracke
     return found
 
 
+LOGIN_ERRORS = {LoginRequired, LoginRefused, MalformedLogin, LoginThrottled, LoginForbidden}
 # What each route can answer besides the error classes: success, and answers written by
-# hand (the history's and the admin API's 422 with a message per bad parameter).
+# hand (the history's and the admin API's 422 with a message per bad parameter, the
+# batch's statuses).
 ADMIN_ERRORS = {AdminDisabled, AdminLoginRequired, AdminForbidden, DatabaseUnavailable}
 ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
     "GET /{account_id}": (
@@ -398,12 +405,19 @@ ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
             PublishFailed,
             DatabaseUnavailable,
             PublishOutcomeUnknown,
-            LoginRequired,
-            LoginForbidden,
             RateLimited,
+            LoginNeedsPost,
+            *LOGIN_ERRORS,
         },
     ),
-    "GET /events": ({"200", "422"}, {HistoryLoginRequired, HistoryForbidden}),
+    "POST /{account_id}": (
+        {"200", "413", "422", "503", "504"},
+        {AccountInactive, AccountNotFound, RateLimited, LoginNeedsJson, *LOGIN_ERRORS},
+    ),
+    "GET /events": (
+        {"200", "422"},
+        {HistoryLoginRequired, LoginRefused, MalformedLogin, LoginThrottled, HistoryForbidden},
+    ),
     "GET /admin/accounts": ({"200", "422"}, ADMIN_ERRORS),
     "POST /admin/accounts": ({"200", "201", "422"}, ADMIN_ERRORS),
     "GET /admin/accounts/{account_id}": ({"200", "422"}, ADMIN_ERRORS | {AccountNotFound}),

@@ -5,12 +5,13 @@ HTTP paths."""
 from __future__ import annotations
 
 import shutil
+import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2 as httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -21,8 +22,18 @@ from tests.helpers.metrics import value as metric
 from tests.helpers.waiting import wait_until
 from tracker_api.app import create_app
 from tracker_api.config import ConfigError, load_settings
-from tracker_api.errors import LoginForbidden, LoginRequired
-from tracker_api.http.auth import HttpAuth
+from tracker_api.errors import (
+    LoginForbidden,
+    LoginNeedsJson,
+    LoginNeedsPost,
+    LoginRefused,
+    LoginRequired,
+    LoginThrottled,
+    MalformedLogin,
+)
+from tracker_api.http.auth import HttpAuth, basic_header
+from tracker_api.http.batch import NDJSON
+from tracker_api.http.throttle import FailureBuckets, LoginThrottle
 from tracker_api.http.tracing import trace_id
 from tracker_api.service.rate_limit import RateLimiter
 
@@ -84,7 +95,7 @@ def auth_client(
 def test_the_accounts_own_login_and_the_service_login_may_send(
     auth_client: TestClient, publisher: FakePublisher
 ) -> None:
-    own = auth_client.get("/1", params={"data": "a"}, auth=("1", "one-secret"))
+    own = auth_client.post("/1", json={"data": "a"}, auth=("1", "one-secret"))
     service = auth_client.post("/1", json=[{"data": "b"}], auth=("tracker", "svc-secret"))
 
     assert (own.status_code, service.status_code) == (200, 200)
@@ -92,27 +103,38 @@ def test_the_accounts_own_login_and_the_service_login_may_send(
 
 
 @pytest.mark.parametrize(
-    "auth", [None, ("1", "wrong"), ("nobody", "x")], ids=["none", "wrong-password", "no-such-user"]
+    ("auth", "detail"),
+    [
+        (None, LoginRequired.detail),
+        (("1", "wrong"), LoginRefused.detail),
+        (("nobody", "x"), LoginRefused.detail),
+    ],
+    ids=["none", "wrong-password", "no-such-user"],
 )
-def test_no_or_a_wrong_login_is_401_with_a_challenge(
-    auth_client: TestClient, publisher: FakePublisher, auth: tuple[str, str] | None
+def test_no_login_and_a_wrong_login_are_401_with_distinct_details_and_a_challenge(
+    auth_client: TestClient,
+    publisher: FakePublisher,
+    auth: tuple[str, str] | None,
+    detail: str,
 ) -> None:
-    get = auth_client.get("/1", params={"data": "a"}, auth=auth)
-    post = auth_client.post("/1", json=[{"data": "a"}], auth=auth)
+    single = auth_client.post("/1", json={"data": "a"}, auth=auth)
+    batch = auth_client.post("/1", json=[{"data": "a"}], auth=auth)
 
-    for response in (get, post):
+    for response in (single, batch):
         assert response.status_code == 401
-        assert response.json() == {"detail": LoginRequired.detail}
+        assert response.json() == {"detail": detail}
         assert response.headers["www-authenticate"].startswith('Basic realm="tracker"')
+    assert LoginRequired.detail != LoginRefused.detail
     assert publisher.published == []
 
 
-def test_a_malformed_authorization_header_is_401(
+def test_a_malformed_authorization_header_is_401_saying_so(
     auth_client: TestClient, publisher: FakePublisher
 ) -> None:
     for value in ("Bearer abc", "Basic !!!", "Basic bm9jb2xvbg=="):  # the last: "nocolon"
-        response = auth_client.get("/1?data=a", headers={"Authorization": value})
+        response = auth_client.post("/1", json={"data": "a"}, headers={"Authorization": value})
         assert response.status_code == 401
+        assert response.json() == {"detail": MalformedLogin.detail}
     assert publisher.published == []
 
 
@@ -127,12 +149,14 @@ def test_another_accounts_login_is_403(auth_client: TestClient, publisher: FakeP
 def test_a_removed_login_is_refused_once_the_cache_notices(
     auth_client: TestClient, password_file: Path
 ) -> None:
-    assert auth_client.get("/1?data=a", auth=("1", "one-secret")).status_code == 200
+    assert auth_client.post("/1", json={"data": "a"}, auth=("1", "one-secret")).status_code == 200
 
     users("remove", "1", "--password-file", str(password_file))
 
     wait_until(
-        lambda: auth_client.get("/1?data=b", auth=("1", "one-secret")).status_code == 401,
+        lambda: (
+            auth_client.post("/1", json={"data": "b"}, auth=("1", "one-secret")).status_code == 401
+        ),
         timeout=5,
     )
 
@@ -142,7 +166,7 @@ def test_verified_logins_are_cached_so_repeated_requests_derive_no_key(
 ) -> None:
     now = [0.0]
     auth = HttpAuth(password_file, ttl=5, clock=lambda: now[0])
-    header = httpx.BasicAuth("1", "one-secret")._auth_header
+    header = basic_header("1", "one-secret")
 
     for _ in range(100):
         auth.check("1", header)
@@ -150,6 +174,212 @@ def test_verified_logins_are_cached_so_repeated_requests_derive_no_key(
     now[0] = 6.0  # past the TTL: verified again
     auth.check("1", header)
     assert auth.derivations == 2
+
+
+def test_wrong_logins_are_never_cached(password_file: Path) -> None:
+    auth = HttpAuth(password_file, ttl=60)
+    wrong = [basic_header("1", f"guess-{n}") for n in range(200)]
+    wrong += [basic_header(f"user-{n}", "x") for n in range(200)]
+    wrong += [f"Junk {n}" for n in range(200)]
+
+    for header in wrong:
+        with pytest.raises(LoginRequired):
+            auth.login(header)
+    assert auth.cached == 0
+    assert auth.login(basic_header("1", "one-secret")) == "1"
+    assert auth.cached == 1
+
+
+def test_a_verified_login_leaves_the_cache_when_its_ttl_ends(password_file: Path) -> None:
+    now = [0.0]
+    auth = HttpAuth(password_file, ttl=5, clock=lambda: now[0])
+    auth.login(basic_header("1", "one-secret"))
+    auth.login(basic_header("2", "two-secret"))
+    assert auth.cached == 2
+
+    now[0] = 10.0  # both expired; any request sweeps them (at most once a second)
+    with pytest.raises(LoginRequired):
+        auth.login(None)
+    auth.login(basic_header("tracker", "svc-secret"))
+
+    assert auth.cached == 1
+
+
+def test_only_the_usual_spelling_of_a_login_is_cached(password_file: Path) -> None:
+    auth = HttpAuth(password_file, ttl=60)
+    usual = basic_header("1", "one-secret")
+    token = usual.removeprefix("Basic ")
+    variants = ["basic " + token, "BASIC " + token, "Basic  " + token, f"Basic {token}  "]
+
+    for variant in variants * 3:
+        assert auth.login(variant) == "1"  # each verified, none stored
+    assert auth.cached == 0
+    assert auth.derivations == 12
+    auth.login(usual)
+    auth.login(usual)
+    assert (auth.cached, auth.derivations) == (1, 13)
+
+
+def test_an_unknown_user_costs_the_same_key_derivation_as_a_known_one(
+    password_file: Path,
+) -> None:
+    auth = HttpAuth(password_file, ttl=0)  # nothing cached: every check derives a key
+    known = basic_header("1", "wrong")
+    unknown = basic_header("nobody", "wrong")
+
+    def seconds(header: str) -> float:
+        started = time.perf_counter()
+        with pytest.raises(LoginRefused):
+            auth.login(header)
+        return time.perf_counter() - started
+
+    timings: dict[str, list[float]] = {"known": [], "unknown": []}
+    for _ in range(200):  # interleaved, so that machine noise hits both alike
+        timings["known"].append(seconds(known))
+        timings["unknown"].append(seconds(unknown))
+
+    assert auth.derivations == 400
+    # Without a dummy derivation an unknown user took ~2 µs against ~80 µs for a known one.
+    ratio = statistics.median(timings["unknown"]) / statistics.median(timings["known"])
+    assert 0.5 < ratio < 2.0, timings
+
+
+# -- failed logins are throttled -----------------------------------------------------------
+
+
+def test_failed_logins_are_throttled_per_login_with_retry_after(
+    auth_client: TestClient, publisher: FakePublisher
+) -> None:
+    wrong = [auth_client.post("/1", json={"data": "x"}, auth=("1", "guess")) for _ in range(10)]
+    throttled = auth_client.post("/1", json={"data": "x"}, auth=("1", "guess"))
+    right_but_throttled = auth_client.post("/1", json={"data": "x"}, auth=("1", "one-secret"))
+    other_login = auth_client.post("/2", json={"data": "y"}, auth=("2", "two-secret"))
+
+    assert [response.status_code for response in wrong] == [401] * 10
+    for response in (throttled, right_but_throttled):  # the password is not even looked at
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "6"  # 10 a minute: one more in 6 s
+        assert response.json() == {"detail": "Too many failed logins; retry after 6 s"}
+    assert other_login.status_code == 200
+    assert [orjson.loads(p)["data"] for _, p in publisher.published] == ["y"]
+
+
+def test_failed_logins_are_throttled_per_client_address(
+    database: tuple[str, Engine], publisher: FakePublisher, password_file: Path, fast_path: bool
+) -> None:
+    with make_client(
+        database,
+        publisher,
+        fast_path,
+        http_auth=True,
+        password_file=password_file,
+        login_failures_per_address=5,
+    ) as client:
+        # Each a different user: no login's own budget runs out, the address's does.
+        wrong = [client.post("/1", json={"data": "x"}, auth=(f"u{n}", "x")) for n in range(5)]
+        throttled = client.post("/1", json={"data": "x"}, auth=("1", "one-secret"))
+        history = client.get("/events", params={"since": "1h"}, auth=("reader", "x"))
+        counted = metric(
+            client.get("/metrics").text,
+            "tracker_requests_total",
+            source="http",
+            outcome="login_throttled",
+        )
+
+    assert [response.status_code for response in wrong] == [401] * 5
+    assert throttled.status_code == 429
+    assert throttled.headers["retry-after"] == "12"  # 5 a minute
+    assert history.status_code == 429  # the history's logins share the budget
+    assert counted >= 1
+    assert publisher.published == []
+
+
+def test_a_login_verified_before_the_throttle_keeps_working(
+    auth_client: TestClient, publisher: FakePublisher
+) -> None:
+    assert auth_client.post("/1", json={"data": "a"}, auth=("1", "one-secret")).status_code == 200
+    for _ in range(11):
+        auth_client.post("/1", json={"data": "x"}, auth=("1", "guess"))
+
+    # Its exact header verified within the cache's ttl: it proves the login, throttle or not.
+    again = auth_client.post("/1", json={"data": "b"}, auth=("1", "one-secret"))
+
+    assert again.status_code == 200
+
+
+def test_the_failure_buckets_refill_over_a_minute_and_forget_the_oldest_beyond_their_size() -> None:
+    buckets = FailureBuckets(per_minute=6, max_keys=2)  # one failure back every 10 s
+    for _ in range(6):
+        buckets.spend("a", now=0.0)
+    assert buckets.wait("a", now=0.0) == pytest.approx(10.0)
+    assert buckets.wait("a", now=5.0) == pytest.approx(5.0)
+    assert buckets.wait("a", now=10.0) == 0.0
+    buckets.spend("b", now=10.0)
+    buckets.spend("c", now=10.0)  # a third key: "a", the least recently failed, goes
+    assert len(buckets) == 2
+    assert buckets.wait("a", now=10.0) == 0.0
+
+
+def test_a_throttle_over_several_workers_gives_each_its_share() -> None:
+    throttle = LoginThrottle(per_login=10, per_address=0, workers=2)
+    for _ in range(5):
+        throttle.failed("1", "198.51.100.7", now=0.0)
+    with pytest.raises(LoginThrottled, match="retry after 12 s"):
+        throttle.check("1", "198.51.100.7", now=0.0)
+    throttle.check("2", "198.51.100.7", now=0.0)  # per address: off
+
+
+# -- with logins on, only requests that need a CORS preflight carry events ----------------
+
+
+def test_with_logins_on_events_need_a_post_with_a_json_or_ndjson_body(
+    auth_client: TestClient, publisher: FakePublisher
+) -> None:
+    login = ("1", "one-secret")
+    get = auth_client.get("/1", params={"data": "a"}, auth=login)
+    path_form = auth_client.get("/1/a", auth=login)
+    simple_posts = [
+        auth_client.post("/1", content=b'{"data": "a"}', headers={"content-type": kind}, auth=login)
+        for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+    ]
+    untyped = auth_client.post("/1", content=b'{"data": "a"}', auth=login)
+    json = auth_client.post(
+        "/1",
+        content=b'{"data": "b"}',
+        headers={"content-type": "application/json; charset=utf-8"},
+        auth=login,
+    )
+    ndjson = auth_client.post(
+        "/1", content=b'{"data": "c"}\n', headers={"content-type": NDJSON}, auth=login
+    )
+
+    for response in (get, path_form):
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert response.json() == {"detail": LoginNeedsPost.detail}
+    for response in [*simple_posts, untyped]:
+        assert response.status_code == 415
+        assert response.json() == {"detail": LoginNeedsJson.detail}
+    assert (json.status_code, ndjson.status_code) == (200, 200)
+    assert [orjson.loads(p)["data"] for _, p in publisher.published] == ["b", "c"]
+
+
+def test_a_refused_get_derives_no_key(auth_client: TestClient) -> None:
+    http = auth_client.app.api.state.http  # type: ignore[attr-defined]
+    for n in range(5):
+        auth_client.get("/1", params={"data": "a"}, auth=("1", f"guess-{n}"))
+
+    assert http.auth.derivations == 0
+
+
+def test_with_logins_off_a_get_and_any_post_still_send(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    get = client.get("/1", params={"data": "a"})
+    text = client.post("/1", content=b'{"data": "b"}', headers={"content-type": "text/plain"})
+
+    assert (get.status_code, text.status_code) == (200, 200)
+    assert [orjson.loads(p)["data"] for _, p in publisher.published] == ["a", "b"]
 
 
 def test_http_auth_needs_a_password_file_that_exists(tmp_path: Path) -> None:
@@ -311,3 +541,80 @@ def test_no_cors_headers_by_default(client: TestClient) -> None:
     response = client.get("/1?data=a", headers={"Origin": "https://dashboard.example"})
 
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_the_events_origins_open_neither_the_history_nor_the_operations(
+    database: tuple[str, Engine], publisher: FakePublisher, fast_path: bool
+) -> None:
+    origin = "https://anywhere.example"
+    with make_client(database, publisher, fast_path, cors_origins="*") as client:
+        event = client.get("/1?data=a", headers={"Origin": origin})
+        history = client.get("/events", params={"since": "1h"}, headers={"Origin": origin})
+        preflight = client.options(
+            "/events", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+        )
+        operations = [client.get(path, headers={"Origin": origin}) for path in ("/metrics",)]
+
+    assert event.headers["access-control-allow-origin"] == "*"
+    assert history.status_code == 200  # open: no password file
+    for response in (history, preflight, *operations):
+        assert "access-control-allow-origin" not in response.headers
+
+
+def test_history_origins_open_the_history_only(
+    database: tuple[str, Engine], publisher: FakePublisher, fast_path: bool
+) -> None:
+    origin = "https://dashboard.example"
+    with make_client(database, publisher, fast_path, history_cors_origins=origin) as client:
+        preflight = client.options(
+            "/events",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        history = client.get("/events", params={"since": "1h"}, headers={"Origin": origin})
+        event = client.get("/1?data=a", headers={"Origin": origin})
+
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-credentials" not in preflight.headers
+    assert history.headers["access-control-allow-origin"] == origin
+    assert "access-control-allow-origin" not in event.headers
+
+
+def test_any_origin_is_refused_for_the_history() -> None:
+    with pytest.raises(ConfigError, match=r"TRACKER_HISTORY_CORS_ORIGINS: \* is refused"):
+        load_settings(history_cors_origins="https://dashboard.example, *")
+
+
+def test_the_openapi_document_declares_http_basic_where_logins_are_taken(
+    database: tuple[str, Engine], publisher: FakePublisher, password_file: Path
+) -> None:
+    with make_client(
+        database, publisher, True, http_auth=True, password_file=password_file
+    ) as client:
+        schema = client.get("/openapi.json").json()
+    with make_client(database, publisher, True, password_file=password_file) as client:
+        history_only = client.get("/openapi.json").json()
+    with make_client(database, publisher, True) as client:
+        open_schema = client.get("/openapi.json").json()
+
+    basic = [{"httpBasic": []}]
+    assert schema["components"]["securitySchemes"]["httpBasic"] == {
+        "type": "http",
+        "scheme": "basic",
+        "description": "An MQTT login of TRACKER_PASSWORD_FILE",
+    }
+    assert schema["paths"]["/{account_id}"]["post"]["security"] == basic
+    assert schema["paths"]["/events"]["get"]["security"] == basic
+    assert "security" not in schema["paths"]["/{account_id}"]["get"]  # refused with logins
+    assert "security" not in history_only["paths"]["/{account_id}"]["post"]
+    assert history_only["paths"]["/events"]["get"]["security"] == basic
+    # Without a password file no event or history route takes a login (the admin API
+    # documents its own login, and is off there).
+    assert "httpBasic" not in open_schema["components"].get("securitySchemes", {})
+    assert "security" not in open_schema["paths"]["/events"]["get"]
+    assert "security" not in open_schema["paths"]["/{account_id}"]["post"]

@@ -736,13 +736,16 @@ def test_the_cluster_trackers_need_a_login_as_the_base_tracker_does(
     try:
         with TestClient(create_app(settings, FakePublisher(), engine)) as client:
             assert client.get("/events", params=history).status_code == 401
-            assert client.get("/1", params={"data": "x"}).status_code == 401
+            assert client.post("/1", json={"data": "x"}).status_code == 401
             wrong = client.get("/events", params=history, auth=("reader", "wrong"))
             assert wrong.status_code == 401
             reader = client.get("/events", params=history, auth=("reader", "reader-secret"))
             assert reader.status_code == 200
-            sent = client.get("/1", params={"data": "x"}, auth=("1", "device-secret"))
+            sent = client.post("/1", json={"data": "x"}, auth=("1", "device-secret"))
             assert sent.status_code == 200
+            # With logins on, events come as JSON POSTs only (docs/adr/0017).
+            get = client.get("/1", params={"data": "x"}, auth=("1", "device-secret"))
+            assert get.status_code == 405
     finally:
         engine.dispose()
     # TRACKER_HTTP_AUTH=false turns it off for both stacks alike.

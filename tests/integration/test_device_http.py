@@ -4,6 +4,8 @@ real server with two workers."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,11 +15,16 @@ import pytest
 
 from tests.helpers.accounts import seeded_sqlite
 from tests.helpers.api import api_client
-from tests.helpers.broker import Mosquitto
+from tests.helpers.broker import REPO, Mosquitto
 from tests.helpers.mqtt_peer import Peer
+from tests.helpers.net import free_port, port_open
 from tests.helpers.tail import Tail, assert_exactly_once
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
+from tracker_api.passwords import PasswordFile
+
+sys.path.insert(0, str(REPO / "scripts"))
+from loadbalancer import haproxy_binary, haproxy_config  # noqa: E402
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -92,3 +99,95 @@ def test_two_workers_together_keep_to_the_rate_limit(broker: Mosquitto, tmp_path
     assert rate_limited == statuses.count(429)
     refused = next(response for response in responses if response.status_code == 429)
     assert int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["behind-a-named-proxy", "direct"])
+def test_failed_logins_are_counted_per_client_address_as_the_proxy_names_it(
+    broker: Mosquitto, tmp_path: Path, trusted: bool
+) -> None:
+    """Behind a proxy named in TRACKER_FORWARDED_ALLOW_IPS, X-Forwarded-For is the client:
+    one client's failures do not throttle another. From anyone else the header is
+    ignored: a client cannot shed its failures by naming another address."""
+    password_file = tmp_path / "passwd"
+    with PasswordFile.edit(password_file) as passwords:
+        passwords.set("1", "one-secret")
+    url, engine = seeded_sqlite(tmp_path / "tracker.db")
+    engine.dispose()
+    proxy = {"TRACKER_FORWARDED_ALLOW_IPS": "127.0.0.1"} if trusted else {}
+    with TrackerProcess(
+        tmp_path,
+        broker.url,
+        url,
+        TRACKER_INGEST="false",
+        TRACKER_HTTP_AUTH="true",
+        TRACKER_PASSWORD_FILE=str(password_file),
+        TRACKER_LOGIN_FAILURES_PER_LOGIN="0",
+        TRACKER_LOGIN_FAILURES_PER_ADDRESS="3",
+        **proxy,
+    ) as tracker:
+
+        def post(client: str, login: tuple[str, str]) -> int:
+            headers = {"X-Forwarded-For": client}
+            return httpx.post(
+                tracker.base_url + "/1", json={"data": "x"}, headers=headers, auth=login
+            ).status_code
+
+        guesses = [post("203.0.113.5", ("1", f"guess-{n}")) for n in range(4)]
+        neighbour = post("203.0.113.6", ("1", "one-secret"))
+
+    assert guesses == [401, 401, 401, 429]
+    assert neighbour == (200 if trusted else 429)
+
+
+def test_behind_the_projects_load_balancer_a_client_cannot_name_its_own_address(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """HAProxy as `make cluster` and compose configure it drops a client's own
+    X-Forwarded-For and adds the address it saw: a guesser cannot shed its failures by
+    claiming to be someone else."""
+    haproxy = haproxy_binary()
+    if haproxy is None:
+        pytest.skip("haproxy not installed: scripts/ensure-cluster-tools.sh")
+    password_file = tmp_path / "passwd"
+    with PasswordFile.edit(password_file) as passwords:
+        passwords.set("1", "one-secret")
+    url, engine = seeded_sqlite(tmp_path / "tracker.db")
+    engine.dispose()
+    with TrackerProcess(
+        tmp_path,
+        broker.url,
+        url,
+        TRACKER_INGEST="false",
+        TRACKER_HTTP_AUTH="true",
+        TRACKER_PASSWORD_FILE=str(password_file),
+        TRACKER_LOGIN_FAILURES_PER_LOGIN="0",
+        TRACKER_LOGIN_FAILURES_PER_ADDRESS="3",
+        TRACKER_FORWARDED_ALLOW_IPS="127.0.0.1",
+    ) as tracker:
+        port = free_port()
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(haproxy_config(port, [tracker.port], "tests"))
+        proxy = subprocess.Popen(
+            [haproxy, "-db", "-f", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_until(lambda: port_open(port), timeout=10, message="haproxy did not start")
+
+            def post(claimed: str) -> int:
+                return httpx.post(
+                    f"http://127.0.0.1:{port}/1",
+                    json={"data": "x"},
+                    headers={"X-Forwarded-For": claimed},
+                    auth=("1", "guess"),
+                    timeout=5,
+                ).status_code
+
+            statuses = [post(f"203.0.113.{n}") for n in range(1, 5)]
+        finally:
+            proxy.terminate()
+            proxy.wait(10)
+
+    assert statuses == [401, 401, 401, 429]

@@ -20,7 +20,12 @@ from tracker_api.errors import (
     DatabaseUnavailable,
     InvalidRequest,
     LoginForbidden,
+    LoginNeedsJson,
+    LoginNeedsPost,
+    LoginRefused,
     LoginRequired,
+    LoginThrottled,
+    MalformedLogin,
     PayloadTooLarge,
     PublishFailed,
     PublishOutcomeUnknown,
@@ -45,9 +50,14 @@ ERRORS = openapi_responses(
     DatabaseUnavailable,
     PublishOutcomeUnknown,
     LoginRequired,
+    LoginRefused,
+    MalformedLogin,
     LoginForbidden,
     RateLimited,
+    LoginThrottled,
 )
+GET_ONLY_ERRORS = openapi_responses(LoginNeedsPost)
+POST_ONLY_ERRORS = openapi_responses(LoginNeedsJson)
 EVENT_EXAMPLE = {
     "eventId": "019ac9a4-3b2e-7c01-9f5e-2b1d4c6a8e90",
     "accountId": "42",
@@ -151,6 +161,7 @@ POST_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     401: ERRORS[401],
     429: ERRORS[429],
+    **POST_ONLY_ERRORS,
     503: {
         "description": "Some or all events not accepted (none may be delivered later); "
         "`results` says which, item by item. Retry-After: 1",
@@ -186,7 +197,7 @@ TraceparentHeader = Annotated[
 ]
 
 
-@router.get("/{account_id}", responses={**OK, **ERRORS})
+@router.get("/{account_id}", responses={**OK, **ERRORS, **GET_ONLY_ERRORS})
 async def track(
     request: Request,
     http: HttpEventsDep,
@@ -197,11 +208,12 @@ async def track(
     x_request_id: RequestIdHeader = None,
     traceparent: TraceparentHeader = None,
 ) -> Response:
-    """Publish `data` for the account on `track/<accountId>`; 200 only after the PUBACK."""
+    """Publish `data` for the account on `track/<accountId>`; 200 only after the PUBACK.
+    With TRACKER_HTTP_AUTH, refused (405): send events with POST."""
     return _response(await http.get(request.scope))
 
 
-@router.get("/{account_id}/{data:path}", responses={**OK, **ERRORS})
+@router.get("/{account_id}/{data:path}", responses={**OK, **ERRORS, **GET_ONLY_ERRORS})
 async def track_path(
     request: Request,
     http: HttpEventsDep,
@@ -229,5 +241,6 @@ async def track_batch(
     request (422, each bad item's index); a repeated eventId in one batch is invalid.
     When some events could not be accepted the answer says, item by item, which were
     accepted (200), refused (503: not delivered, retry) or unknown (504: retry with the
-    same eventId). With TRACKER_HTTP_AUTH, HTTP Basic with the account's MQTT login."""
+    same eventId). With TRACKER_HTTP_AUTH, HTTP Basic with the account's MQTT login, and
+    Content-Type application/json or application/x-ndjson."""
     return _response(await http.post(request.scope, request.receive))

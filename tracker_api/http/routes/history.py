@@ -18,9 +18,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from tracker_api.errors import InvalidRequest, LoginForbidden, LoginRequired, openapi_responses
+from tracker_api.errors import (
+    InvalidRequest,
+    LoginForbidden,
+    LoginRefused,
+    LoginRequired,
+    LoginThrottled,
+    MalformedLogin,
+    openapi_responses,
+)
 from tracker_api.http.auth import HttpAuth
 from tracker_api.http.batch import NDJSON
+from tracker_api.http.handler import client_address
 from tracker_api.http.routes.events import EVENT_EXAMPLE
 from tracker_api.storage import event_store as archive
 from tracker_contract.durations import InvalidTime, parse_time
@@ -29,6 +38,7 @@ from tracker_contract.roles import ROLES
 
 router = APIRouter(tags=["history"])
 
+HISTORY_PATH = "/events"
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000
 STREAM_PAGE = 1000  # NDJSON: rows read per query, so memory stays flat for any range
 
@@ -40,7 +50,7 @@ class HistoryForbidden(LoginForbidden):
 
 class HistoryLoginRequired(LoginRequired):
     detail = "Login required: HTTP Basic with a login of the MQTT password file"
-    when = "TRACKER_PASSWORD_FILE: no login, or a wrong one"
+    when = "TRACKER_PASSWORD_FILE: no login"
 
 
 @dataclass(frozen=True)
@@ -52,18 +62,18 @@ class HistoryQuery:
 
 
 def visible_accounts(
-    auth: HttpAuth | None, authorization: str | None, asked: list[str]
+    auth: HttpAuth | None, authorization: str | None, asked: list[str], address: str = ""
 ) -> Sequence[str] | None:
-    """The accounts the caller may read of those ``asked`` (None: every account)."""
+    """The accounts the caller (at the client ``address``) may read of those ``asked``
+    (None: every account)."""
     for account_id in asked:
         if not ACCOUNT_ID.match(account_id):
             raise InvalidRequest(f"invalid account id: {account_id!r}")
     if auth is None:
         return asked or None
-    try:
-        user = auth.login(authorization)
-    except LoginRequired:
-        raise HistoryLoginRequired() from None
+    if authorization is None:
+        raise HistoryLoginRequired()
+    user = auth.login(authorization, address)  # 401 (wrong, malformed) or 429 (throttled)
     if user in ROLES:
         return asked or None
     if any(account_id != user for account_id in asked):
@@ -86,7 +96,9 @@ def read_query(
 ) -> HistoryQuery:
     # The login first: who may not read the history learns nothing of it, not even
     # which of its parameters are wrong.
-    accounts = visible_accounts(request.app.state.logins, authorization, account or [])
+    accounts = visible_accounts(
+        request.app.state.logins, authorization, account or [], client_address(request.scope)
+    )
     if not since:
         raise InvalidRequest("since is required, e.g. since=15m or since=2026-11-28T12:00:00Z")
     now = datetime.now(UTC)
@@ -117,7 +129,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
             NDJSON: {"schema": {"type": "string"}},
         },
     },
-    **openapi_responses(HistoryLoginRequired, HistoryForbidden),
+    **openapi_responses(
+        HistoryLoginRequired, LoginRefused, MalformedLogin, HistoryForbidden, LoginThrottled
+    ),
     422: {"description": "Bad range (unparseable, since after until), account id or cursor"},
 }
 
@@ -136,7 +150,7 @@ async def _fetch(
     )
 
 
-@router.get("/events", responses=RESPONSES)
+@router.get(HISTORY_PATH, responses=RESPONSES)
 async def history(
     request: Request,
     query: QueryDep,
