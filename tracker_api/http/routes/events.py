@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from tracker_api.errors import (
     AccountInactive,
     AccountNotFound,
+    BatchOverBurst,
     DatabaseUnavailable,
     InvalidRequest,
     LoginForbidden,
@@ -47,6 +48,7 @@ ERRORS = openapi_responses(
     LoginRequired,
     LoginForbidden,
     RateLimited,
+    BatchOverBurst,
 )
 EVENT_EXAMPLE = {
     "eventId": "019ac9a4-3b2e-7c01-9f5e-2b1d4c6a8e90",
