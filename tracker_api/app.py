@@ -24,7 +24,7 @@ from tracker_api.errors import TrackerError
 from tracker_api.http.auth import HttpAuth
 from tracker_api.http.fastpath import TrackerApp, fixed_segments
 from tracker_api.http.handler import HttpEvents
-from tracker_api.http.routes import events, health, history
+from tracker_api.http.routes import events, health, history, root
 from tracker_api.service.accounts import accounts_for
 from tracker_api.service.broker import BrokerConnection, Publisher, Session
 from tracker_api.service.events import EventService
@@ -169,6 +169,7 @@ def build_api(
     api.add_exception_handler(TrackerError, _tracker_error)
     if cors is not None:
         api.add_middleware(CORSMiddleware, **cors)
+    api.include_router(root.router)
     api.include_router(health.router)
     api.include_router(history.router)  # before /{account_id}: "events" is no account
     api.include_router(events.router)
