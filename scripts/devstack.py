@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from foreground import (  # noqa: E402
     announcer,
     described,
     listening_pids,
+    make_state_dir,
     refuse_busy,
     run_in_foreground,
     shown,
@@ -45,7 +47,8 @@ from foreground import (  # noqa: E402
     wait_for,
 )
 
-from tracker_api.config import ConfigError, describe, load_settings  # noqa: E402
+from tracker_api.config import ConfigError, Settings, describe, load_settings  # noqa: E402
+from tracker_api.ops import local_credentials  # noqa: E402
 from tracker_api.ops.broker_reload import command_line, config_for, pidfile_for, running_broker  # noqa: E402
 from tracker_api.ops.ports import port_free, port_open  # noqa: E402
 from tracker_api.passwords import PasswordFile  # noqa: E402
@@ -57,25 +60,39 @@ FIRST_RESTART_DELAY, MAX_RESTART_DELAY = 1.0, 30.0
 STABLE_AFTER = 30.0  # a broker up this long is healthy again: the next restart is quick
 
 
+DEFAULT_MQTT_PORT, DEFAULT_VAR = 1883, REPO / "var"
+
+
 class DevStackSettings(BaseSettings):
     """What `make run` reads besides the API's own TRACKER_* settings."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    mqtt_port: int = Field(1883, ge=1, le=65535)
-    var_dir: Path = REPO / "var"
+    mqtt_port: int = Field(DEFAULT_MQTT_PORT, ge=1, le=65535)
+    var_dir: Path = DEFAULT_VAR
 
 
-def read_settings() -> tuple[DevStackSettings, str, int]:
+def read_settings() -> tuple[DevStackSettings, Settings]:
     """Validated settings, or one line naming the bad variable and exit 2."""
     try:
         ours = DevStackSettings()
-        api = load_settings()
+        api = api_settings(ours.var_dir.resolve() / "mqtt" / "passwd")
     except ValidationError as error:
         fail(describe(error, prefix=""))
     except ConfigError as error:
         fail(str(error))
-    return ours, api.host, api.port
+    return ours, api
+
+
+def api_settings(passwd: Path) -> Settings:
+    """The API's settings as `make run` starts it: with its broker's password file unless
+    TRACKER_PASSWORD_FILE names another, so TRACKER_HTTP_AUTH=true needs nothing more. On a
+    first run that file is written after this check (nothing is made before the settings
+    are known to be valid): until then any existing file stands in for it."""
+    if load_settings(http_auth=False).password_file is not None:  # named: checked as is
+        return load_settings()
+    stand_in = passwd if passwd.is_file() else Path(__file__)
+    return load_settings(password_file=stand_in).model_copy(update={"password_file": passwd})
 
 
 def fail(message: str) -> None:
@@ -83,13 +100,15 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-SETTINGS, API_HOST, API_PORT = read_settings()
+SETTINGS, API = read_settings()
+API_HOST, API_PORT = API.host, API.port
 BROKER_PORT = SETTINGS.mqtt_port
 VAR = SETTINGS.var_dir.resolve()
 MQTT_DIR = VAR / "mqtt"
-CREDENTIALS = VAR / "credentials.env"
+CREDENTIALS = VAR / local_credentials.FILE_NAME
 PASSWD = MQTT_DIR / "passwd"
 API_PIDFILE = VAR / "api.pid"
+DEFAULT_API_PORT = 9000
 
 
 def tool(name: str) -> str:
@@ -104,11 +123,12 @@ def tool(name: str) -> str:
 def load_credentials() -> dict[str, str]:
     """Read var/credentials.env, creating it (and the password file) on first run."""
     if CREDENTIALS.exists() and PASSWD.exists():
-        pairs = (line.split("=", 1) for line in CREDENTIALS.read_text().splitlines() if "=" in line)
-        stored = dict(pairs)
-        url = urlsplit(stored["TRACKER_MQTT_URL"])  # MQTT_PORT may differ from the first run's
+        stored = local_credentials.read(CREDENTIALS)
+        # MQTT_PORT may differ from the first run's.
+        url = urlsplit(stored[local_credentials.TRACKER_URL])
         login = url.netloc.rsplit(":", 1)[0]
-        stored["TRACKER_MQTT_URL"] = url._replace(netloc=f"{login}:{BROKER_PORT}").geturl()
+        url = url._replace(netloc=f"{login}:{BROKER_PORT}")
+        stored[local_credentials.TRACKER_URL] = url.geturl()
         return stored
     MQTT_DIR.mkdir(parents=True, exist_ok=True)
     passwords = {user: secrets.token_urlsafe(18) for user in USERS}
@@ -118,14 +138,14 @@ def load_credentials() -> dict[str, str]:
         password_file.set(user, password)
     password_file.save()
     values = {
-        "TRACKER_MQTT_URL": f"mqtt://tracker:{passwords['tracker']}@127.0.0.1:{BROKER_PORT}",
-        "MQTT_TAIL_USERNAME": "reader",
-        "MQTT_TAIL_PASSWORD": passwords["reader"],
-        "DEVICE_1_PASSWORD": passwords["1"],
+        local_credentials.TRACKER_URL: (
+            f"mqtt://tracker:{passwords['tracker']}@127.0.0.1:{BROKER_PORT}"
+        ),
+        local_credentials.READER_USERNAME: "reader",
+        local_credentials.READER_PASSWORD: passwords["reader"],
+        local_credentials.device_variable("1"): passwords["1"],
     }
-    CREDENTIALS.touch(mode=0o600)
-    CREDENTIALS.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    os.chmod(CREDENTIALS, 0o600)
+    local_credentials.write(CREDENTIALS, values)
     say(f"created local MQTT credentials in {shown(CREDENTIALS)} (mode 0600):")
     say("  tracker  publishes track/#            (the API uses it)")
     say(f"  reader   reads track/#               password {passwords['reader']}")
@@ -232,6 +252,34 @@ def start_broker(config: Path) -> subprocess.Popen[bytes]:
         return spawn_recorded(args, pidfile_for(PASSWD), output=log)
 
 
+def hints() -> list[str]:
+    """The banner's commands, for this run's ports and state directory: each one reaches
+    this system, whatever was moved (TRACKER_PORT, MQTT_PORT, VAR_DIR)."""
+    bin_dir = shown(Path(sys.executable).parent)
+    load = f"set -a; . {shown(CREDENTIALS)}; set +a"
+    url = f"'http://{API_HOST}:{API_PORT}/1?data=hello'"
+    # With logins on, an anonymous request is a 401: the demo device's login instead.
+    curl = f'{load}; curl -u "1:$DEVICE_1_PASSWORD" {url}' if API.http_auth else f"curl {url}"
+    port = f" --port {BROKER_PORT}" if BROKER_PORT != DEFAULT_MQTT_PORT else ""
+    return [
+        curl,
+        f"{load}; {bin_dir}/mqtt-tail{port} --account +",
+        f"make tail{make_overrides()}            # the same, in short",
+    ]
+
+
+def make_overrides() -> str:
+    """`make` variables naming what this run moved from the defaults the Makefile knows."""
+    moved = []
+    if BROKER_PORT != DEFAULT_MQTT_PORT:
+        moved.append(f"MQTT_PORT={BROKER_PORT}")
+    if VAR != DEFAULT_VAR:
+        moved.append(f"VAR_DIR={shlex.quote(str(shown(VAR)))}")
+    if API_PORT != DEFAULT_API_PORT:  # where `make tail ARGS=--since…` reads the history
+        moved.append(f"TRACKER_PORT={API_PORT}")
+    return "".join(f" {variable}" for variable in moved)
+
+
 def ended(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}"
@@ -247,6 +295,7 @@ class Stack:
     def run(self) -> int:
         free_port_or_exit(BROKER_PORT, "the broker", "MQTT_PORT")
         free_port_or_exit(API_PORT, "the API", "TRACKER_PORT")
+        make_state_dir(VAR)
         env = {**os.environ, **load_credentials()}
         env.setdefault("TRACKER_DATABASE_URL", f"sqlite:///{VAR / 'tracker.db'}")
         # The broker needs logins, so the history does too: an account's login reads only
@@ -274,16 +323,11 @@ class Stack:
         return self.supervise(config)
 
     def banner(self) -> None:
-        bin_dir = shown(Path(sys.executable).parent)
-        port = f" --port {BROKER_PORT}" if BROKER_PORT != 1883 else ""
         say(f"API on http://{API_HOST}:{API_PORT}  (docs: http://{API_HOST}:{API_PORT}/docs)")
         say("try it, in another terminal:")
         try:
-            print(f"    curl 'http://{API_HOST}:{API_PORT}/1?data=hello'")
-            print(
-                f"    set -a; . {shown(CREDENTIALS)}; set +a; {bin_dir}/mqtt-tail{port} --account +"
-            )
-            print("    make tail            # the same, in short")
+            for line in hints():
+                print(f"    {line}")
         except OSError:
             pass
         say("Ctrl-C stops everything")

@@ -136,6 +136,19 @@ def shown(path: Path) -> Path:
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
+STATE_MARKER = "# Local state of make run / make cluster (VAR_DIR): never committed."
+
+
+def make_state_dir(path: Path) -> None:
+    """Create the state directory (VAR_DIR) with a ``.gitignore`` ignoring all of it: a
+    VAR_DIR moved inside the checkout holds passwords and databases, and git must not
+    offer them for a commit. The marker also tells `make clean` the directory is ours."""
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(f"{STATE_MARKER}\n*\n")
+
+
 def die_with_us() -> Callable[[], None]:
     """What a child runs between fork and exec: the stop signals back to their defaults and
     unblocked (``spawn`` holds them around the fork), and, on Linux, the kernel SIGTERMs
