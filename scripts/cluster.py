@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from foreground import (  # noqa: E402
     Watchdog,
     announcer,
+    command_line_help,
     refuse_busy,
     run_in_foreground,
     shown,
@@ -59,14 +60,32 @@ class ClusterSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CLUSTER_", extra="ignore", frozen=True)
 
-    var_dir: Path = Field(REPO / "var", validation_alias="VAR_DIR")
-    port: int = Field(9000, ge=1, le=65533)
-    pg_port: int = Field(5442, ge=1, le=65535)
-    mqtt_port: int = Field(rabbit.FIXED_MQTT, ge=1, le=65533)
-    amqp_port: int = Field(rabbit.FIXED_AMQP, ge=1, le=65533)
-    dist_port: int = Field(rabbit.FIXED_DIST, ge=1, le=65533)
-    epmd_port: int = Field(rabbit.FIXED_EPMD, ge=1, le=65535)
-    ctl_port: int = Field(rabbit.FIXED_CTL, ge=1, le=65525)
+    var_dir: Path = Field(
+        REPO / "var", validation_alias="VAR_DIR", description="state under VAR_DIR/cluster"
+    )
+    port: int = Field(9000, ge=1, le=65533, description="HAProxy; the trackers take +1 and +2")
+    pg_port: int = Field(5442, ge=1, le=65535, description="PostgreSQL")
+    mqtt_port: int = Field(
+        rabbit.FIXED_MQTT, ge=1, le=65533, description="MQTT of rabbit-1; node N takes +N-1"
+    )
+    amqp_port: int = Field(rabbit.FIXED_AMQP, ge=1, le=65533, description="AMQP, likewise")
+    dist_port: int = Field(
+        rabbit.FIXED_DIST, ge=1, le=65533, description="Erlang distribution, likewise"
+    )
+    epmd_port: int = Field(rabbit.FIXED_EPMD, ge=1, le=65535, description="the cluster's epmd")
+    ctl_port: int = Field(
+        rabbit.FIXED_CTL, ge=1, le=65525, description="rabbitmqctl, this one and the next ten"
+    )
+
+
+def settings_help() -> str:
+    """The variables `make cluster` reads, with their defaults, for --help."""
+    rows = []
+    for name, field in ClusterSettings.model_fields.items():
+        variable = field.validation_alias or f"CLUSTER_{name.upper()}"
+        default = shown(field.default) if isinstance(field.default, Path) else field.default
+        rows.append(f"  {variable:<18} {str(default):<7} {field.description}")
+    return "settings (environment or make variables):\n" + "\n".join(rows)
 
     def layout(self, size: int = 3) -> Layout:
         nodes = tuple(
@@ -77,6 +96,8 @@ class ClusterSettings(BaseSettings):
 
 
 say = announcer("make cluster")
+# Before anything reads the settings or looks at ports: --help must never start a cluster.
+command_line_help("scripts/cluster.py", __doc__, settings_help())
 try:
     SETTINGS = ClusterSettings()
 except ValidationError as error:

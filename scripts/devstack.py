@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from foreground import (  # noqa: E402
     announcer,
+    command_line_help,
     described,
     listening_pids,
     make_state_dir,
@@ -54,6 +55,13 @@ from tracker_api.ops.ports import port_free, port_open  # noqa: E402
 from tracker_api.passwords import PasswordFile  # noqa: E402
 
 say = announcer("make run")
+# Before the settings are read or a port is looked at: --help never starts anything.
+command_line_help(
+    "scripts/devstack.py",
+    __doc__,
+    "settings (environment or make variables): MQTT_PORT (1883), VAR_DIR (var), and the\n"
+    "API's TRACKER_* (README.md, Configuration).",
+)
 
 USERS = ("tracker", "reader", "1")  # "1": demo device and per-account reader of account 1
 FIRST_RESTART_DELAY, MAX_RESTART_DELAY = 1.0, 30.0

@@ -13,6 +13,7 @@ watchdog: ``python scripts/foreground.py PIDFILE[:SIGNAL] ...``.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import signal
@@ -84,6 +85,18 @@ def run_in_foreground(
         stack.stop()
     say("stopped")
     return code
+
+
+def command_line_help(prog: str, doc: str | None, epilog: str) -> None:
+    """``--help`` prints ``doc`` and ``epilog`` and exits 0; any other argument is a usage
+    error (exit 2). The settings come from the environment, never from arguments."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args()
 
 
 def listening_pids(port: int) -> list[int]:

@@ -181,6 +181,30 @@ def test_a_second_run_refused_for_a_busy_port_leaves_the_running_one_alone(
         first_run.wait()
 
 
+def test_help_describes_the_settings_and_starts_nothing_beside_a_running_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`scripts/cluster.py --help` while a cluster holds the ports (its epmd here): the
+    help and exit 0, no refusal, nothing made."""
+    run = MakeCluster(tmp_path_factory.mktemp("help"))
+    with socket.socket() as epmd:
+        epmd.bind(("127.0.0.1", int(run.env["CLUSTER_EPMD_PORT"])))
+        epmd.listen()
+        done = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "cluster.py"), "--help"],
+            env=run.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("usage: scripts/cluster.py")
+    for variable in ("VAR_DIR", "CLUSTER_PORT", "CLUSTER_PG_PORT", "CLUSTER_MQTT_PORT"):
+        assert f"\n  {variable} " in done.stdout
+    assert "[make cluster]" not in done.stdout + done.stderr
+    assert not (run.var_dir / "cluster").exists()
+
+
 def test_a_var_dir_postgres_cannot_enter_is_refused_with_the_reason(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
