@@ -34,9 +34,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from foreground import (  # noqa: E402
+    Supervised,
+    Supervisor,
     announcer,
     command_line_help,
     described,
+    ended,
     listening_pids,
     make_state_dir,
     refuse_busy,
@@ -64,8 +67,6 @@ command_line_help(
 )
 
 USERS = ("tracker", "reader", "1")  # "1": demo device and per-account reader of account 1
-FIRST_RESTART_DELAY, MAX_RESTART_DELAY = 1.0, 30.0
-STABLE_AFTER = 30.0  # a broker up this long is healthy again: the next restart is quick
 
 
 DEFAULT_MQTT_PORT, DEFAULT_VAR = 1883, REPO / "var"
@@ -288,17 +289,12 @@ def make_overrides() -> str:
     return "".join(f" {variable}" for variable in moved)
 
 
-def ended(returncode: int) -> str:
-    if returncode < 0:
-        return f"was killed by {signal.Signals(-returncode).name}"
-    return f"exited with code {returncode}"
-
-
 class Stack:
     def __init__(self) -> None:
         self.seed: subprocess.Popen[bytes] | None = None
         self.broker: subprocess.Popen[bytes] | None = None
         self.api: subprocess.Popen[bytes] | None = None
+        self.supervised: Supervised | None = None  # the broker, once supervised
 
     def run(self) -> int:
         free_port_or_exit(BROKER_PORT, "the broker", "MQTT_PORT")
@@ -343,32 +339,28 @@ class Stack:
     def supervise(self, config: Path) -> int:
         """Until a signal: keep the broker up; stop everything if the API exits."""
         assert self.broker is not None and self.api is not None
-        delay, up_since = FIRST_RESTART_DELAY, time.monotonic()
+        self.supervised = Supervised(
+            "the broker",
+            self.broker,
+            start=lambda: start_broker(config),
+            ready=lambda: port_open(BROKER_PORT),
+            meanwhile="meanwhile the API answers 503",
+            back=lambda pid: f"broker restarted on 127.0.0.1:{BROKER_PORT} (pid {pid})",
+        )
+        supervisor = Supervisor(say, [self.supervised])
         while True:
             if self.api.poll() is not None:
                 say(f"the API {ended(self.api.returncode)}; stopping")
                 return 1
-            if self.broker.poll() is None:
-                if time.monotonic() - up_since > STABLE_AFTER:
-                    delay = FIRST_RESTART_DELAY
-                time.sleep(0.2)
-                continue
-            say(
-                f"the broker {ended(self.broker.returncode)}; restarting it in {delay:g} s "
-                "(meanwhile the API answers 503)"
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, MAX_RESTART_DELAY)
-            self.broker = start_broker(config)
-            if wait_for(lambda: port_open(BROKER_PORT), self.broker, 10):
-                say(f"broker restarted on 127.0.0.1:{BROKER_PORT} (pid {self.broker.pid})")
-                up_since = time.monotonic()
+            supervisor.tick()
+            time.sleep(0.2)
 
     def stop(self) -> None:
         stop_child(self.seed)
         # The API first, so it disconnects from a broker that is still there.
         stop_child(self.api, API_PIDFILE)
-        stop_child(self.broker, pidfile_for(PASSWD))
+        broker = self.supervised.process if self.supervised is not None else self.broker
+        stop_child(broker, pidfile_for(PASSWD))
 
 
 if __name__ == "__main__":
