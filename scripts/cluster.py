@@ -7,8 +7,10 @@
 3. two trackers (ports 9001 and 9002), each given every broker node (failing over);
 4. HAProxy on 127.0.0.1:9000 in front of them, checking GET /readyz.
 
-Ctrl-C, SIGTERM and SIGHUP stop HAProxy, the trackers, the cluster, then PostgreSQL. Every
-child also gets SIGTERM from the kernel if this process dies without a word (SIGKILL).
+A tracker, HAProxy or node that dies is named in one line and started again with backoff
+(1 s, 2 s … 30 s) while the rest keeps serving. Ctrl-C, SIGTERM and SIGHUP stop HAProxy,
+the trackers, the cluster, then PostgreSQL. Every child also gets SIGTERM from the kernel
+if this process dies without a word (SIGKILL).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ stops every process of the run, and so does a SIGKILL of the script (through its
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -200,8 +201,11 @@ def test_help_describes_the_settings_and_starts_nothing_beside_a_running_cluster
         )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("usage: scripts/cluster.py")
-    for variable in ("VAR_DIR", "CLUSTER_PORT", "CLUSTER_PG_PORT", "CLUSTER_MQTT_PORT"):
-        assert f"\n  {variable} " in done.stdout
+    listed = re.findall(r"^  ([A-Z_]+) ", done.stdout, re.MULTILINE)
+    assert {"VAR_DIR", "CLUSTER_PORT", "CLUSTER_PG_PORT", "CLUSTER_MQTT_PORT"} <= set(listed)
+    readme = (REPO / "README.md").read_text()
+    for variable in listed:  # and the README's table documents each one
+        assert f"| `{variable}` |" in readme, variable
     assert "[make cluster]" not in done.stdout + done.stderr
     assert not (run.var_dir / "cluster").exists()
 
