@@ -5,12 +5,17 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 VAR_DIR ?= var
 MQTT_PORT ?= 1883
+# `make tail` reads the history (ARGS=--since 10m) from the API of `make run`, wherever
+# TRACKER_PORT moved it; mqtt-tail's own default otherwise.
+TAIL_API = $(if $(TRACKER_PORT),--api http://127.0.0.1:$(TRACKER_PORT))
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run cluster tail test test-fast lint format bench bench-cluster soak seed clean
+.PHONY: help deps run cluster tail test test-fast lint format bench bench-cluster soak seed clean clean-state
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
+		'{ name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1) } \
+		END { for (i = 1; i <= NR; i++) printf "  make %-" width "s  %s\n", name[i], text[i] }'
 
 $(STAMP): pyproject.toml scripts/bootstrap-venv.sh
 	@PYTHON=$(PYTHON) scripts/bootstrap-venv.sh $(VENV) -e '.[dev]'
@@ -26,8 +31,8 @@ cluster: deps  ## the scale-out system: 3 RabbitMQ nodes, PostgreSQL, 2 trackers
 	$(BIN)/python scripts/cluster.py
 
 tail: deps  ## mqtt-tail on every account with the reader login of `make run` (ARGS='--json' etc.)
-	@test -f $(VAR_DIR)/credentials.env || { echo "no $(VAR_DIR)/credentials.env: start the system with 'make run' first" >&2; exit 1; }
-	@set -a; . $(VAR_DIR)/credentials.env; set +a; exec $(BIN)/mqtt-tail --port $(MQTT_PORT) --account + $(ARGS)
+	@test -f "$(VAR_DIR)/credentials.env" || { echo "no $(VAR_DIR)/credentials.env: start the system with 'make run' first (with the same VAR_DIR)" >&2; exit 1; }
+	@set -a; . "$(VAR_DIR)/credentials.env"; set +a; exec $(BIN)/mqtt-tail --port $(MQTT_PORT) $(TAIL_API) --account + $(ARGS)
 
 test: deps  ## the full suite with line coverage
 	@scripts/ensure-test-tools.sh docker-compose openssl
@@ -63,5 +68,12 @@ soak: deps  ## 5-minute soak at half the peak rate: memory per worker must stay 
 	@scripts/ensure-test-tools.sh wrk
 	$(BIN)/python -m bench --soak 300
 
-clean:  ## remove the venv and local state (database, broker data, credentials)
-	rm -rf $(VENV) var .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
+clean: clean-state  ## remove the venv and local state under VAR_DIR (database, broker data, credentials)
+	rm -rf $(VENV) .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
+
+# The state alone. A VAR_DIR is removed only when make run or make cluster made it (the
+# marker of its .gitignore), so a mistyped VAR_DIR (a home directory, say) removes nothing.
+clean-state:
+	@if [ -d "$(VAR_DIR)" ] && [ "$(VAR_DIR)" != var ] && ! grep -qs '^# Local state of make run' "$(VAR_DIR)/.gitignore"; then \
+		echo "make clean: $(VAR_DIR) was not made by make run or make cluster (no marker in its .gitignore): not removed" >&2; exit 1; fi
+	rm -rf "$(VAR_DIR)"

@@ -19,6 +19,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 import click  # noqa: E402
+from sqlalchemy.engine import URL  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 
@@ -30,6 +31,17 @@ from tracker_api.storage.db import make_engine, migrate  # noqa: E402
 from tracker_api.storage.models import Account  # noqa: E402
 
 NAMES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell")
+
+
+def shown_url(url: URL, cwd: Path | None = None) -> str:
+    """The database URL as printed, password hidden; a SQLite file under the current
+    directory relative to it (``sqlite:///var/tracker.db``), as one would type it."""
+    here = cwd or Path.cwd()
+    if url.get_backend_name() == "sqlite" and url.database:
+        path = Path(url.database)
+        if path.is_absolute() and path.is_relative_to(here):
+            url = url.set(database=str(path.relative_to(here)))
+    return url.render_as_string(hide_password=True)
 
 
 def demo_accounts(count: int, inactive_every: int) -> list[Account]:
@@ -108,7 +120,7 @@ def main(count: int, inactive_every: int, database_url: str | None) -> None:
             f"database error: {error.__class__.__name__}: {error.orig or error}"
         ) from None
     click.echo(
-        f"seeded {engine.url.render_as_string(hide_password=True)}: {count} accounts "
+        f"seeded {shown_url(engine.url)}: {count} accounts "
         f"({inactive} inactive): {created} created, {updated} updated, {unchanged} unchanged"
     )
 

@@ -7,8 +7,10 @@
 3. two trackers (ports 9001 and 9002), each given every broker node (failing over);
 4. HAProxy on 127.0.0.1:9000 in front of them, checking GET /readyz.
 
-Ctrl-C, SIGTERM and SIGHUP stop HAProxy, the trackers, the cluster, then PostgreSQL. Every
-child also gets SIGTERM from the kernel if this process dies without a word (SIGKILL).
+A tracker, HAProxy or node that dies is named in one line and started again with backoff
+(1 s, 2 s … 30 s) while the rest keeps serving. Ctrl-C, SIGTERM and SIGHUP stop HAProxy,
+the trackers, the cluster, then PostgreSQL. Every child also gets SIGTERM from the kernel
+if this process dies without a word (SIGKILL).
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from foreground import (  # noqa: E402
+    Supervised,
+    Supervisor,
     Watchdog,
     announcer,
+    command_line_help,
+    make_state_dir,
     refuse_busy,
     run_in_foreground,
     shown,
@@ -59,14 +65,22 @@ class ClusterSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CLUSTER_", extra="ignore", frozen=True)
 
-    var_dir: Path = Field(REPO / "var", validation_alias="VAR_DIR")
-    port: int = Field(9000, ge=1, le=65533)
-    pg_port: int = Field(5442, ge=1, le=65535)
-    mqtt_port: int = Field(rabbit.FIXED_MQTT, ge=1, le=65533)
-    amqp_port: int = Field(rabbit.FIXED_AMQP, ge=1, le=65533)
-    dist_port: int = Field(rabbit.FIXED_DIST, ge=1, le=65533)
-    epmd_port: int = Field(rabbit.FIXED_EPMD, ge=1, le=65535)
-    ctl_port: int = Field(rabbit.FIXED_CTL, ge=1, le=65525)
+    var_dir: Path = Field(
+        REPO / "var", validation_alias="VAR_DIR", description="state under VAR_DIR/cluster"
+    )
+    port: int = Field(9000, ge=1, le=65533, description="HAProxy; the trackers take +1 and +2")
+    pg_port: int = Field(5442, ge=1, le=65535, description="PostgreSQL")
+    mqtt_port: int = Field(
+        rabbit.FIXED_MQTT, ge=1, le=65533, description="MQTT of rabbit-1; node N takes +N-1"
+    )
+    amqp_port: int = Field(rabbit.FIXED_AMQP, ge=1, le=65533, description="AMQP, likewise")
+    dist_port: int = Field(
+        rabbit.FIXED_DIST, ge=1, le=65533, description="Erlang distribution, likewise"
+    )
+    epmd_port: int = Field(rabbit.FIXED_EPMD, ge=1, le=65535, description="the cluster's epmd")
+    ctl_port: int = Field(
+        rabbit.FIXED_CTL, ge=1, le=65525, description="rabbitmqctl, this one and the next ten"
+    )
 
     def layout(self, size: int = 3) -> Layout:
         nodes = tuple(
@@ -76,7 +90,19 @@ class ClusterSettings(BaseSettings):
         return Layout(VAR, nodes, self.epmd_port, self.ctl_port)
 
 
+def settings_help() -> str:
+    """The variables `make cluster` reads, with their defaults, for --help."""
+    rows = []
+    for name, field in ClusterSettings.model_fields.items():
+        variable = field.validation_alias or f"CLUSTER_{name.upper()}"
+        default = shown(field.default) if isinstance(field.default, Path) else field.default
+        rows.append(f"  {variable:<18} {str(default):<7} {field.description}")
+    return "settings (environment or make variables):\n" + "\n".join(rows)
+
+
 say = announcer("make cluster")
+# Before anything reads the settings or looks at ports: --help must never start a cluster.
+command_line_help("scripts/cluster.py", __doc__, settings_help())
 try:
     SETTINGS = ClusterSettings()
 except ValidationError as error:
@@ -194,14 +220,20 @@ def spawn_logged(args: list[str], log: Path, env: dict[str, str]) -> subprocess.
         return spawn(args, env=env, output=output)
 
 
+def recorded(process: subprocess.Popen[bytes], pidfile: Path) -> subprocess.Popen[bytes]:
+    """``process``, its pid written to ``pidfile`` (for a person who wants to kill it)."""
+    pidfile.write_text(f"{process.pid}\n")
+    return process
+
+
 class Stack:
     def __init__(self) -> None:
         self.layout = SETTINGS.layout()
         self.cluster = Cluster(self.layout)
         self.postgres = Postgres()
         self.seed: subprocess.Popen[bytes] | None = None
-        self.trackers: list[subprocess.Popen[bytes]] = []
-        self.haproxy: subprocess.Popen[bytes] | None = None
+        self.nodes: list[Supervised] = []
+        self.services: list[Supervised] = []  # the trackers, then HAProxy
         self.watchdog: Watchdog | None = None
         # Set right before the cluster starts (a start that fails halfway is undone, too):
         # a run refused earlier stops nothing, least of all another run's cluster.
@@ -209,6 +241,7 @@ class Stack:
 
     def run(self) -> int:
         refuse_busy_ports(self.layout)
+        make_state_dir(SETTINGS.var_dir.resolve())
         passwords = credentials()
         started = time.monotonic()
         # The nodes, epmd and PostgreSQL are not our children: should we die without a
@@ -234,10 +267,45 @@ class Stack:
         provision(self.layout, self.layout.nodes[0], passwords)
         nodes = ", ".join(f"{node.short} :{node.mqtt_port}" for node in self.layout.nodes)
         say(f"RabbitMQ cluster up: {nodes}")
+        self.nodes = [self.supervised_node(node) for node in self.layout.nodes]
+        if not self.start_trackers(env, passwords["tracker"]) or not self.start_haproxy(env):
+            return 1
+        self.banner(time.monotonic() - started)
+        return self.supervise()
+
+    def supervise(self) -> int:
+        """Until a signal: a tracker, HAProxy or a node that dies is reported and started
+        again with backoff; the rest keeps serving meanwhile."""
+        supervisor = Supervisor(say, [*self.nodes, *self.services])
+        while True:
+            supervisor.tick()
+            time.sleep(0.2)
+
+    def supervised_node(self, node: Node) -> Supervised:
+        def start() -> subprocess.Popen[bytes]:
+            self.cluster.start_node(node)  # with its data: it rejoins the cluster
+            return self.cluster.processes[node.name]
+
+        return Supervised(
+            f"{node.short} (MQTT :{node.mqtt_port})",
+            self.cluster.processes[node.name],
+            start=start,
+            ready=lambda: port_open(node.mqtt_port),  # the last step of its boot
+            meanwhile="its clients move to the other nodes, which hold every session",
+            back=lambda pid: (
+                f"{node.short} restarted (pid {pid}), serving MQTT on :{node.mqtt_port} again"
+            ),
+            # Restarted beside booting peers, the MQTT plugin may wait for a leader.
+            nudge=lambda: self.cluster.kick_client_id_tracking(node),
+        )
+
+    def start_trackers(self, env: dict[str, str], password: str) -> bool:
+        """Both trackers, supervised, ready; False (said why) when one is not."""
         # Every tracker gets every node: each starts at its own (by pid) and fails over.
         hosts = ",".join(f"127.0.0.1:{node.mqtt_port}" for node in self.layout.nodes)
-        url = f"mqtt://tracker:{passwords['tracker']}@{hosts}"
-        for i, port in enumerate(tracker_ports()):
+        url = f"mqtt://tracker:{password}@{hosts}"
+        trackers = []
+        for i, port in enumerate(tracker_ports(), 1):
             instance = {
                 **env,
                 "TRACKER_PORT": str(port),
@@ -250,39 +318,63 @@ class Stack:
                 # elected through PostgreSQL, consumes ingest/+ (ADR 14).
                 "TRACKER_INGEST_MODE": "leader",
             }
-            self.trackers.append(
-                spawn_logged(
-                    [sys.executable, "-m", "tracker_api"], VAR / f"tracker-{i + 1}.log", instance
-                )
-            )
-        for i, (tracker, port) in enumerate(zip(self.trackers, tracker_ports(), strict=True)):
-            if not wait_for(lambda port=port: ready_through(port), tracker, 30):  # type: ignore[misc]
-                log = VAR / f"tracker-{i + 1}.log"
-                why = "did not get ready in 30 s" if tracker.poll() is None else "exited"
+            tracker = self.supervised_tracker(i, port, instance)
+            self.services.append(tracker)
+            trackers.append(tracker)
+        for i, (tracker, port) in enumerate(zip(trackers, tracker_ports(), strict=True), 1):
+            if not wait_for(tracker.ready, tracker.process, 30):
+                log = VAR / f"tracker-{i}.log"
+                why = "did not get ready in 30 s" if tracker.process.poll() is None else "exited"
                 say(f"the tracker on :{port} {why}; the end of {shown(log)}:\n{indented_tail(log)}")
-                return 1
+                return False
+        return True
+
+    def supervised_tracker(self, i: int, port: int, env: dict[str, str]) -> Supervised:
+        def start() -> subprocess.Popen[bytes]:
+            tracker = [sys.executable, "-m", "tracker_api"]
+            return recorded(spawn_logged(tracker, VAR / f"tracker-{i}.log", env), self.pidfile(i))
+
+        return Supervised(
+            f"tracker {i} (:{port})",
+            start(),
+            start=start,
+            ready=lambda: ready_through(port),
+            meanwhile="HAProxy sends every request to the other tracker",
+            back=lambda pid: f"tracker {i} restarted on :{port} (pid {pid}), ready",
+        )
+
+    def pidfile(self, tracker: int) -> Path:
+        return VAR / f"tracker-{tracker}.pid"
+
+    def start_haproxy(self, env: dict[str, str]) -> bool:
+        """HAProxy, supervised, passing requests to a ready tracker; False (said why) if not."""
         haproxy = haproxy_binary()
         if haproxy is None:
             say("haproxy not found: run scripts/ensure-cluster-tools.sh")
-            return 1
-        self.haproxy = spawn_logged(
-            [haproxy, "-db", "-f", str(haproxy_config())], VAR / "haproxy.log", env
+            return False
+        config = haproxy_config()
+
+        def start() -> subprocess.Popen[bytes]:
+            return spawn_logged([haproxy, "-db", "-f", str(config)], VAR / "haproxy.log", env)
+
+        balancer = Supervised(
+            f"HAProxy (:{LB_PORT})",
+            start(),
+            start=start,
+            ready=lambda: port_open(LB_PORT),
+            meanwhile=f"the trackers still answer on {tracker_ports()}",
+            back=lambda pid: f"HAProxy restarted on :{LB_PORT} (pid {pid})",
         )
-        if not wait_for(lambda: port_open(LB_PORT), self.haproxy, 10):
+        self.services.append(balancer)
+        if not wait_for(balancer.ready, balancer.process, 10):
             say(f"HAProxy did not start: see {shown(VAR / 'haproxy.log')}")
-            return 1
+            return False
         # HAProxy listens before its first health check: until a tracker passed one, every
         # request would get a 503, so the banner waits for a ready tracker through it.
-        if not wait_for(lambda: ready_through(LB_PORT), self.haproxy, 15):
+        if not wait_for(lambda: ready_through(LB_PORT), balancer.process, 15):
             say(f"no tracker became ready behind HAProxy: see {shown(VAR)}/tracker-*.log")
-            return 1
-        self.banner(time.monotonic() - started)
-        while True:
-            for process in (*self.trackers, self.haproxy):
-                if process.poll() is not None:
-                    say(f"{' '.join(map(str, process.args[1:3]))} exited; stopping")  # type: ignore[index]
-                    return 1
-            time.sleep(0.2)
+            return False
+        return True
 
     def banner(self, took: float) -> None:
         bin_dir = shown(Path(sys.executable).parent)
@@ -298,15 +390,17 @@ class Stack:
             )
         except OSError:
             pass
+        say("a tracker, HAProxy or broker node that dies is restarted, the rest serving on")
         say("Ctrl-C stops everything")
 
     def stop(self) -> None:
         stop_child(self.seed)
-        stop_child(self.haproxy)
-        for tracker in self.trackers:  # before the brokers they are connected to
-            stop_child(tracker)
+        for service in reversed(self.services):  # HAProxy, the trackers, then the nodes
+            stop_child(service.process)
+        for i in range(1, len(tracker_ports()) + 1):
+            self.pidfile(i).unlink(missing_ok=True)
         if self.cluster_started:
-            self.cluster.stop()
+            self.cluster.stop()  # every node it started, restarted ones included
         try:
             self.postgres.stop()
         except ClusterError as error:

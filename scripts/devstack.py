@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -33,9 +34,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from foreground import (  # noqa: E402
+    Supervised,
+    Supervisor,
     announcer,
+    command_line_help,
     described,
+    ended,
     listening_pids,
+    make_state_dir,
     refuse_busy,
     run_in_foreground,
     shown,
@@ -45,16 +51,25 @@ from foreground import (  # noqa: E402
     wait_for,
 )
 
-from tracker_api.config import ConfigError, describe, load_settings  # noqa: E402
+from tracker_api.config import ConfigError, Settings, describe, load_settings  # noqa: E402
+from tracker_api.ops import local_credentials  # noqa: E402
 from tracker_api.ops.broker_reload import command_line, config_for, pidfile_for, running_broker  # noqa: E402
 from tracker_api.ops.ports import port_free, port_open  # noqa: E402
 from tracker_api.passwords import PasswordFile  # noqa: E402
 
 say = announcer("make run")
+# Before the settings are read or a port is looked at: --help never starts anything.
+command_line_help(
+    "scripts/devstack.py",
+    __doc__,
+    "settings (environment or make variables): MQTT_PORT (1883), VAR_DIR (var), and the\n"
+    "API's TRACKER_* (README.md, Configuration).",
+)
 
 USERS = ("tracker", "reader", "1")  # "1": demo device and per-account reader of account 1
-FIRST_RESTART_DELAY, MAX_RESTART_DELAY = 1.0, 30.0
-STABLE_AFTER = 30.0  # a broker up this long is healthy again: the next restart is quick
+
+
+DEFAULT_MQTT_PORT, DEFAULT_VAR = 1883, REPO / "var"
 
 
 class DevStackSettings(BaseSettings):
@@ -62,20 +77,31 @@ class DevStackSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    mqtt_port: int = Field(1883, ge=1, le=65535)
-    var_dir: Path = REPO / "var"
+    mqtt_port: int = Field(DEFAULT_MQTT_PORT, ge=1, le=65535)
+    var_dir: Path = DEFAULT_VAR
 
 
-def read_settings() -> tuple[DevStackSettings, str, int]:
+def read_settings() -> tuple[DevStackSettings, Settings]:
     """Validated settings, or one line naming the bad variable and exit 2."""
     try:
         ours = DevStackSettings()
-        api = load_settings()
+        api = api_settings(ours.var_dir.resolve() / "mqtt" / "passwd")
     except ValidationError as error:
         fail(describe(error, prefix=""))
     except ConfigError as error:
         fail(str(error))
-    return ours, api.host, api.port
+    return ours, api
+
+
+def api_settings(passwd: Path) -> Settings:
+    """The API's settings as `make run` starts it: with its broker's password file unless
+    TRACKER_PASSWORD_FILE names another, so TRACKER_HTTP_AUTH=true needs nothing more. On a
+    first run that file is written after this check (nothing is made before the settings
+    are known to be valid): until then any existing file stands in for it."""
+    if load_settings(http_auth=False).password_file is not None:  # named: checked as is
+        return load_settings()
+    stand_in = passwd if passwd.is_file() else Path(__file__)
+    return load_settings(password_file=stand_in).model_copy(update={"password_file": passwd})
 
 
 def fail(message: str) -> None:
@@ -83,15 +109,17 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-SETTINGS, API_HOST, API_PORT = read_settings()
+SETTINGS, API = read_settings()
+API_HOST, API_PORT = API.host, API.port
 BROKER_PORT = SETTINGS.mqtt_port
 VAR = SETTINGS.var_dir.resolve()
 MQTT_DIR = VAR / "mqtt"
-CREDENTIALS = VAR / "credentials.env"
+CREDENTIALS = VAR / local_credentials.FILE_NAME
 PASSWD = MQTT_DIR / "passwd"
 API_PIDFILE = VAR / "api.pid"
 ARCHIVE_PIDFILE = VAR / "archive.pid"
 ARCHIVE_LOG = VAR / "archive.log"
+DEFAULT_API_PORT = 9000
 
 
 def tool(name: str) -> str:
@@ -106,11 +134,12 @@ def tool(name: str) -> str:
 def load_credentials() -> dict[str, str]:
     """Read var/credentials.env, creating it (and the password file) on first run."""
     if CREDENTIALS.exists() and PASSWD.exists():
-        pairs = (line.split("=", 1) for line in CREDENTIALS.read_text().splitlines() if "=" in line)
-        stored = dict(pairs)
-        url = urlsplit(stored["TRACKER_MQTT_URL"])  # MQTT_PORT may differ from the first run's
+        stored = local_credentials.read(CREDENTIALS)
+        # MQTT_PORT may differ from the first run's.
+        url = urlsplit(stored[local_credentials.TRACKER_URL])
         login = url.netloc.rsplit(":", 1)[0]
-        stored["TRACKER_MQTT_URL"] = url._replace(netloc=f"{login}:{BROKER_PORT}").geturl()
+        url = url._replace(netloc=f"{login}:{BROKER_PORT}")
+        stored[local_credentials.TRACKER_URL] = url.geturl()
         if "MQTT_TRACKER_PASSWORD" not in stored:  # written by an older `make run`
             stored["MQTT_TRACKER_PASSWORD"] = unquote(url.password or "")
             with open(CREDENTIALS, "a") as file:
@@ -124,16 +153,16 @@ def load_credentials() -> dict[str, str]:
         password_file.set(user, password)
     password_file.save()
     values = {
-        "TRACKER_MQTT_URL": f"mqtt://tracker:{passwords['tracker']}@127.0.0.1:{BROKER_PORT}",
-        "MQTT_TAIL_USERNAME": "reader",
-        "MQTT_TAIL_PASSWORD": passwords["reader"],
-        "DEVICE_1_PASSWORD": passwords["1"],
+        local_credentials.TRACKER_URL: (
+            f"mqtt://tracker:{passwords['tracker']}@127.0.0.1:{BROKER_PORT}"
+        ),
+        local_credentials.READER_USERNAME: "reader",
+        local_credentials.READER_PASSWORD: passwords["reader"],
+        local_credentials.device_variable("1"): passwords["1"],
         # The admin API's login (HTTP Basic), as compose's .env names it.
         "MQTT_TRACKER_PASSWORD": passwords["tracker"],
     }
-    CREDENTIALS.touch(mode=0o600)
-    CREDENTIALS.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    os.chmod(CREDENTIALS, 0o600)
+    local_credentials.write(CREDENTIALS, values)
     say(f"created local MQTT credentials in {shown(CREDENTIALS)} (mode 0600):")
     say("  tracker  publishes track/#            (the API uses it; the admin API's login)")
     say(f"  reader   reads track/#               password {passwords['reader']}")
@@ -252,10 +281,39 @@ def start_broker(config: Path) -> subprocess.Popen[bytes]:
         return spawn_recorded(args, pidfile_for(PASSWD), output=log)
 
 
-def ended(returncode: int) -> str:
-    if returncode < 0:
-        return f"was killed by {signal.Signals(-returncode).name}"
-    return f"exited with code {returncode}"
+def hints() -> list[str]:
+    """The banner's commands, for this run's ports and state directory: each one reaches
+    this system, whatever was moved (TRACKER_PORT, MQTT_PORT, VAR_DIR)."""
+    bin_dir = shown(Path(sys.executable).parent)
+    load = f"set -a; . {shown(CREDENTIALS)}; set +a"
+    # With logins on, events come as a JSON POST with the device's login (an anonymous
+    # request is a 401, a GET a 405): the demo device's login, from the credentials.
+    if API.http_auth:
+        url = f"http://{API_HOST}:{API_PORT}/1"
+        curl = (
+            f"{load}; curl -u \"1:$DEVICE_1_PASSWORD\" -H 'Content-Type: application/json' "
+            f'--data \'{{"data": "hello"}}\' {url}'
+        )
+    else:
+        curl = f"curl 'http://{API_HOST}:{API_PORT}/1?data=hello'"
+    port = f" --port {BROKER_PORT}" if BROKER_PORT != DEFAULT_MQTT_PORT else ""
+    return [
+        curl,
+        f"{load}; {bin_dir}/mqtt-tail{port} --account +",
+        f"make tail{make_overrides()}            # the same, in short",
+    ]
+
+
+def make_overrides() -> str:
+    """`make` variables naming what this run moved from the defaults the Makefile knows."""
+    moved = []
+    if BROKER_PORT != DEFAULT_MQTT_PORT:
+        moved.append(f"MQTT_PORT={BROKER_PORT}")
+    if VAR != DEFAULT_VAR:
+        moved.append(f"VAR_DIR={shlex.quote(str(shown(VAR)))}")
+    if API_PORT != DEFAULT_API_PORT:  # where `make tail ARGS=--since…` reads the history
+        moved.append(f"TRACKER_PORT={API_PORT}")
+    return "".join(f" {variable}" for variable in moved)
 
 
 class Stack:
@@ -267,10 +325,12 @@ class Stack:
         # TRACKER_ARCHIVE=false turns it off.
         self.archive: subprocess.Popen[bytes] | None = None
         self.archive_env: dict[str, str] | None = None
+        self.supervised: list[Supervised] = []  # the broker and the archive, once supervised
 
     def run(self) -> int:
         free_port_or_exit(BROKER_PORT, "the broker", "MQTT_PORT")
         free_port_or_exit(API_PORT, "the API", "TRACKER_PORT")
+        make_state_dir(VAR)
         env = {**os.environ, **load_credentials()}
         env.setdefault("TRACKER_DATABASE_URL", f"sqlite:///{VAR / 'tracker.db'}")
         # The broker needs logins, so the history does too: an account's login reads only
@@ -297,7 +357,7 @@ class Stack:
             env = {**env, "TRACKER_ARCHIVE": "false"}  # the API's workers leave it to it
             # Subscribed before the API accepts anything: every acknowledged event is
             # then queued for it, even while it restarts.
-            if not self.start_archive(wait=True):
+            if not self.start_archive():
                 return 1
         self.api = spawn_recorded([sys.executable, "-m", "tracker_api"], API_PIDFILE, env=env)
         if not wait_for(lambda: port_open(API_PORT, API_HOST), self.api, 30):
@@ -307,89 +367,79 @@ class Stack:
         return self.supervise(config)
 
     def banner(self) -> None:
-        bin_dir = shown(Path(sys.executable).parent)
-        port = f" --port {BROKER_PORT}" if BROKER_PORT != 1883 else ""
         say(f"API on http://{API_HOST}:{API_PORT}  (docs: http://{API_HOST}:{API_PORT}/docs)")
         say("try it, in another terminal:")
         try:
-            print(f"    curl 'http://{API_HOST}:{API_PORT}/1?data=hello'")
-            print(
-                f"    set -a; . {shown(CREDENTIALS)}; set +a; {bin_dir}/mqtt-tail{port} --account +"
-            )
-            print("    make tail            # the same, in short")
+            for line in hints():
+                print(f"    {line}")
         except OSError:
             pass
         say("Ctrl-C stops everything")
 
-    def start_archive(self, wait: bool = False) -> bool:
-        """Start ``tracker-api archive``; with ``wait``, until it consumes its session."""
-        if self.archive_env is None:
-            return True
-        stop_leftover(ARCHIVE_PIDFILE, "archive")
-        start = ARCHIVE_LOG.stat().st_size if ARCHIVE_LOG.exists() else 0
+    def spawn_archive(self) -> subprocess.Popen[bytes]:
+        """``tracker-api archive``, its output appended to ARCHIVE_LOG."""
+        assert self.archive_env is not None
         with open(ARCHIVE_LOG, "ab") as log:
             args = [sys.executable, "-m", "tracker_api", "archive"]
-            self.archive = spawn_recorded(args, ARCHIVE_PIDFILE, env=self.archive_env, output=log)
-        archive = self.archive
+            return spawn_recorded(args, ARCHIVE_PIDFILE, env=self.archive_env, output=log)
+
+    def start_archive(self) -> bool:
+        """Start the archive and wait until it consumes its session."""
+        stop_leftover(ARCHIVE_PIDFILE, "archive")
+        start = ARCHIVE_LOG.stat().st_size if ARCHIVE_LOG.exists() else 0
+        self.archive = archive = self.spawn_archive()
 
         def consuming() -> bool:
             with open(ARCHIVE_LOG, "rb") as log:
                 log.seek(start)
                 return b"leader, consuming" in log.read()
 
-        if wait and not wait_for(consuming, archive, 30):
+        if not wait_for(consuming, archive, 30):
             say(f"the archive did not start: see {shown(ARCHIVE_LOG)}")
             return False
         say(f"archive running (pid {archive.pid}, log: {shown(ARCHIVE_LOG)})")
         return True
 
-    def keep_archive(self, restart_at: float, delay: float) -> tuple[float, float]:
-        """Restart a dead archive after ``delay`` (doubling); the broker keeps its events
-        meanwhile, so nothing is lost. Returns the next (restart time, delay)."""
-        if self.archive is None or self.archive.poll() is None:
-            return 0.0, delay
-        now = time.monotonic()
-        if not restart_at:
-            say(f"the archive {ended(self.archive.returncode)}; restarting it in {delay:g} s")
-            return now + delay, delay
-        if now < restart_at:
-            return restart_at, delay
-        self.start_archive()
-        return 0.0, min(delay * 2, MAX_RESTART_DELAY)
-
     def supervise(self, config: Path) -> int:
         """Until a signal: keep the broker and the archive up; stop everything if the API
         exits."""
         assert self.broker is not None and self.api is not None
-        delay, up_since = FIRST_RESTART_DELAY, time.monotonic()
-        archive_restart, archive_delay = 0.0, FIRST_RESTART_DELAY
+        self.supervised = [
+            Supervised(
+                "the broker",
+                self.broker,
+                start=lambda: start_broker(config),
+                ready=lambda: port_open(BROKER_PORT),
+                meanwhile="meanwhile the API answers 503",
+                back=lambda pid: f"broker restarted on 127.0.0.1:{BROKER_PORT} (pid {pid})",
+            )
+        ]
+        if self.archive is not None:
+            self.supervised.append(
+                Supervised(
+                    "the archive",
+                    self.archive,
+                    start=self.spawn_archive,
+                    ready=lambda: True,
+                    meanwhile="the broker keeps its events meanwhile",
+                    back=lambda pid: f"archive restarted (pid {pid})",
+                )
+            )
+        supervisor = Supervisor(say, self.supervised)
         while True:
             if self.api.poll() is not None:
                 say(f"the API {ended(self.api.returncode)}; stopping")
                 return 1
-            archive_restart, archive_delay = self.keep_archive(archive_restart, archive_delay)
-            if self.broker.poll() is None:
-                if time.monotonic() - up_since > STABLE_AFTER:
-                    delay = FIRST_RESTART_DELAY
-                time.sleep(0.2)
-                continue
-            say(
-                f"the broker {ended(self.broker.returncode)}; restarting it in {delay:g} s "
-                "(meanwhile the API answers 503)"
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, MAX_RESTART_DELAY)
-            self.broker = start_broker(config)
-            if wait_for(lambda: port_open(BROKER_PORT), self.broker, 10):
-                say(f"broker restarted on 127.0.0.1:{BROKER_PORT} (pid {self.broker.pid})")
-                up_since = time.monotonic()
+            supervisor.tick()
+            time.sleep(0.2)
 
     def stop(self) -> None:
         stop_child(self.seed)
         # The API first, so it disconnects from a broker that is still there.
         stop_child(self.api, API_PIDFILE)
-        stop_child(self.archive, ARCHIVE_PIDFILE)
-        stop_child(self.broker, pidfile_for(PASSWD))
+        running = {item.name: item.process for item in self.supervised}
+        stop_child(running.get("the archive", self.archive), ARCHIVE_PIDFILE)
+        stop_child(running.get("the broker", self.broker), pidfile_for(PASSWD))
 
 
 if __name__ == "__main__":

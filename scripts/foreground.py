@@ -13,6 +13,7 @@ watchdog: ``python scripts/foreground.py PIDFILE[:SIGNAL] ...``.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Protocol
@@ -86,6 +88,18 @@ def run_in_foreground(
     return code
 
 
+def command_line_help(prog: str, doc: str | None, epilog: str) -> None:
+    """``--help`` prints ``doc`` and ``epilog`` and exits 0; any other argument is a usage
+    error (exit 2). The settings come from the environment, never from arguments."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args()
+
+
 def listening_pids(port: int) -> list[int]:
     """Processes with a socket listening on ``port`` (Linux /proc; empty elsewhere)."""
     inodes = set()
@@ -134,6 +148,19 @@ def refuse_busy(port: int, what: str, prefix: str, remedy: str = "stop it") -> N
 def shown(path: Path) -> Path:
     """``path`` relative to the checkout when it is inside it (shorter in messages)."""
     return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
+STATE_MARKER = "# Local state of make run / make cluster (VAR_DIR): never committed."
+
+
+def make_state_dir(path: Path) -> None:
+    """Create the state directory (VAR_DIR) with a ``.gitignore`` ignoring all of it: a
+    VAR_DIR moved inside the checkout holds passwords and databases, and git must not
+    offer them for a commit. The marker also tells `make clean` the directory is ours."""
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(f"{STATE_MARKER}\n*\n")
 
 
 def die_with_us() -> Callable[[], None]:
@@ -209,6 +236,98 @@ def stop_child(child: subprocess.Popen[bytes] | None, pidfile: Path | None = Non
         child.wait()
     if pidfile is not None:
         pidfile.unlink(missing_ok=True)
+
+
+# --- supervision --------------------------------------------------------------------------
+
+
+FIRST_RESTART_DELAY, MAX_RESTART_DELAY = 1.0, 30.0
+STABLE_AFTER = 30.0  # up this long, a process is healthy again: its next restart is quick
+NUDGE_EVERY = 5.0  # seconds between ``Supervised.nudge`` calls while it boots
+
+
+def ended(returncode: int) -> str:
+    """How a process ended, for a person: ``was killed by SIGKILL``, ``exited with code 1``."""
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
+
+
+@dataclass
+class Supervised:
+    """A process kept running: when it ends it is reported in one line and started again
+    after a delay that doubles per restart (1 s, 2 s, 4 s … 30 s) and falls back to 1 s
+    once it has stayed up for ``STABLE_AFTER`` seconds.
+
+    ``start`` starts it (again) and returns the process; ``ready`` says it serves again
+    after a restart; ``meanwhile`` what the rest does while it is down; ``back`` the line
+    once it serves again, given its pid; ``nudge`` (optional) is called every
+    ``NUDGE_EVERY`` seconds while it boots.
+    """
+
+    name: str
+    process: subprocess.Popen[bytes]
+    start: Callable[[], subprocess.Popen[bytes]]
+    ready: Callable[[], bool]
+    meanwhile: str
+    back: Callable[[int], str]
+    nudge: Callable[[], None] | None = None
+    delay: float = FIRST_RESTART_DELAY
+    up_since: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None  # down: when it is started again
+    booting_since: float | None = None  # started again, not serving yet
+    nudged_at: float = 0.0
+
+
+class Supervisor:
+    """Keeps ``Supervised`` processes running; ``tick`` once in a while from the main
+    thread (``spawn`` must be called from there). Never blocks for long: the others are
+    looked after while one boots."""
+
+    def __init__(self, say: Callable[[str], None], items: Sequence[Supervised]) -> None:
+        self.say = say
+        self.items = list(items)
+
+    def tick(self, now: float | None = None) -> None:
+        for item in self.items:
+            self.check(item, time.monotonic() if now is None else now)
+
+    def check(self, item: Supervised, now: float) -> None:
+        if item.restart_at is not None:
+            if now >= item.restart_at:
+                self.restart(item, now)
+            return
+        returncode = item.process.poll()
+        if returncode is not None:
+            self.schedule(item, now, f"{item.name} {ended(returncode)}")
+        elif item.booting_since is not None:
+            self.boot(item, now)
+        elif now - item.up_since > STABLE_AFTER:
+            item.delay = FIRST_RESTART_DELAY
+
+    def schedule(self, item: Supervised, now: float, what: str) -> None:
+        self.say(f"{what}; restarting it in {item.delay:g} s ({item.meanwhile})")
+        item.restart_at = now + item.delay
+        item.delay = min(item.delay * 2, MAX_RESTART_DELAY)
+        item.booting_since = None
+
+    def restart(self, item: Supervised, now: float) -> None:
+        item.restart_at = None
+        try:
+            item.process = item.start()
+        except Exception as error:  # a port still taken, a tool gone: try again later
+            self.schedule(item, now, f"{item.name} could not be started: {error}")
+            return
+        item.booting_since = item.nudged_at = now
+
+    def boot(self, item: Supervised, now: float) -> None:
+        if item.ready():
+            self.say(item.back(item.process.pid))
+            item.booting_since = None
+            item.up_since = now
+        elif item.nudge is not None and now - item.nudged_at >= NUDGE_EVERY:
+            item.nudged_at = now
+            item.nudge()
 
 
 # --- the watchdog -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from datetime import datetime
 import click
 
 from subscriber.dedup import DEFAULT_CAPACITY
+from subscriber.render import TEMPLATE_FIELDS, template_problem
 from tracker_contract.durations import InvalidTime, parse_time
 from tracker_contract.option_group import option_group
 
@@ -27,6 +28,15 @@ class HostType(click.ParamType[str, str]):
 
 
 HOST = HostType()
+
+
+def check_template(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--format``: a template naming a field that does not exist is a usage error."""
+    if value is not None:
+        problem = template_problem(value)
+        if problem is not None:
+            raise click.BadParameter(problem, ctx, param)
+    return value
 
 
 # Where the broker is and who we are.
@@ -111,8 +121,10 @@ output_options = option_group(
         "--format",
         "template",
         envvar="MQTT_TAIL_FORMAT",
-        help="Line template, e.g. '{timestamp} {accountId} {data}'; also {eventId}, "
-        "{topic}, {receivedAt}, {lag}.",
+        callback=check_template,
+        help="Line template, e.g. '{timestamp} {accountId} {data}'. Fields: "
+        + ", ".join(f"{{{name}}}" for name in TEMPLATE_FIELDS)
+        + " (an optional one the event lacks prints empty).",
     ),
     click.option("--aggregate", is_flag=True, help="Per-account counts, rates and lags."),
     click.option(

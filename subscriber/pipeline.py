@@ -22,6 +22,7 @@ from subscriber.render import (
     snapshot_json,
     snapshot_table,
     snapshot_text,
+    summary_line,
 )
 from tracker_contract import topics
 
@@ -199,9 +200,4 @@ class Pipeline:
             if self.stop_reason != "broken-pipe":
                 self.view.close(self.aggregator.summary(time.time()))
                 self.on_batch_end()
-        logger.info(
-            "%d events shown, %d duplicates dropped, %d payloads were not events",
-            self.shown,
-            self.duplicates,
-            self.malformed,
-        )
+        logger.info("%s", summary_line(self.shown, self.duplicates, self.malformed))

@@ -17,11 +17,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from subscriber.aggregate import Snapshot
+from subscriber.aggregate import AccountRow, Snapshot
 
 Event = dict[str, Any]
 RAW_PREVIEW = 200
-TEMPLATE_FIELDS = ("eventId", "accountId", "timestamp", "data", "topic", "receivedAt", "lag")
+EVENT_FIELDS = ("eventId", "accountId", "timestamp", "data", "deviceTime", "requestId", "traceId")
+"""What an event may carry: the tracker's four fields, then the optional ones."""
+EXTRA_FIELDS = ("topic", "receivedAt", "lag")
+"""What mqtt-tail adds for ``--format``: where and when the event arrived."""
+TEMPLATE_FIELDS = EVENT_FIELDS + EXTRA_FIELDS
 
 
 def parse_event(payload: bytes | bytearray) -> Event | None:
@@ -67,6 +71,20 @@ def format_lag(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{sign}{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{sign}{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 event``, ``2 events``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def summary_line(shown: int, duplicates: int, malformed: int) -> str:
+    """What a run did, for its last line on stderr."""
+    not_events = "was not an event" if malformed == 1 else "were not events"
+    return (
+        f"{counted(shown, 'event')} shown, {counted(duplicates, 'duplicate')} dropped, "
+        f"{counted(malformed, 'payload')} {not_events}"
+    )
 
 
 def iso_time(epoch: float) -> str:
@@ -205,22 +223,37 @@ class JsonRenderer:
 
 class _Fields(dict[str, Any]):
     def __missing__(self, key: str) -> str:
-        return ""
+        return ""  # an optional field this event does not carry (requestId, ...)
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` cannot be a ``--format``, or None when it can. A name that is no
+    field would print nothing, event after event: refused at start with the valid ones."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:  # "{data", "}"
+        return f"{error} in {template!r}"
+    valid = ", ".join(f"{{{field}}}" for field in TEMPLATE_FIELDS)
+    for name in names:
+        if name not in TEMPLATE_FIELDS:
+            return f"unknown field {{{name}}}; the fields are {valid}"
+    return None
 
 
 class TemplateRenderer:
     """``--format``: a str.format template over the event's fields, e.g. ``{eventId} {data}``.
 
-    Extra names: ``topic``, ``receivedAt``, ``lag``. Unknown fields render empty.
+    The names are ``TEMPLATE_FIELDS``: the event's own and ``topic``, ``receivedAt``,
+    ``lag``; an optional field the event does not carry renders empty.
     """
 
     def __init__(self, template: str) -> None:
         self.template = template.replace("\\t", "\t").replace("\\n", "\n")
         self._json = JsonRenderer()
         # Fail at start with a clear message rather than on the first event.
-        for _, name, _, _ in string.Formatter().parse(self.template):
-            if name is not None and not name.isidentifier():
-                raise ValueError(f"invalid field {{{name}}} in format")
+        problem = template_problem(self.template)
+        if problem is not None:
+            raise ValueError(problem)
         self.event({"eventId": "x"}, "track/x", 0.0)
 
     def event(self, event: Event, topic: str, received: float) -> bytes:
@@ -260,17 +293,21 @@ def snapshot_json(snapshot: Snapshot) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE)
 
 
+IDLE = "-"
+"""The lag of an account with no event in the period: there is nothing to measure
+(``?`` is kept for events whose timestamp cannot be read)."""
+
+
+def _lags(row: AccountRow) -> list[str]:
+    if row.count == 0:
+        return [IDLE, IDLE]
+    return [format_lag(row.lag_avg), format_lag(row.lag_max)]
+
+
 def _cells(snapshot: Snapshot) -> tuple[list[str], list[list[str]]]:
     headers = ["account", "count", "total", "rate/s", "lag avg", "lag max"]
     rows = [
-        [
-            printable(row.account),
-            str(row.count),
-            str(row.total),
-            f"{row.rate:.1f}",
-            format_lag(row.lag_avg),
-            format_lag(row.lag_max),
-        ]
+        [printable(row.account), str(row.count), str(row.total), f"{row.rate:.1f}", *_lags(row)]
         for row in snapshot.rows
     ]
     return headers, rows
@@ -280,7 +317,7 @@ def snapshot_text(snapshot: Snapshot) -> bytes:
     """A plain table for pipes: a title line, a header, a line per account."""
     headers, rows = _cells(snapshot)
     title = (
-        f"# {snapshot.kind} at {iso_time(snapshot.at)}: {snapshot.count} events "
+        f"# {snapshot.kind} at {iso_time(snapshot.at)}: {counted(snapshot.count, 'event')} "
         f"in {snapshot.period:.1f}s, {snapshot.total} in total"
     )
     widths = [max(len(cells[i]) for cells in [headers, *rows]) for i in range(len(headers))]
@@ -295,7 +332,7 @@ def snapshot_table(snapshot: Snapshot) -> Table:
     """The same numbers as a rich table, for a live display on a terminal."""
     headers, rows = _cells(snapshot)
     table = Table(
-        title=f"{snapshot.kind}: {snapshot.count} events in {snapshot.period:.1f}s, "
+        title=f"{snapshot.kind}: {counted(snapshot.count, 'event')} in {snapshot.period:.1f}s, "
         f"{snapshot.total} in total",
     )
     for header in headers:

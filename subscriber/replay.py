@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from subscriber.pipeline import Pipeline
-from subscriber.render import parse_event
+from subscriber.render import counted, parse_event
 from tracker_contract import topics
 from tracker_contract.durations import parse_timestamp
 
@@ -167,8 +167,8 @@ class Replayer:
             assert self.since is not None
             self._replay(self.since, subscribed, stop)
             logger.info(
-                "replayed %d events since %s from %s",
-                self.pipeline.shown - before,
+                "replayed %s since %s from %s",
+                counted(self.pipeline.shown - before, "event"),
                 iso(self.since),
                 self.history.api,
             )
@@ -183,8 +183,8 @@ class Replayer:
             logger.warning("the gap cannot be refilled from the archive: %s", error)
             return
         logger.warning(
-            "recovered %d events from the archive (%s) since %s",
-            self.pipeline.shown - before,
+            "recovered %s from the archive (%s) since %s",
+            counted(self.pipeline.shown - before, "event"),
             self.history.api,
             last or iso(self.started),
         )

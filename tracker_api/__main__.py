@@ -21,8 +21,9 @@ from tracker_api.config import ConfigError, Settings, get_settings
 from tracker_api.consumers.archive import Archive
 from tracker_api.consumers.lease import lease_for
 from tracker_api.consumers.retire import RetireFailed, retire_member
+from tracker_api.ops import local_credentials
 from tracker_api.ops.accounts import NO_SUCH_ACCOUNT, accounts, check_login_account
-from tracker_api.ops.broker_reload import RELOAD_HINT, reload_broker
+from tracker_api.ops.broker_reload import COMPOSE_RELOAD, SYSTEM_RELOAD, apply_password_file
 from tracker_api.ops.cluster_roles import cluster_users
 from tracker_api.ops.login_options import CONTEXT, login_name, login_options, login_password
 from tracker_api.passwords import PasswordFile
@@ -177,6 +178,24 @@ def users_add(
     if generate:
         click.echo(f"password: {password}")
     apply_to_broker(password_file)
+    keep_credentials_in_step(password_file, username, password)
+
+
+def keep_credentials_in_step(password_file: Path, username: str, password: str) -> None:
+    """`make run`'s credentials.env beside the file holds this login's password too."""
+    variable = local_credentials.update(password_file, username, password)
+    if variable is None:
+        return
+    where = local_credentials.beside(password_file)
+    click.echo(
+        f"updated {variable} in {where}: load it again (set -a; . {where}; set +a)", err=True
+    )
+    if variable == local_credentials.TRACKER_URL:
+        click.echo(
+            "the running API keeps its broker connection; restart `make run` so that it "
+            "logs in with the new password",
+            err=True,
+        )
 
 
 @users.command("remove")
@@ -196,13 +215,25 @@ def users_remove(username: str, password_file: Path) -> None:
 
 
 def apply_to_broker(password_file: Path) -> None:
-    """Mosquitto reads its password file only at start and on SIGHUP."""
-    pid = reload_broker(password_file)
-    if pid is not None:
+    """Mosquitto reads its password file only at start and on SIGHUP: signal exactly the
+    brokers that use this file, or say what to run."""
+    applied = apply_password_file(password_file)
+    for pid in applied.reloaded:
         click.echo(f"the broker (pid {pid}) reloaded {password_file}", err=True)
-    else:
-        click.echo(f"no broker of `make run` uses {password_file}; to apply, run:", err=True)
-        click.echo(f"  {RELOAD_HINT}", err=True)
+    if applied.to_run:
+        click.echo(f"the broker using {password_file} is not ours to signal; run:", err=True)
+    elif not applied.reloaded:
+        click.echo(
+            f"no running Mosquitto is configured with {password_file} (a broker reads it "
+            "when it starts); to reload one that reads it elsewhere, run:",
+            err=True,
+        )
+        applied.to_run = [
+            f"{SYSTEM_RELOAD}   (the system's service)",
+            f"{COMPOSE_RELOAD}   (under docker compose)",
+        ]
+    for command in applied.to_run:
+        click.echo(f"  {command}", err=True)
 
 
 @users.command("list")

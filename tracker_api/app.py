@@ -23,7 +23,7 @@ from tracker_api.errors import TrackerError
 from tracker_api.http.auth import HttpAuth
 from tracker_api.http.fastpath import TrackerApp, fixed_segments
 from tracker_api.http.handler import HttpEvents
-from tracker_api.http.routes import admin, events, health, history
+from tracker_api.http.routes import admin, events, health, history, root
 from tracker_api.http.throttle import LoginThrottle
 from tracker_api.service.accounts import accounts_for
 from tracker_api.service.broker import BrokerConnection, Publisher, Session
@@ -209,6 +209,7 @@ def build_api(
         static_url=DOCS_ASSETS,
     )
     api.add_exception_handler(TrackerError, _tracker_error)
+    api.include_router(root.router)
     api.include_router(health.router)
     api.include_router(history.router)  # before /{account_id}: "events" is no account
     api.include_router(admin.router)  # nor is "admin"

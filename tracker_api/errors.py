@@ -15,6 +15,7 @@ TrackerError
   ├── LoginNeedsPost      -> 405 + Allow: POST (TRACKER_HTTP_AUTH: an event GET)
   ├── LoginNeedsJson      -> 415  (TRACKER_HTTP_AUTH: a POST that is not JSON or NDJSON)
   ├── RateLimited         -> 429 + Retry-After (over TRACKER_RATE_LIMIT)
+  │     └── BatchOverBurst        (a batch larger than the burst: never passes, no Retry-After)
   └── ServiceUnavailable  -> 503 + Retry-After: not done now, safe to retry
         ├── PublishFailed        (broker unreachable, window full: nothing was sent)
         ├── DatabaseUnavailable  (accounts database unreachable)
@@ -211,6 +212,26 @@ class RateLimited(TrackerError):
     def headers(self) -> dict[str, str]:
         seconds = "seconds until the request would pass"
         return {"Retry-After": seconds if self.retry_after is None else str(self.retry_after)}
+
+
+class BatchOverBurst(RateLimited):
+    """A batch of more events than the account's bucket can ever hold (one second of
+    events): no wait would let it pass, so no ``Retry-After``; the client splits it."""
+
+    when = "A batch of more events than the per-account burst of TRACKER_RATE_LIMIT"
+
+    def __init__(self, events: int | None = None, burst: int | None = None) -> None:
+        super().__init__()
+        if events is not None and burst is not None:
+            self.detail = (
+                f"A batch of {events} events exceeds the per-account burst ({burst} events); "
+                f"send at most {burst} per request"
+            )
+            self.args = (self.detail,)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 class ServiceUnavailable(TrackerError):

@@ -20,7 +20,17 @@ ACCOUNT_ID = re.compile(rf"(?:{ACCOUNT_ID_RULE})\Z")
 ACCOUNT_ID_HELP = "1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit"
 
 RESERVED_SEGMENTS = frozenset(
-    {"admin", "docs", "events", "healthz", "metrics", "openapi.json", "readyz", "redoc"}
+    {
+        "admin",
+        "docs",
+        "events",
+        "favicon.ico",
+        "healthz",
+        "metrics",
+        "openapi.json",
+        "readyz",
+        "redoc",
+    }
 )
 """First path segments of the API's fixed endpoints, never account ids: ``GET /<id>``
 must not shadow them. The app checks at build that every fixed route's first segment is

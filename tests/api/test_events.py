@@ -20,6 +20,7 @@ from tracker_api.errors import (
     AccountHasEvents,
     AccountInactive,
     AccountNotFound,
+    BatchOverBurst,
     DatabaseUnavailable,
     InvalidRequest,
     LoginForbidden,
@@ -39,6 +40,7 @@ from tracker_api.errors import (
 from tracker_api.http.fastpath import TrackerApp, fixed_segments
 from tracker_api.http.request import PATH_NOT_UTF8, QUERY_NOT_UTF8
 from tracker_api.http.routes import events as event_routes
+from tracker_api.http.routes import root as root_routes
 from tracker_api.http.routes.admin import AdminDisabled, AdminForbidden, AdminLoginRequired
 from tracker_api.http.routes.history import HistoryForbidden, HistoryLoginRequired
 from tracker_contract.ids import ACCOUNT_ID_PATTERN, RESERVED_SEGMENTS
@@ -330,7 +332,10 @@ def test_mqtt_tail_refuses_the_account_ids_the_api_refuses(
     api = client.get("/" + quote(account_id, safe=""), params={"data": "x"})
     cli = CliRunner().invoke(tail, ["--account", account_id, "--port", "1", "--timeout", "0.1"])
 
-    assert api.status_code in (404, 422)  # 404: an empty first segment is no event route
+    if account_id:
+        assert api.status_code in (404, 422)
+    else:  # an empty first segment is the root, which points to the docs: no event
+        assert api.json() == {**root_routes.ENTRY}
     assert cli.exit_code == 2, cli.output
     assert "is not an account id" in cli.output
 
@@ -371,12 +376,25 @@ def test_the_names_of_fixed_endpoints_are_not_account_ids(
 def test_the_reserved_names_are_the_app_routes_first_segments(client: TestClient) -> None:
     documented = {path.split("/")[1] for path in client.get("/openapi.json").json()["paths"]}
 
-    assert RESERVED_SEGMENTS == {name for name in documented if "{" not in name} | {
+    assert RESERVED_SEGMENTS == {name for name in documented if name and "{" not in name} | {
         "docs",  # Swagger UI and its assets, outside the schema
         "redoc",
         "openapi.json",
+        "favicon.ico",  # what browsers ask for, outside the schema
     }
     assert fixed_segments(app_module.build_api()) == RESERVED_SEGMENTS
+
+
+def test_the_root_points_to_the_docs_and_the_favicon_is_a_plain_404(
+    client: TestClient, publisher: FakePublisher
+) -> None:
+    root = client.get("/")
+    favicon = client.get("/favicon.ico")
+
+    assert root.status_code == 200 and root.json()["docs"] == "/docs"
+    assert client.get(root.json()["docs"]).status_code == 200
+    assert favicon.status_code == 404 and favicon.json() == {"detail": "Not Found"}
+    assert publisher.published == []
 
 
 def concrete_errors(base: type[TrackerError] = TrackerError) -> list[type[TrackerError]]:
@@ -408,6 +426,7 @@ ROUTE_ERRORS: dict[str, tuple[set[str], set[type[TrackerError]]]] = {
             RateLimited,
             LoginNeedsPost,
             *LOGIN_ERRORS,
+            BatchOverBurst,
         },
     ),
     "POST /{account_id}": (

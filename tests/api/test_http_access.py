@@ -23,6 +23,7 @@ from tests.helpers.waiting import wait_until
 from tracker_api.app import create_app
 from tracker_api.config import ConfigError, load_settings
 from tracker_api.errors import (
+    BatchOverBurst,
     LoginForbidden,
     LoginNeedsJson,
     LoginNeedsPost,
@@ -30,6 +31,7 @@ from tracker_api.errors import (
     LoginRequired,
     LoginThrottled,
     MalformedLogin,
+    RateLimited,
 )
 from tracker_api.http.auth import HttpAuth, basic_header
 from tracker_api.http.batch import NDJSON
@@ -425,21 +427,48 @@ def test_refused_requests_spend_no_rate_limit_tokens(
     assert [orjson.loads(p)["data"] for _, p in publisher.published] == ["e"]
 
 
-def test_the_token_bucket_refills_at_the_rate_and_lets_a_big_batch_run_into_debt() -> None:
+def test_the_token_bucket_refills_at_the_rate_and_a_batch_never_spends_more_than_the_burst() -> (
+    None
+):
     now = [0.0]
     limiter = RateLimiter(10, workers=2, clock=lambda: now[0])  # 5/s in this worker
 
     limiter.take("a", 5)
-    with pytest.raises(Exception, match="retry after 1 s") as refused:
+    with pytest.raises(RateLimited, match="retry after 1 s") as refused:
         limiter.take("a", 1)
-    assert refused.value.headers == {"Retry-After": "1"}  # type: ignore[attr-defined]
+    assert refused.value.headers == {"Retry-After": "1"}
     now[0] = 0.2  # one token back
     limiter.take("a", 1)
-    now[0] = 2.0  # full again: a batch bigger than the burst passes, leaving a debt
-    limiter.take("a", 12)
+    now[0] = 2.0  # full again, yet a batch bigger than the burst never fits in it
+    with pytest.raises(BatchOverBurst) as too_big:
+        limiter.take("a", 12)
+    assert too_big.value.status == 429 and too_big.value.headers == {}
+    assert too_big.value.detail == (
+        "A batch of 12 events exceeds the per-account burst (5 events); send at most 5 per request"
+    )
+    limiter.take("a", 5)  # the refused batch spent nothing: the bucket was still full
     now[0] = 2.5
-    with pytest.raises(Exception, match="retry after 2 s"):  # (5 - (-7 + 2.5)) / 5 = 1.9
+    with pytest.raises(RateLimited, match="retry after 1 s"):  # (5 - 2.5) / 5 = 0.5
         limiter.take("a", 5)
+
+
+def test_a_batch_larger_than_the_burst_is_429_and_the_account_is_not_locked_out(
+    database: tuple[str, Engine], publisher: FakePublisher, fast_path: bool
+) -> None:
+    """TRACKER_RATE_LIMIT=5: a 1000-event batch is refused whole, without a Retry-After
+    (no wait lets it pass), and the account's next second of events still passes."""
+    with make_client(database, publisher, fast_path, rate_limit=5) as client:
+        big = client.post("/1", json=[{"data": str(n)} for n in range(1000)])
+        burst = client.post("/1", json=[{"data": str(n)} for n in range(5)])
+
+    assert big.status_code == 429
+    assert big.json() == {
+        "detail": "A batch of 1000 events exceeds the per-account burst (5 events); "
+        "send at most 5 per request"
+    }
+    assert "retry-after" not in big.headers
+    assert burst.status_code == 200
+    assert [orjson.loads(p)["data"] for _, p in publisher.published] == [str(n) for n in range(5)]
 
 
 def test_request_ids_are_echoed_or_generated_and_carried_with_the_trace_id(

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tracker_api.__main__ import cli
+from tracker_api.ops import local_credentials
 from tracker_api.passwords import PasswordFile, hash_password, verify_password
 from tracker_contract.roles import ROLES, Rights, describe_role, rights_of
 
@@ -192,3 +193,57 @@ def test_an_accounts_rights_are_the_acls_patterns() -> None:
 
     assert rights_of("42") == granted == Rights(publishes=("ingest/42",), reads=("track/42",))
     assert describe_role("42") == "account 42: reads track/42; publishes ingest/42"
+
+
+def test_users_add_keeps_the_credentials_file_of_make_run_in_step(tmp_path: Path) -> None:
+    """`users add 1` after `make run` changes DEVICE_1_PASSWORD in var/credentials.env too
+    (it would be stale otherwise), the reader's and the tracker's likewise; a login the
+    file does not hold leaves it alone."""
+    passwd = tmp_path / "var" / "mqtt" / "passwd"
+    passwd.parent.mkdir(parents=True)
+    credentials = tmp_path / "var" / "credentials.env"
+    local_credentials.write(
+        credentials,
+        {
+            "TRACKER_MQTT_URL": "mqtt://tracker:old-t@127.0.0.1:1883",
+            "MQTT_TAIL_USERNAME": "reader",
+            "MQTT_TAIL_PASSWORD": "old-r",
+            "DEVICE_1_PASSWORD": "old-1",
+        },
+    )
+    runner = CliRunner()
+
+    def add(login: str, password: str) -> str:
+        who = ["--role", login] if login in ("reader", "tracker") else [login]
+        result = runner.invoke(
+            cli, ["users", "add", *who, "--password", password, "--password-file", str(passwd)]
+        )
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
+    said = add("1", "new-1")
+    add("reader", "new-r")
+    tracker = add("tracker", "new/t")
+    other = add("42", "new-42")
+
+    assert f"updated DEVICE_1_PASSWORD in {credentials}" in said
+    assert "restart `make run`" in tracker
+    assert "updated" not in other
+    assert local_credentials.read(credentials) == {
+        "TRACKER_MQTT_URL": "mqtt://tracker:new%2Ft@127.0.0.1:1883",
+        "MQTT_TAIL_USERNAME": "reader",
+        "MQTT_TAIL_PASSWORD": "new-r",
+        "DEVICE_1_PASSWORD": "new-1",
+    }
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert PasswordFile(passwd).check("1", "new-1")
+
+
+def test_a_password_file_outside_a_make_run_layout_touches_no_credentials_file(
+    tmp_path: Path,
+) -> None:
+    credentials = tmp_path / "credentials.env"
+    credentials.write_text("DEVICE_1_PASSWORD=old\n")
+
+    assert local_credentials.update(tmp_path / "etc" / "passwd", "1", "new") is None
+    assert credentials.read_text() == "DEVICE_1_PASSWORD=old\n"

@@ -6,6 +6,7 @@ stops every process of the run, and so does a SIGKILL of the script (through its
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,8 +21,9 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from tests.helpers.paced_load import Load
 from tests.helpers.waiting import wait_until
-from tracker_api.ops.cluster import Layout, Node
+from tracker_api.ops.cluster import Cluster, Layout, Node
 from tracker_api.ops.cluster_layout import CTL_PORTS
 from tracker_api.ops.ports import free_ports
 
@@ -181,6 +183,58 @@ def test_a_second_run_refused_for_a_busy_port_leaves_the_running_one_alone(
         first_run.wait()
 
 
+def test_help_describes_the_settings_and_starts_nothing_beside_a_running_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`scripts/cluster.py --help` while a cluster holds the ports (its epmd here): the
+    help and exit 0, no refusal, nothing made."""
+    run = MakeCluster(tmp_path_factory.mktemp("help"))
+    with socket.socket() as epmd:
+        epmd.bind(("127.0.0.1", int(run.env["CLUSTER_EPMD_PORT"])))
+        epmd.listen()
+        done = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "cluster.py"), "--help"],
+            env=run.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("usage: scripts/cluster.py")
+    listed = re.findall(r"^  ([A-Z_]+) ", done.stdout, re.MULTILINE)
+    assert {"VAR_DIR", "CLUSTER_PORT", "CLUSTER_PG_PORT", "CLUSTER_MQTT_PORT"} <= set(listed)
+    readme = (REPO / "README.md").read_text()
+    for variable in listed:  # and the README's table documents each one
+        assert f"| `{variable}` |" in readme, variable
+    assert "[make cluster]" not in done.stdout + done.stderr
+    assert not (run.var_dir / "cluster").exists()
+
+
+def test_cluster_users_tries_every_node_and_names_them_when_none_answers(
+    tmp_path: Path,
+) -> None:
+    """No node runs (only the cluster's epmd, so rabbitmqctl starts none of its own): each
+    node is asked in turn, and the one line says which were."""
+    cluster = Cluster(Layout.free(tmp_path / "cluster"))
+    cluster.prepare()
+    cluster.start_epmd()
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "tracker-api"), "cluster-users", "list",
+             "--cluster-dir", str(cluster.layout.base)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        cluster.stop()
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"Error: no node of the cluster under {cluster.layout.base} answered "
+        "(rabbit-1, rabbit-2, rabbit-3): is `make cluster` running?\n"
+    )
+
+
 def test_a_var_dir_postgres_cannot_enter_is_refused_with_the_reason(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -197,7 +251,7 @@ def reader_password(var_dir: Path) -> str:
     return dict(line.split("=", 1) for line in lines)["MQTT_TAIL_PASSWORD"]
 
 
-def test_an_event_through_haproxy_reaches_a_node_and_ctrl_c_stops_every_process(
+def test_an_event_through_haproxy_reaches_a_node_killed_parts_come_back_and_ctrl_c_stops_all(
     make_cluster: MakeCluster,
 ) -> None:
     process, took = make_cluster.start()
@@ -220,6 +274,7 @@ def test_an_event_through_haproxy_reaches_a_node_and_ctrl_c_stops_every_process(
             wait_until(lambda: len(reader.received()) == 10, timeout=10, message="not delivered")
             topic, payload = reader.received()[0]
             assert topic == "track/1" and b"hello 0" in payload
+        sigkills_under_load_are_survived(make_cluster, process)
     except BaseException:  # the next test starts its own run: stop this one first
         os.killpg(process.pid, signal.SIGINT)
         process.wait(90)
@@ -230,6 +285,70 @@ def test_an_event_through_haproxy_reaches_a_node_and_ctrl_c_stops_every_process(
     output = make_cluster.latest()
     assert "Traceback" not in output and output.rstrip().endswith("stopped"), output
     assert make_cluster.processes() == []
+
+
+def sigkills_under_load_are_survived(run: MakeCluster, process: subprocess.Popen[bytes]) -> None:
+    """A SIGKILLed tracker, then a SIGKILLed node (rabbit-1, the one `cluster-users` asked
+    first), under a steady load through HAProxy: each is named in one line and restarted
+    with its backoff, the rest keeps serving (no refused connection), `cluster-users
+    list` answers while rabbit-1 is down, and no killed process is left a zombie."""
+    home = run.var_dir / "cluster"
+    tracker_port, first = run.lb_port + 1, Layout.load(home).nodes[0]
+    cluster_users = [str(Path(sys.executable).parent / "tracker-api"), "cluster-users"]
+    with Load(f"http://127.0.0.1:{run.lb_port}", "kill", rate=40) as load:
+        wait_until(lambda: load.ok_count() >= 20, timeout=15, message="no load got through")
+        tracker = int((home / "tracker-1.pid").read_text())
+        os.kill(tracker, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                f"tracker 1 (:{tracker_port}) was killed by SIGKILL; restarting it in 1 s "
+                "(HAProxy sends every request to the other tracker)" in run.latest()
+            ),
+            timeout=10,
+            message=run.latest(),
+        )
+        wait_until(
+            lambda: f"tracker 1 restarted on :{tracker_port}" in run.latest(),
+            timeout=60,
+            message=run.latest(),
+        )
+
+        node = int(first.pidfile.read_text())
+        os.kill(node, signal.SIGKILL)
+        listed = subprocess.run(
+            [*cluster_users, "list", "--cluster-dir", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "reader" in listed.stdout and "tracker" in listed.stdout
+        wait_until(
+            lambda: (
+                f"rabbit-1 (MQTT :{first.mqtt_port}) was killed by SIGKILL; restarting it "
+                "in 1 s" in run.latest()
+            ),
+            timeout=10,
+            message=run.latest(),
+        )
+        wait_until(
+            lambda: "rabbit-1 restarted (pid" in run.latest(),
+            timeout=150,
+            interval=0.5,
+            message=run.latest(),
+        )
+        served = load.ok_count()
+        wait_until(lambda: load.ok_count() >= served + 20, timeout=30, message="no 200 after")
+
+    assert process.poll() is None, run.latest()  # make cluster kept running all along
+    assert "stopping" not in run.latest()
+    for killed in (tracker, node):  # reaped, not left a zombie
+        assert not Path(f"/proc/{killed}").exists(), f"pid {killed} is still there"
+    _, _, statuses, gap = load.figures()
+    figures = f"{dict(statuses)}, longest gap between 200s {gap:.1f} s"
+    print(f"make cluster, a tracker and a node SIGKILLed under load: {figures}")  # noqa: T201
+    assert statuses[0] == 0, statuses  # HAProxy never stopped: no request was refused
+    assert statuses[200] > 0
 
 
 def test_a_sigkilled_make_cluster_leaves_nothing_running_and_restarts_in_seconds(

@@ -50,3 +50,22 @@ def test_a_venv_left_without_pip_is_rebuilt_and_a_complete_one_is_kept(tmp_path:
     failed = bootstrap(venv, "--no-index", "no-such-package-here")
     assert failed.returncode != 0
     assert not (venv / ".installed").exists()
+
+
+def test_each_phase_of_a_bootstrap_says_what_it_does_and_pips_lines_come_through(
+    tmp_path: Path,
+) -> None:
+    """A first `make run` is not silent for half a minute: the venv, the install (with
+    pip's line per package) and the end are each announced."""
+    venv = tmp_path / ".venv"
+
+    done = bootstrap(venv, *OFFLINE_NO_OP)
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"[bootstrap] creating the virtualenv {venv} with Python 3.")
+    assert lines[1] == f"[bootstrap] installing into {venv}: pip install --no-index pip " + (
+        "(the first time takes a minute or so)"
+    )
+    assert any("Requirement already satisfied: pip" in line for line in lines[2:-1])
+    assert lines[-1].startswith(f"[bootstrap] {venv} is ready (")

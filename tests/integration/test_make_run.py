@@ -208,6 +208,121 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
     stack.stopped_cleanly(process)
 
 
+def banner_commands(output: str) -> list[str]:
+    """The commands the banner suggests, as a person would paste them (comments dropped)."""
+    block = output.split("try it, in another terminal:\n", 1)[1].split("[make run]", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def shell(command: str, env: dict[str, str], timeout: float = 30) -> str:
+    done = subprocess.run(
+        ["sh", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_the_banner_commands_reach_this_system_with_moved_ports_state_and_logins(
+    tmp_path: Path,
+) -> None:
+    """Ports and VAR_DIR moved, TRACKER_HTTP_AUTH=true: every command the banner prints,
+    pasted into a shell that has none of those variables, reaches this system (not one
+    on the default ports); the state directory is ignored by git wherever it is, and
+    `make clean` removes it."""
+    checkout = tmp_path / "checkout"  # a VAR_DIR inside some git work tree
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    stack = DevStack(checkout / "state")
+    stack.output = tmp_path / "devstack.log"  # outside the work tree checked below
+    stack.env["TRACKER_HTTP_AUTH"] = "true"
+    process = stack.start()
+    try:
+        curl, tail_line, make_tail = banner_commands(stack.latest())
+        bare = {k: v for k, v in stack.env.items() if k not in ("MQTT_PORT", "VAR_DIR")}
+        bare = {k: v for k, v in bare.items() if not k.startswith("TRACKER_")}
+        assert f"--port {stack.broker_port}" in tail_line
+        assert make_tail == (
+            f"make tail MQTT_PORT={stack.broker_port} VAR_DIR={stack.var_dir} "
+            f"TRACKER_PORT={stack.api_port}"
+        )
+        # Logins on: the banner's curl carries the demo device's, and is answered 200.
+        assert '-u "1:$DEVICE_1_PASSWORD"' in curl
+        assert json.loads(shell(curl, bare))["event"]["data"] == "hello"
+        anonymous = httpx.post(f"http://127.0.0.1:{stack.api_port}/1", json={"data": "x"})
+        assert anonymous.status_code == 401
+
+        tail_err = tmp_path / "tail.err"
+        with open(tail_err, "wb") as err:
+            tail = subprocess.Popen(
+                ["sh", "-c", f"{make_tail} ARGS='--count 1 --json --clean'"],
+                cwd=REPO,
+                env={**bare, "MAKEFLAGS": "-s --no-print-directory"},
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
+        try:
+            wait_until(
+                lambda: "subscribed to track/#" in tail_err.read_text(),
+                timeout=15,
+                message=f"the banner's make tail did not subscribe: {tail_err.read_text()}",
+            )
+            assert f"connected to 127.0.0.1:{stack.broker_port}" in tail_err.read_text()
+            sent = json.loads(shell(curl, bare))["event"]
+            out, _ = tail.communicate(timeout=10)
+        finally:
+            tail.kill()
+            tail.communicate()
+        assert json.loads(out)["eventId"] == sent["eventId"]
+
+        ignore = stack.var_dir / ".gitignore"
+        assert ignore.read_text().splitlines()[1:] == ["*"]
+        status = subprocess.run(
+            ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=all"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert status.stdout == "", status.stdout  # credentials, database: nothing to commit
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+    stack.stopped_cleanly(process)
+
+    # make clean removes this VAR_DIR (marked as made by make run), and refuses one that
+    # is not marked so.
+    shell(f"make -s clean-state VAR_DIR={stack.var_dir}", bare)
+    assert not stack.var_dir.exists()
+    foreign = tmp_path / "not-ours"
+    foreign.mkdir()
+    refused = subprocess.run(
+        ["make", "-s", "clean-state", f"VAR_DIR={foreign}"],
+        cwd=REPO,
+        env=bare,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0
+    assert f"make clean: {foreign} was not made by make run or make cluster" in refused.stderr
+    assert foreign.exists()
+
+
+def test_make_help_aligns_every_description() -> None:
+    lines = subprocess.run(
+        ["make", "-s", "--no-print-directory", "help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    names = [line.split()[1] for line in lines]
+    columns = {
+        line.index(line.split()[2], len("  make ") + len(name))
+        for line, name in zip(lines, names, strict=True)
+    }
+
+    assert "bench-cluster" in names
+    assert len(columns) == 1, lines
+
+
 @pytest.mark.slow
 def test_hang_up_and_sigterm_stop_everything_and_a_leftover_broker_is_stopped(
     tmp_path: Path,

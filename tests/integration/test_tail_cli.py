@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from subscriber.cli import EXIT_REFUSED, EXIT_TIMEOUT, default_client_id, refusal_hint, tail
+from subscriber.render import TEMPLATE_FIELDS
 from subscriber.session import ConnectOptions, Refused
 from tests.helpers.broker import Mosquitto
 from tests.helpers.tail import Publisher, Tail, assert_exactly_once, event
@@ -83,7 +84,7 @@ def test_plain_lines_and_templates_when_piped(broker: Mosquitto) -> None:
     assert len(lines) == 3
     assert "7" in lines[0] and "hello\\x1b[31m0" in lines[0]  # escapes cannot reach a terminal
     templated = invoke(
-        broker, "--client-id", "template", "--count", "3", "--format", "{eventId}|{nope}"
+        broker, "--client-id", "template", "--count", "3", "--format", "{eventId}|{requestId}"
     )
     assert templated.stdout.splitlines() == ["p-00000000|", "p-00000001|", "p-00000002|"]
 
@@ -182,6 +183,7 @@ def test_password_on_the_command_line_is_warned_about(broker: Mosquitto) -> None
         ["--aggregate", "--format", "{data}"],
         ["--format", "{0}"],
         ["--format", "{data"],
+        ["--format", "{nope}"],
         ["--reconnect-min", "5", "--reconnect-max", "1"],
         ["--port", "0"],
     ],
@@ -190,6 +192,21 @@ def test_usage_errors_exit_2_with_one_line(broker: Mosquitto, args: list[str]) -
     result = invoke(broker, *args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_format_naming_no_field_is_a_usage_error_listing_the_fields(broker: Mosquitto) -> None:
+    result = invoke(broker, "--format", "{nope}")
+
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--format': unknown field {nope}; the fields are" in result.stderr
+    assert "{requestId}, {traceId}" in result.stderr
+
+
+def test_help_lists_every_format_field() -> None:
+    result = CliRunner().invoke(tail, ["--help"], terminal_width=200)
+
+    assert result.exit_code == 0
+    assert all(f"{{{name}}}" in result.output for name in TEMPLATE_FIELDS)
 
 
 def test_unreachable_broker_is_retried_until_the_timeout(broker: Mosquitto) -> None:

@@ -159,7 +159,7 @@ def test_two_accounts_may_use_the_same_idempotency_key(broker: Mosquitto, tmp_pa
     shown = [(r["accountId"], r["eventId"], r["data"]) for r in tail.records()]
     assert shown[:2] == [("2", "order-1", "2"), ("3", "order-1", "3")]
     assert [row[0] for row in shown] == ["2", "3", "1"]
-    assert "3 events shown, 1 duplicates dropped" in tail.stderr()
+    assert "3 events shown, 1 duplicate dropped" in tail.stderr()
 
 
 def test_json_on_a_terminal_escapes_terminal_controls(broker: Mosquitto, tmp_path: Path) -> None:

@@ -8,10 +8,12 @@ from rich.console import Console
 
 from subscriber.aggregate import Aggregator
 from subscriber.render import (
+    TEMPLATE_FIELDS,
     ColourRenderer,
     JsonRenderer,
     PlainRenderer,
     TemplateRenderer,
+    counted,
     format_lag,
     iso_time,
     json_for_terminal,
@@ -22,6 +24,8 @@ from subscriber.render import (
     snapshot_json,
     snapshot_table,
     snapshot_text,
+    summary_line,
+    template_problem,
 )
 
 EVENT = {"eventId": "e1", "accountId": "42", "timestamp": "2026-11-28T12:00:00.123Z", "data": "hi"}
@@ -86,14 +90,42 @@ def test_json_line_is_the_event_plus_received_at() -> None:
     assert renderer.raw("track/1", b"x", T0) is None
 
 
-def test_template_fields_and_unknown_names() -> None:
-    renderer = TemplateRenderer("{accountId}\\t{data} {lag} {topic} {missing}")
-    assert renderer.event(dict(EVENT), "track/42", T0 + 1).decode() == "42\thi +1.0s track/42 \n"
+def test_template_fields_and_an_optional_field_the_event_lacks() -> None:
+    renderer = TemplateRenderer("{accountId}\\t{data} {lag} {topic} {requestId}|")
+    assert renderer.event(dict(EVENT), "track/42", T0 + 1).decode() == "42\thi +1.0s track/42 |\n"
     assert renderer.raw("track/1", b"x", T0) is not None
     with pytest.raises(ValueError):
         TemplateRenderer("{0}")
     with pytest.raises(ValueError):
         TemplateRenderer("{data")
+
+
+@pytest.mark.parametrize("template", ["{nope}", "{data} {eventid}", "{data.x}", "{}"])
+def test_a_template_naming_no_field_is_refused_with_the_valid_ones(template: str) -> None:
+    problem = template_problem(template)
+
+    assert problem is not None and problem.startswith("unknown field {")
+    assert all(f"{{{name}}}" in problem for name in TEMPLATE_FIELDS)
+    assert "{requestId}" in problem and "{traceId}" in problem
+    with pytest.raises(ValueError, match="unknown field"):
+        TemplateRenderer(template)
+
+
+def test_every_template_field_renders() -> None:
+    event = {**EVENT, "deviceTime": "2026-11-28T11:59:58Z", "requestId": "r-1", "traceId": "t"}
+    line = TemplateRenderer(" ".join(f"{{{name}}}" for name in TEMPLATE_FIELDS))
+
+    rendered = line.event(event, "track/42", T0 + 1).decode().split()
+
+    assert template_problem("{eventId} {lag}") is None
+    assert rendered[4:] == [
+        "2026-11-28T11:59:58Z",
+        "r-1",
+        "t",
+        "track/42",
+        iso_time(T0 + 1),
+        "+1.0s",
+    ]
 
 
 def test_colour_line_on_a_terminal() -> None:
@@ -121,6 +153,29 @@ def test_snapshots_as_json_text_and_table() -> None:
     assert text[1].split() == ["account", "count", "total", "rate/s", "lag", "avg", "lag", "max"]
     assert text[2].split() == ["1", "1", "1", "0.5", "+250ms", "+250ms"]
     assert snapshot_table(snap).row_count == 2
+
+
+def test_an_idle_account_shows_a_dash_for_its_lags_and_an_unreadable_one_a_question_mark() -> None:
+    agg = Aggregator(every=1, now=T0)
+    agg.add("1", 0.25)
+    agg.add("2", None)  # an event whose timestamp could not be read
+    agg.snapshot(T0 + 1)
+    agg.add("2", None)
+    quiet = agg.snapshot(T0 + 2)  # account 1 sent nothing in this period
+
+    text = snapshot_text(quiet).decode().splitlines()
+
+    assert text[0].startswith("# aggregate at 2026-11-28T12:00:02.123Z: 1 event in 1.0s")
+    assert text[2].split() == ["1", "0", "1", "0.0", "-", "-"]
+    assert text[3].split() == ["2", "1", "2", "1.0", "?", "?"]
+
+
+def test_counts_read_in_the_singular_for_one() -> None:
+    assert counted(1, "event") == "1 event" and counted(0, "event") == "0 events"
+    assert summary_line(1, 1, 1) == "1 event shown, 1 duplicate dropped, 1 payload was not an event"
+    assert (
+        summary_line(2, 0, 3) == "2 events shown, 0 duplicates dropped, 3 payloads were not events"
+    )
 
 
 def test_json_for_a_terminal_escapes_c1_controls_and_bidi_overrides() -> None:

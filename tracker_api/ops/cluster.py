@@ -46,6 +46,7 @@ from tracker_api.ops.cluster_layout import (
     ClusterError,
     Layout,
     Node,
+    NodeUnavailable,
     node_config,
     node_environment,
     tools_missing,
@@ -57,14 +58,19 @@ __all__ = [
     "ClusterError",
     "Layout",
     "Node",
+    "NodeUnavailable",
     "ctl",
     "free_ports",
     "mqtt_session_queue",
+    "on_any_node",
     "port_open",
     "tools_missing",
 ]
 
 logger = logging.getLogger(__name__)
+
+EX_UNAVAILABLE = 69  # rabbitmqctl's exit code when the node cannot be reached
+T = TypeVar("T")
 
 
 @dataclass
@@ -334,11 +340,30 @@ def ctl(layout: Layout, node: Node, *args: str) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise ClusterError(f"rabbitmqctl {args[0]} on {node.name} timed out") from None
+        raise NodeUnavailable(f"rabbitmqctl {args[0]} on {node.name} timed out") from None
     if done.returncode != 0:
         why = (done.stderr or done.stdout).decode(errors="replace").strip()
-        raise ClusterError(f"rabbitmqctl {args[0]} on {node.name} failed: {why}")
+        # 69 (EX_UNAVAILABLE): the node is down or not running RabbitMQ, not a refusal.
+        failed = NodeUnavailable if done.returncode == EX_UNAVAILABLE else ClusterError
+        raise failed(f"rabbitmqctl {args[0]} on {node.name} failed: {why}")
     return done.stdout.decode(errors="replace")
+
+
+def on_any_node(layout: Layout, action: Callable[[Node], T]) -> tuple[Node, T]:
+    """``action`` on the first node that answers, trying each in turn: an operation on the
+    cluster (its users, say) needs any one running node, not a given one. The node that
+    answered and what ``action`` returned; NodeUnavailable naming each when none did."""
+    unanswered = []
+    for node in layout.nodes:
+        try:
+            return node, action(node)
+        except NodeUnavailable as error:
+            logger.info("%s", error)
+            unanswered.append(node.short)
+    raise NodeUnavailable(
+        f"no node of the cluster under {layout.base} answered ({', '.join(unanswered)}): "
+        "is `make cluster` running?"
+    )
 
 
 def mqtt_session_queue(client_id: str) -> str:

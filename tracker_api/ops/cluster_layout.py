@@ -29,6 +29,10 @@ class ClusterError(RuntimeError):
     """The cluster could not be started, joined or commanded; the message says why."""
 
 
+class NodeUnavailable(ClusterError):
+    """The node did not answer (down, booting, unreachable): another node may."""
+
+
 def tools_missing() -> str | None:
     """Why the cluster cannot run here, or None when it can."""
     needed = [RABBITMQ_BIN / "rabbitmq-server", RABBITMQ_BIN / "rabbitmqctl"]

@@ -32,13 +32,13 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-from tracker_api.ops.cluster import ClusterError, Layout, Node, cli_json, ctl
+from tracker_api.ops.cluster import ClusterError, Layout, Node, cli_json, ctl, on_any_node
 from tracker_api.ops.login_options import CONTEXT, login_name, login_options, login_password
 from tracker_api.service.validation import check_account_id
 from tracker_contract.ids import SESSION_SEPARATOR
@@ -48,6 +48,7 @@ VHOST = "/"
 EXCHANGE = "amq.topic"
 HASHING = "rabbit_password_hashing_sha256"
 NOTHING = "^$"  # matches no routing key: an MQTT topic is never empty
+T = TypeVar("T")
 
 
 def routing_key(topic: str) -> str:
@@ -186,17 +187,22 @@ CLUSTER_DIR = click.option(
 )
 NODE = click.option(
     "--node",
-    default="1",
-    show_default=True,
-    help="Node to run the change on (number, rabbit-N or rabbit-N@localhost); "
-    "it reaches the whole cluster.",
+    help="Node to run the change on (number, rabbit-N or rabbit-N@localhost); it reaches "
+    "the whole cluster. Default: each node in turn until one answers.",
 )
 
 
-def target(cluster_dir: str, node: str) -> tuple[Layout, Node]:
+def on_cluster(
+    cluster_dir: str, node: str | None, action: Callable[[Layout, Node], T]
+) -> tuple[Node, T]:
+    """``action`` on the node asked for, or on the first that answers; a ClickException
+    saying why not."""
     try:
         layout = Layout.load(Path(cluster_dir))
-        return layout, layout.node(node)
+        if node is not None:
+            where = layout.node(node)
+            return where, action(layout, where)
+        return on_any_node(layout, lambda each: action(layout, each))
     except ClusterError as error:
         raise click.ClickException(str(error)) from None
 
@@ -218,7 +224,7 @@ def cluster_users() -> None:
 def add(
     username: str | None,
     cluster_dir: str,
-    node: str,
+    node: str | None,
     role: str | None,
     password: str | None,
     generate: bool,
@@ -226,11 +232,9 @@ def add(
     """Add a login or change its password and rules."""
     username = login_name(username, role)
     password = login_password(password, generate)
-    layout, where = target(cluster_dir, node)
-    try:
-        apply_logins(layout, where, {username: password})
-    except ClusterError as error:
-        raise click.ClickException(str(error)) from None
+    where, _ = on_cluster(
+        cluster_dir, node, lambda layout, at: apply_logins(layout, at, {username: password})
+    )
     click.echo(f"set {username} ({describe_role(username)}) on the cluster of {where.name}")
     if generate:
         click.echo(f"password: {password}")
@@ -240,13 +244,11 @@ def add(
 @click.argument("username")
 @CLUSTER_DIR
 @NODE
-def remove(username: str, cluster_dir: str, node: str) -> None:
+def remove(username: str, cluster_dir: str, node: str | None) -> None:
     """Remove a login."""
-    layout, where = target(cluster_dir, node)
-    try:
-        removed = remove_login(layout, where, username)
-    except ClusterError as error:
-        raise click.ClickException(str(error)) from None
+    _, removed = on_cluster(
+        cluster_dir, node, lambda layout, at: remove_login(layout, at, username)
+    )
     if not removed:
         raise click.ClickException(f"no user {username!r} on the cluster")
     click.echo(f"removed {username}")
@@ -255,12 +257,8 @@ def remove(username: str, cluster_dir: str, node: str) -> None:
 @cluster_users.command("list")
 @CLUSTER_DIR
 @NODE
-def list_command(cluster_dir: str, node: str) -> None:
+def list_command(cluster_dir: str, node: str | None) -> None:
     """List logins and what each may do."""
-    layout, where = target(cluster_dir, node)
-    try:
-        names = list_logins(layout, where)
-    except ClusterError as error:
-        raise click.ClickException(str(error)) from None
+    _, names = on_cluster(cluster_dir, node, list_logins)
     for username in names:
         click.echo(f"{username:<20} {describe_role(username)}")

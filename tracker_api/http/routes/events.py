@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from tracker_api.errors import (
     AccountInactive,
     AccountNotFound,
+    BatchOverBurst,
     DatabaseUnavailable,
     InvalidRequest,
     LoginForbidden,
@@ -55,6 +56,7 @@ ERRORS = openapi_responses(
     LoginForbidden,
     RateLimited,
     LoginThrottled,
+    BatchOverBurst,
 )
 GET_ONLY_ERRORS = openapi_responses(LoginNeedsPost)
 POST_ONLY_ERRORS = openapi_responses(LoginNeedsJson)
