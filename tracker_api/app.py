@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
@@ -53,6 +54,23 @@ def tune_garbage_collector() -> None:
 async def _tracker_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TrackerError)
     return JSONResponse({"detail": error.detail}, error.status, headers=error.headers)
+
+
+async def _invalid_parameter(_request: Request, error: Exception) -> JSONResponse:
+    """A parameter FastAPI checks itself (``limit=20000``) answered like every other 422:
+    ``{"detail": "<one line>"}``, each bad parameter named, not pydantic's error list."""
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse({"detail": describe_invalid(error)}, 422)
+
+
+def describe_invalid(error: RequestValidationError) -> str:
+    """``limit: Input should be less than or equal to 10000``; several joined by ``; ``."""
+    parts = []
+    for item in error.errors():
+        location = item.get("loc") or ()
+        name = str(location[-1]) if location else "request"
+        parts.append(f"{name}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
 
 
 def limiter_for(settings: Settings) -> RateLimiter | None:
@@ -167,6 +185,7 @@ def build_api(
         static_url=DOCS_ASSETS,
     )
     api.add_exception_handler(TrackerError, _tracker_error)
+    api.add_exception_handler(RequestValidationError, _invalid_parameter)
     if cors is not None:
         api.add_middleware(CORSMiddleware, **cors)
     api.include_router(health.router)

@@ -127,9 +127,46 @@ def test_bad_history_requests_are_422_with_a_clear_detail(
     assert detail in response.json()["detail"]
 
 
-def test_a_page_larger_than_the_cap_is_422(client: TestClient) -> None:
-    assert client.get("/events", params={"since": "1h", "limit": 10_001}).status_code == 422
+def test_a_page_larger_than_the_cap_is_422_with_one_detail_line(client: TestClient) -> None:
+    refused = client.get("/events", params={"since": "1h", "limit": 20_000})
+    not_a_number = client.get("/events", params={"since": "1h", "limit": "many"})
+
+    assert refused.status_code == 422 and not_a_number.status_code == 422
+    # The shape of every other 422: {"detail": "<what is wrong>"}, not pydantic's list.
+    assert refused.json() == {"detail": "limit: Input should be less than or equal to 10000"}
+    assert not_a_number.json()["detail"].startswith("limit: Input should be a valid integer")
     assert client.get("/events", params={"since": "1h", "limit": 10_000}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"since": "999999d"}, "out of range: '999999d' reaches back before the year 1"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "out of range: '0001-01-01T00:00:00+01:00'"),
+        ({"since": "1h", "until": "9999-12-31T23:59:59-01:00"}, "out of range"),
+        ({"since": "1h", "after": archive.encode_cursor((2**70, 1))}, "not a cursor"),
+        ({"since": "1h", "after": archive.encode_cursor((1, 2**64))}, "not a cursor"),
+        ({"since": "1h", "after": archive.encode_cursor((1, -1))}, "not a cursor"),
+    ],
+)
+def test_times_and_cursors_beyond_what_the_archive_can_hold_are_422_not_500(
+    client: TestClient, params: dict[str, str], detail: str
+) -> None:
+    response = client.get("/events", params=params)
+
+    assert response.status_code == 422, response.text
+    assert detail in response.json()["detail"]
+
+
+def test_the_earliest_and_latest_representable_times_are_a_valid_range(
+    client: TestClient, rows: list[archive.Row]
+) -> None:
+    params = {"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59.999Z"}
+
+    response = client.get("/events", params={**params, "limit": 100})
+
+    assert response.status_code == 200
+    assert len(response.json()["events"]) == len(rows)
 
 
 # -- access --------------------------------------------------------------------------------

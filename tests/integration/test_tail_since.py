@@ -182,6 +182,16 @@ def test_an_unreachable_api_is_one_line_and_exit_code_5(
     assert "Traceback" not in tail.stderr()
 
 
+@pytest.mark.parametrize("since", ["999999d", "0001-01-01T00:00:00+01:00"])
+def test_a_since_no_datetime_can_hold_is_a_one_line_usage_error(tmp_path: Path, since: str) -> None:
+    api = ("--api", "http://127.0.0.1:9")
+    with Tail(tmp_path, "--since", since, *api, port=9) as tail:
+        assert tail.process.wait(15) == 2
+    errors = [line for line in tail.stderr().splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "out of range" in errors[0], tail.stderr()
+    assert "Traceback" not in tail.stderr()
+
+
 def test_an_account_login_cannot_replay_another_accounts_history(tmp_path: Path) -> None:
     passwords = PasswordFile(tmp_path / "passwd")
     for user, password in {"tracker": "t-secret", "1": "one-secret"}.items():

@@ -113,6 +113,8 @@ def expire(engine: Engine, retention: timedelta, now: datetime | None = None) ->
 
 
 Cursor = tuple[int, int]  # (ts, seq) of the last event of a page
+# What a BIGINT column holds: a cursor beyond it is none of ours (and no driver binds it).
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 def encode_cursor(cursor: Cursor) -> str:
@@ -123,10 +125,12 @@ def decode_cursor(text: str) -> Cursor:
     """``ValueError`` for anything ``encode_cursor`` did not make."""
     try:
         decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        ts, seq = decoded.split(".")
-        return int(ts), int(seq)
+        ts, seq = (int(part) for part in decoded.split("."))
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValueError("not a cursor of this API") from None
+    if not (BIGINT_MIN <= ts <= BIGINT_MAX and 0 <= seq <= BIGINT_MAX):
+        raise ValueError("not a cursor of this API")
+    return ts, seq
 
 
 def page(
