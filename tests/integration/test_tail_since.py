@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers.accounts import migrated
 from tests.helpers.broker import Mosquitto
+from tests.helpers.history_stub import HistoryStub
 from tests.helpers.proxy import Proxy
 from tests.helpers.tail import Tail, assert_exactly_once
 from tests.helpers.tracker import TrackerProcess
@@ -258,3 +259,29 @@ def test_a_session_lost_on_the_broker_is_refilled_from_the_archive(tmp_path: Pat
         broker.kill()
     assert_exactly_once(shown, set(first + missed + after))
     assert "the broker has no session for it" in tail.stderr()
+
+
+def test_replayed_timestamps_and_topics_reach_a_terminal_escaped(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The archive's answer is data like any event: a hostile history API (or row) must
+    not reach the terminal with escape sequences, whatever field carries them."""
+    hostile = {
+        "eventId": "e-1",
+        "accountId": "1\x1b]0;owned\x07",  # the replay's topic is made of it
+        "timestamp": "2026-11-28T\x1b[31m12:00:00.000Z",
+        "data": "d",
+    }
+    shown = []
+    with HistoryStub(lambda _query: ([orjson.dumps(hostile)], {})) as api:
+        for n, extra in enumerate([[], ["--format", "{topic} {timestamp} {accountId}"]]):
+            args = ("--since", "1m", "--api", api.url, "--count", "1", "--client-id", f"esc{n}")
+            with Tail(tmp_path / str(n), *args, *extra, port=broker.port, terminal=True) as tail:
+                assert tail.process.wait(15) == 0, tail.stderr()
+                wait_until(lambda tail=tail: "d" in tail.stdout(), timeout=5)
+                shown.append(tail.out_path.read_bytes())
+
+    for output in shown:
+        assert b"\x1b]0;owned" not in output and b"\x1b[31m12" not in output, output
+    assert b"\\x1b[31m12:00:0" in shown[0]  # the clock column, escaped
+    assert b"track/1\\x1b]0;owned\\x07" in shown[1] and b"\\x1b[31m12:00:00" in shown[1]
