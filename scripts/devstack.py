@@ -90,6 +90,8 @@ MQTT_DIR = VAR / "mqtt"
 CREDENTIALS = VAR / "credentials.env"
 PASSWD = MQTT_DIR / "passwd"
 API_PIDFILE = VAR / "api.pid"
+# The API as a client reaches it: a wildcard bind address is reached on the loopback.
+API_URL = f"http://{'127.0.0.1' if API_HOST in ('0.0.0.0', '') else API_HOST}:{API_PORT}"
 
 
 def tool(name: str) -> str:
@@ -101,11 +103,23 @@ def tool(name: str) -> str:
     return found
 
 
+def write_credentials(values: dict[str, str]) -> None:
+    """var/credentials.env, readable by its owner only (passwords)."""
+    CREDENTIALS.touch(mode=0o600)
+    os.chmod(CREDENTIALS, 0o600)
+    CREDENTIALS.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+
+
 def load_credentials() -> dict[str, str]:
     """Read var/credentials.env, creating it (and the password file) on first run."""
     if CREDENTIALS.exists() and PASSWD.exists():
         pairs = (line.split("=", 1) for line in CREDENTIALS.read_text().splitlines() if "=" in line)
         stored = dict(pairs)
+        if stored.get("MQTT_TAIL_API") != API_URL:
+            # Written by an earlier run (or for another TRACKER_PORT): mqtt-tail --since
+            # sends the login only to an API it is given, so name this run's.
+            stored["MQTT_TAIL_API"] = API_URL
+            write_credentials(stored)
         url = urlsplit(stored["TRACKER_MQTT_URL"])  # MQTT_PORT may differ from the first run's
         login = url.netloc.rsplit(":", 1)[0]
         stored["TRACKER_MQTT_URL"] = url._replace(netloc=f"{login}:{BROKER_PORT}").geturl()
@@ -122,10 +136,10 @@ def load_credentials() -> dict[str, str]:
         "MQTT_TAIL_USERNAME": "reader",
         "MQTT_TAIL_PASSWORD": passwords["reader"],
         "DEVICE_1_PASSWORD": passwords["1"],
+        # Where mqtt-tail --since reads the history (with the reader's login).
+        "MQTT_TAIL_API": API_URL,
     }
-    CREDENTIALS.touch(mode=0o600)
-    CREDENTIALS.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    os.chmod(CREDENTIALS, 0o600)
+    write_credentials(values)
     say(f"created local MQTT credentials in {shown(CREDENTIALS)} (mode 0600):")
     say("  tracker  publishes track/#            (the API uses it)")
     say(f"  reader   reads track/#               password {passwords['reader']}")

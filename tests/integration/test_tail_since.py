@@ -183,6 +183,29 @@ def test_an_unreachable_api_is_one_line_and_exit_code_5(
     assert "Traceback" not in tail.stderr()
 
 
+def test_since_without_an_api_is_refused_and_sends_the_login_nowhere(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    login = {"MQTT_TAIL_USERNAME": "reader", "MQTT_TAIL_PASSWORD": "r-secret"}
+    with Tail(tmp_path, "--since", "1m", port=broker.port, env=login) as tail:
+        assert tail.process.wait(15) == 2
+    errors = [line for line in tail.stderr().splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "--since needs --api" in errors[0], tail.stderr()
+    assert "subscribed" not in tail.stderr()  # refused before the broker, too
+
+
+def test_the_api_named_in_the_environment_is_the_one_used(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    with HistoryStub() as api:
+        env = {"MQTT_TAIL_API": api.url}
+        with Tail(tmp_path, "--since", "1m", "--client-id", "env-api", port=broker.port,
+                  env=env) as tail:  # fmt: skip
+            tail.wait_for_stderr("replayed 0 events since")
+            assert tail.terminate() == 0
+    assert [request.path for request in api.requests][:1] == ["/events"]
+
+
 @pytest.mark.parametrize("since", ["999999d", "0001-01-01T00:00:00+01:00"])
 def test_a_since_no_datetime_can_hold_is_a_one_line_usage_error(tmp_path: Path, since: str) -> None:
     api = ("--api", "http://127.0.0.1:9")
