@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, select
 from tests.helpers.fakes import FakePublisher
 from tracker_api.app import create_app
 from tracker_api.config import load_settings
+from tracker_api.http import archive_reader
 from tracker_api.storage import event_store as archive
 
 NOW = datetime.now(UTC)
@@ -45,6 +46,11 @@ def rows(database: tuple[str, Engine]) -> list[archive.Row]:
 
 def ids(events: list[dict[str, str]]) -> list[str]:
     return [event["eventId"] for event in events]
+
+
+def in_archive_order(client: TestClient) -> list[str]:
+    """Every eventId in (timestamp, sequence) order, from one page that holds them all."""
+    return ids(client.get("/events", params={"since": "1h", "limit": 1000}).json()["events"])
 
 
 def pages(client: TestClient, **params: object) -> list[list[dict[str, str]]]:
@@ -91,9 +97,8 @@ def test_history_filters_accounts_and_the_time_range(
 def test_history_streams_ndjson_of_the_whole_range(
     client: TestClient, rows: list[archive.Row], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracker_api.http.routes import history
-
-    monkeypatch.setattr(history, "STREAM_PAGE", 4)  # many internal pages
+    monkeypatch.setattr(archive_reader, "STREAM_PLAN", 4)  # many plans
+    monkeypatch.setattr(archive_reader, "CHUNK_BYTES", 300)  # and chunks of about 2 events
 
     response = client.get(
         "/events", params={"since": "1h"}, headers={"Accept": "application/x-ndjson"}
@@ -105,6 +110,49 @@ def test_history_streams_ndjson_of_the_whole_range(
     assert sorted(lines) == sorted(row.envelope for row in rows)
     assert stamps == sorted(stamps)
     assert len(lines) == 50
+
+
+def test_a_json_page_ends_at_its_byte_budget_and_its_next_goes_on_from_there(
+    client: TestClient, rows: list[archive.Row], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    largest = max(len(row.envelope.encode()) for row in rows)
+    monkeypatch.setattr(archive_reader, "PAGE_BYTES", 3 * largest)
+
+    paged = pages(client, since="1h", limit=10)
+
+    events = [event for page in paged for event in page]
+    assert [len(page) for page in paged][:-1] == [3] * (len(paged) - 1)  # cut by bytes
+    monkeypatch.undo()
+    assert ids(events) == in_archive_order(client)  # no gap, no repeat, in order
+
+
+def test_an_event_larger_than_the_page_budget_still_comes_alone(
+    client: TestClient, rows: list[archive.Row], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archive_reader, "PAGE_BYTES", 1)
+
+    first = client.get("/events", params={"since": "1h"}).json()
+
+    monkeypatch.undo()
+    assert ids(first["events"]) == in_archive_order(client)[:1] and first["next"] is not None
+
+
+def test_ndjson_honours_limit_and_names_the_next_cursor_in_a_header(
+    client: TestClient, rows: list[archive.Row]
+) -> None:
+    ndjson = {"Accept": "application/x-ndjson"}
+    first = client.get("/events", params={"since": "1h", "limit": 20}, headers=ndjson)
+    rest = client.get(
+        "/events",
+        params={"since": "1h", "limit": 100, "after": first.headers["x-next-cursor"]},
+        headers=ndjson,
+    )
+
+    shown = [orjson.loads(line)["eventId"] for line in first.text.splitlines()]
+    shown += [orjson.loads(line)["eventId"] for line in rest.text.splitlines()]
+    assert len(first.text.splitlines()) == 20
+    assert "x-next-cursor" not in rest.headers  # the range is exhausted
+    assert shown == in_archive_order(client)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import Engine, Table, and_, delete, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    LargeBinary,
+    Table,
+    and_,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 
@@ -133,18 +144,33 @@ def decode_cursor(text: str) -> Cursor:
     return ts, seq
 
 
-def page(
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """An event a read will return, before its envelope is fetched."""
+
+    ts: int
+    seq: int
+    size: int  # the envelope's length in bytes (UTF-8)
+
+    @property
+    def cursor(self) -> Cursor:
+        return self.ts, self.seq
+
+
+def plan(
     engine: Engine,
     accounts: Sequence[str] | None,
     since_ms: int,
     until_ms: int,
     after: Cursor | None,
     limit: int,
-) -> list[tuple[str, Cursor]]:
-    """Up to ``limit`` envelopes in [since, until] (all accounts when ``accounts`` is
-    None), in (timestamp, sequence) order, after ``after``; each with its cursor."""
+) -> list[Planned]:
+    """Up to ``limit`` events in [since, until] (all accounts when ``accounts`` is None),
+    in (timestamp, sequence) order, after ``after``: where each is and how large its
+    envelope is, not the envelope. A reader then fetches as many envelopes at a time as
+    its memory budget allows (``envelopes``), whatever the events' size."""
     columns = EVENTS.c
-    query = select(columns.envelope, columns.ts, columns.seq).where(
+    query = select(columns.ts, columns.seq, _byte_length(engine)).where(
         columns.ts >= since_ms, columns.ts <= until_ms
     )
     if accounts is not None:
@@ -156,4 +182,37 @@ def page(
         )
     query = query.order_by(columns.ts, columns.seq).limit(limit)
     with engine.connect() as connection:
-        return [(envelope, (ts, seq)) for envelope, ts, seq in connection.execute(query)]
+        return [Planned(ts, seq, int(size)) for ts, seq, size in connection.execute(query)]
+
+
+def _byte_length(engine: Engine) -> ColumnElement[int]:
+    """The envelope's size in bytes, computed by the database: PostgreSQL reads it from
+    the value's header; SQLite's length() of a BLOB counts bytes (of TEXT, characters)."""
+    if engine.dialect.name == "postgresql":
+        return func.octet_length(EVENTS.c.envelope)
+    return func.length(cast(EVENTS.c.envelope, LargeBinary))
+
+
+def envelopes(engine: Engine, planned: Sequence[Planned]) -> list[str]:
+    """The envelopes of ``planned``, in its order. One deleted meanwhile (retention) is
+    left out."""
+    if not planned:
+        return []
+    columns = EVENTS.c
+    query = select(columns.seq, columns.envelope).where(columns.seq.in_([p.seq for p in planned]))
+    with engine.connect() as connection:
+        found: dict[int, str] = dict(connection.execute(query).all())
+    return [found[p.seq] for p in planned if p.seq in found]
+
+
+def within(planned: Sequence[Planned], max_bytes: int, limit: int | None = None) -> int:
+    """How many of ``planned``, from the first, fit in ``max_bytes`` (and ``limit``):
+    at least one, so that a reader always moves on, even past an event larger than its
+    budget."""
+    total, count = 0, 0
+    for item in planned[: limit if limit is not None else len(planned)]:
+        total += item.size
+        if count and total > max_bytes:
+            break
+        count += 1
+    return count

@@ -1,0 +1,125 @@
+"""Reading the archive for ``GET /events`` with bounded memory and capacity of its own.
+
+Memory: a read first plans its events (their cursors and envelope sizes, a few dozen bytes
+each), then fetches envelopes ``CHUNK_BYTES`` at a time; a JSON page stops at
+``PAGE_BYTES`` of envelopes (its ``next`` says where to go on). So a request holds about a
+page, or a chunk while it streams NDJSON, however large the events are: at least one event
+is always taken, so the largest a request holds is one page plus one event.
+
+Capacity: the reads run on an executor and a database pool of their own
+(``TRACKER_HISTORY_READERS`` threads and connections per worker); more requests wait for
+a thread. Account lookups, which every event request may need, have their own executor
+and pool (``service.accounts``), and the consumers keep the default ones: a slow history
+cannot starve either (docs/adr/0018-bounded-history.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+from sqlalchemy import Engine
+
+from tracker_api.storage import event_store
+from tracker_api.storage.event_store import Cursor, Planned
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+PAGE_BYTES = 4 * MiB
+"""Most envelope bytes in one JSON page: a page of large events ends early, with a next."""
+CHUNK_BYTES = 1 * MiB
+"""Most envelope bytes fetched at once (an NDJSON stream writes each chunk as it comes)."""
+STREAM_PLAN = 1000
+"""Events planned at a time while an NDJSON stream runs through a range."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which events a request asks for."""
+
+    accounts: Sequence[str] | None  # None: every account
+    since_ms: int
+    until_ms: int
+    after: Cursor | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A JSON page: its body, and the cursor of its last event when more follow."""
+
+    body: bytes
+    next: Cursor | None
+
+
+class ArchiveReader:
+    """The history's own threads and database connections."""
+
+    def __init__(self, engine: Engine, executor: Executor) -> None:
+        self.engine = engine
+        self.executor = executor
+
+    async def _run(self, function: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(function, *args))
+
+    async def plan(self, selection: Selection, after: Cursor | None, limit: int) -> list[Planned]:
+        return await self._run(
+            event_store.plan,
+            self.engine,
+            selection.accounts,
+            selection.since_ms,
+            selection.until_ms,
+            after,
+            limit,
+        )
+
+    async def page(self, selection: Selection, limit: int) -> Page:
+        """Up to ``limit`` events and at most ``PAGE_BYTES`` of them (at least one)."""
+        planned = await self.plan(selection, selection.after, limit + 1)  # one more: a next?
+        taken = event_store.within(planned, PAGE_BYTES, limit)
+        following = planned[taken - 1].cursor if taken < len(planned) else None
+        body = await self._run(self._json_body, planned[:taken], following)
+        return Page(body, following)
+
+    def _json_body(self, planned: list[Planned], following: Cursor | None) -> bytes:
+        # Built in the reader's thread: joining megabytes is not the event loop's work.
+        envelopes = event_store.envelopes(self.engine, planned)
+        body = b'{"events":[' + ",".join(envelopes).encode() + b'],"next":'
+        if following is None:
+            return body + b"null}"
+        return body + b'"' + event_store.encode_cursor(following).encode() + b'"}'
+
+    async def lines(
+        self, selection: Selection, planned: list[Planned] | None = None
+    ) -> AsyncIterator[bytes]:
+        """NDJSON, ``CHUNK_BYTES`` at a time: the events ``planned``, or (None) every event
+        of the selection, planned ``STREAM_PLAN`` at a time."""
+        if planned is not None:
+            async for chunk in self._chunks(planned):
+                yield chunk
+            return
+        after = selection.after
+        while True:
+            batch = await self.plan(selection, after, STREAM_PLAN)
+            async for chunk in self._chunks(batch):
+                yield chunk
+            if len(batch) < STREAM_PLAN:
+                return
+            after = batch[-1].cursor
+
+    async def _chunks(self, planned: list[Planned]) -> AsyncIterator[bytes]:
+        start = 0
+        while start < len(planned):
+            end = start + event_store.within(planned[start:], CHUNK_BYTES)
+            yield await self._run(self._ndjson, planned[start:end])
+            start = end
+
+    def _ndjson(self, planned: list[Planned]) -> bytes:
+        return "".join(
+            envelope + "\n" for envelope in event_store.envelopes(self.engine, planned)
+        ).encode()
