@@ -6,7 +6,8 @@ and a real SQLite archive of 10,000 events of 16 kB each (160 MB of envelopes).
   its peak and must be back within 64 MiB of where it was once the reads are done.
 - Capacity: event requests whose account is looked up in the database every time
   (``TRACKER_ACCOUNT_CACHE_TTL=0``) keep their latency while big history pages are
-  served: the history runs on threads and connections of its own.
+  served, and while history reads are stuck on the database (a real PostgreSQL, its
+  events table locked): the history runs on threads and connections of its own.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pathlib import Path
 import httpx2 as httpx
 import orjson
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tests.helpers.accounts import migrated
 from tests.helpers.broker import Mosquitto
+from tests.helpers.postgres import PostgresCluster, throwaway_postgres
 from tests.helpers.tracker import TrackerProcess
+from tests.helpers.waiting import wait_until
 from tracker_api.passwords import PasswordFile
 from tracker_api.storage import event_store
 
@@ -229,3 +232,77 @@ def test_event_requests_keep_their_latency_while_big_history_pages_are_served(
     )
     assert served > 16 * MiB, "the history was not busy while events were measured"
     assert busy < max(10 * quiet, 0.25)
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresCluster]:
+    yield from throwaway_postgres()
+
+
+STUCK_READS = 8  # more than asyncio's default executor has threads on a small machine
+
+
+@pytest.mark.postgres
+def test_history_reads_stuck_on_the_database_leave_event_requests_their_capacity(
+    postgres: PostgresCluster, broker: Mosquitto, tmp_path: Path
+) -> None:
+    engine = migrated(postgres.url)
+    env = {
+        "TRACKER_STATE_DIR": str(tmp_path / "state"),
+        "TRACKER_ARCHIVE": "false",
+        "TRACKER_ACCOUNT_CACHE_TTL": "0",
+    }
+    answers: list[int] = []
+    try:
+        with TrackerProcess(tmp_path, broker.url, postgres.url, **env) as tracker:
+            with engine.connect() as holder:
+                # A long maintenance transaction: every read of the archive waits for it,
+                # the accounts table does not.
+                holder.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+
+                def read_history() -> None:
+                    response = httpx.get(
+                        f"{tracker.base_url}/events", params={"since": "1h"}, timeout=60
+                    )
+                    answers.append(response.status_code)
+
+                readers = [threading.Thread(target=read_history) for _ in range(STUCK_READS)]
+                for reader in readers:
+                    reader.start()
+                wait_until(lambda: waiting_on_locks(engine) >= 2, timeout=10)
+
+                latencies, statuses = timed_events(tracker.base_url, 40)
+                holder.rollback()  # the maintenance ends: the history goes on
+            for reader in readers:
+                reader.join(60)
+    finally:
+        engine.dispose()
+
+    print(  # noqa: T201 - the measured figure
+        f"event p99 with {STUCK_READS} history reads stuck on a lock: "
+        f"{p99(latencies) * 1000:.1f} ms"
+    )
+    assert statuses == [200] * 40
+    assert p99(latencies) < 0.25
+    assert answers == [200] * STUCK_READS  # served once the lock was gone
+
+
+def waiting_on_locks(engine: Engine) -> int:
+    """Queries of other sessions waiting for a lock right now."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    with engine.connect() as connection:
+        return int(connection.execute(text(query)).scalar_one())
+
+
+def timed_events(base_url: str, count: int) -> tuple[list[float], list[int]]:
+    """Latency and status of ``count`` event requests in a row (0: no answer in 3 s)."""
+    latencies, statuses = [], []
+    with httpx.Client(base_url=base_url, timeout=3) as client:
+        for n in range(count):
+            started = time.perf_counter()
+            try:
+                statuses.append(client.get("/2", params={"data": f"beside {n}"}).status_code)
+            except httpx.TimeoutException:
+                statuses.append(0)
+            latencies.append(time.perf_counter() - started)
+    return latencies, statuses

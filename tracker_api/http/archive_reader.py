@@ -36,6 +36,14 @@ CHUNK_BYTES = 1 * MiB
 """Most envelope bytes fetched at once (an NDJSON stream writes each chunk as it comes)."""
 STREAM_PLAN = 1000
 """Events planned at a time while an NDJSON stream runs through a range."""
+FIRST_PLAN = 100
+"""Events a JSON page plans first; then as many as its remaining budget seems to need."""
+
+
+def next_step(taken: Sequence[Planned], budget: int) -> int:
+    """How many events to plan next for ``budget`` bytes, judging by those ``taken``."""
+    average = max(1, sum(item.size for item in taken) // max(1, len(taken)))
+    return max(FIRST_PLAN, min(STREAM_PLAN, budget // average + 1))
 
 
 @dataclass(frozen=True)
@@ -80,10 +88,25 @@ class ArchiveReader:
 
     async def page(self, selection: Selection, limit: int) -> Page:
         """Up to ``limit`` events and at most ``PAGE_BYTES`` of them (at least one)."""
-        planned = await self.plan(selection, selection.after, limit + 1)  # one more: a next?
-        taken = event_store.within(planned, PAGE_BYTES, limit)
-        following = planned[taken - 1].cursor if taken < len(planned) else None
-        body = await self._run(self._json_body, planned[:taken], following)
+        taken: list[Planned] = []
+        budget, after, step = PAGE_BYTES, selection.after, FIRST_PLAN
+        while True:
+            # Planned a step at a time, each as large as the budget left seems to need:
+            # sizing 10,000 events of 16 kB to take the 256 that fit would read them all.
+            wanted = min(step, limit + 1 - len(taken))  # one more than the limit: a next?
+            batch = await self.plan(selection, after, wanted)
+            fit = event_store.within(batch, budget, limit - len(taken), first=not taken)
+            taken += batch[:fit]
+            budget -= sum(item.size for item in batch[:fit])
+            if fit < len(batch):  # cut by the budget or the limit: more follow
+                following: Cursor | None = taken[-1].cursor
+                break
+            if len(batch) < wanted:  # the range is exhausted
+                following = None
+                break
+            after = batch[-1].cursor
+            step = next_step(taken, budget)
+        body = await self._run(self._json_body, taken, following)
         return Page(body, following)
 
     def _json_body(self, planned: list[Planned], following: Cursor | None) -> bytes:

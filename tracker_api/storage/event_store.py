@@ -205,14 +205,16 @@ def envelopes(engine: Engine, planned: Sequence[Planned]) -> list[str]:
     return [found[p.seq] for p in planned if p.seq in found]
 
 
-def within(planned: Sequence[Planned], max_bytes: int, limit: int | None = None) -> int:
-    """How many of ``planned``, from the first, fit in ``max_bytes`` (and ``limit``):
-    at least one, so that a reader always moves on, even past an event larger than its
-    budget."""
+def within(
+    planned: Sequence[Planned], max_bytes: int, limit: int | None = None, *, first: bool = True
+) -> int:
+    """How many of ``planned``, from the first, fit in ``max_bytes`` and ``limit``. With
+    ``first`` (a reader's first take) at least one does, so that a reader always moves on,
+    even past an event larger than its budget."""
     total, count = 0, 0
     for item in planned[: limit if limit is not None else len(planned)]:
         total += item.size
-        if count and total > max_bytes:
+        if total > max_bytes and (count or not first):
             break
         count += 1
     return count
