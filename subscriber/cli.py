@@ -96,6 +96,7 @@ def tail(
     quiet: bool,
     since: datetime | None,
     api: str | None,
+    archive_wait: float,
     insecure_api: bool,
 ) -> None:
     """Watch the tracker's events live: each acknowledged event shown exactly once,
@@ -172,7 +173,9 @@ def tail(
         # user did not give (there is no default one to listen on and collect it).
         if api is not None:
             history = History(api, watched, username, password)
-            replayer = Replayer(pipeline, history, since, terminal=sys.stderr.isatty())
+            replayer = Replayer(
+                pipeline, history, since, terminal=sys.stderr.isatty(), archive_wait=archive_wait
+            )
         status = run(Session(options, pipeline, replayer), pipeline)
     sys.exit(status)
 

@@ -187,6 +187,15 @@ history_options = option_group(
         "from it.",
     ),
     click.option(
+        "--archive-wait",
+        type=click.FloatRange(min=0),
+        default=30.0,
+        show_default=True,
+        help="Seconds the replay waits for the archive to store what was acknowledged "
+        "before the subscription (progress on stderr); past that it goes live and "
+        "names the span it could not cover.",
+    ),
+    click.option(
         "--insecure-api",
         is_flag=True,
         help="Accept a plain http:// --api while the broker link is TLS: the login then "

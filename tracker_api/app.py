@@ -160,6 +160,7 @@ def create_api(
             app.state.archive_reader = ArchiveReader(
                 own_engine(settings, engine, stack, settings.history_readers),
                 own_executor(stack, settings.history_readers, "history"),
+                settings.archive_session,
             )
             broker: Publisher
             if publisher is None:

@@ -4,8 +4,10 @@ Real Mosquitto, a real tracker process archiving to SQLite, real ``mqtt-tail`` p
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -308,3 +310,84 @@ def test_replayed_timestamps_and_topics_reach_a_terminal_escaped(
         assert b"\x1b]0;owned" not in output and b"\x1b[31m12" not in output, output
     assert b"\\x1b[31m12:00:0" in shown[0]  # the clock column, escaped
     assert b"track/1\\x1b]0;owned\\x07" in shown[1] and b"\\x1b[31m12:00:00" in shown[1]
+
+
+@contextmanager
+def archive_held_back(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another process holds the database's write lock: the archive's commits wait and
+    fail (``behind: database unavailable``) while the history can still be read."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        yield blocker
+    finally:
+        blocker.close()
+
+
+def watermark(tracker: TrackerProcess) -> str | None:
+    answer = httpx.get(f"{tracker.base_url}/events", params={"since": "1m"}, timeout=5)
+    return answer.headers.get("x-archive-watermark")
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[tuple[Mosquitto, TrackerProcess, Path]]:
+    """A broker and an archiving tracker whose SQLite file a test may lock."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    path = tmp_path / "tracker.db"
+    try:
+        with TrackerProcess(
+            tmp_path, broker.url, database(path), **tracker_env(tmp_path)
+        ) as tracker:
+            wait_until(lambda: watermark(tracker), timeout=10, message="the archive never marked")
+            yield broker, tracker, path
+    finally:
+        broker.kill()
+
+
+def test_events_acknowledged_before_the_subscription_but_archived_late_are_shown_once(
+    own_stack: tuple[Mosquitto, TrackerProcess, Path], tmp_path: Path
+) -> None:
+    broker, tracker, path = own_stack
+    start = now()
+    early = send(tracker, "1", 3, "early")
+    wait_until(lambda: archived(tracker, start) == 3, timeout=10)
+    with archive_held_back(path) as blocker:
+        late = send(tracker, "1", 5, "late")  # acknowledged: 200 after the broker's PUBACK
+        tail = since_tail(tmp_path, broker, tracker, "--json", "--since", start)
+        with tail:
+            tail.wait_for_stderr("waiting for the archive to store what came before", 15)
+            blocker.rollback()  # the archive catches up
+            tail.wait_for_stderr("replayed 8 events", 20)
+            live = send(tracker, "2", 2, "live")
+            shown = tail.wait_for_events(10)
+            assert tail.terminate() == 0
+    assert_exactly_once(shown, set(early + late + live))
+    assert shown[:3] == early
+    assert "may be missing" not in tail.stderr()
+
+
+def test_a_seam_the_archive_does_not_cover_in_time_is_named_with_its_span(
+    own_stack: tuple[Mosquitto, TrackerProcess, Path], tmp_path: Path
+) -> None:
+    broker, tracker, path = own_stack
+    start = now()
+    with archive_held_back(path):
+        late = send(tracker, "1", 5, "late")
+        args = ("--json", "--since", start, "--archive-wait", "1.5")
+        with since_tail(tmp_path / "first", broker, tracker, *args) as tail:
+            tail.wait_for_stderr("replayed 0 events", 15)
+            live = send(tracker, "2", 2, "live")
+            shown = tail.wait_for_events(2)
+            assert tail.terminate() == 0
+    warning = next(line for line in tail.stderr().splitlines() if "may be missing" in line)
+    assert "the archive has stored everything only up to " in warning
+    assert "replay them later with --since " in warning
+    assert_exactly_once(shown, set(live))
+    # Once the archive caught up, a replay from the span's start shows what was missed.
+    since = warning.rsplit("--since ", 1)[1].strip()
+    wait_until(lambda: archived(tracker, start) == 7, timeout=20)
+    with since_tail(tmp_path / "later", broker, tracker, "--json", "--since", since) as later:
+        later.wait_for_stderr("replayed")
+        assert set(late) <= set(later.event_ids())
+        assert later.terminate() == 0

@@ -25,7 +25,7 @@ from typing import TypeVar
 from sqlalchemy import Engine
 
 from tracker_api.storage import event_store
-from tracker_api.storage.event_store import Cursor, Planned
+from tracker_api.storage.event_store import ArchiveState, Cursor, Planned
 
 T = TypeVar("T")
 
@@ -54,6 +54,7 @@ class Selection:
     since_ms: int
     until_ms: int
     after: Cursor | None
+    stored_after: int | None = None  # only events stored after this archive position
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,14 @@ class Page:
 class ArchiveReader:
     """The history's own threads and database connections."""
 
-    def __init__(self, engine: Engine, executor: Executor) -> None:
+    def __init__(self, engine: Engine, executor: Executor, session: str = "") -> None:
         self.engine = engine
         self.executor = executor
+        self.session = session  # the archive's client id: whose watermark to report
+
+    async def state(self) -> ArchiveState:
+        """The archive's watermark and position: read before any row of an answer."""
+        return await self._run(event_store.state, self.engine, self.session)
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
@@ -84,6 +90,7 @@ class ArchiveReader:
             selection.until_ms,
             after,
             limit,
+            selection.stored_after,
         )
 
     async def page(self, selection: Selection, limit: int) -> Page:

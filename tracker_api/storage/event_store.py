@@ -28,12 +28,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 
-from tracker_api.storage.models import ArchivedEvent
+from tracker_api.storage.models import ArchivedEvent, ArchiveWatermark
 from tracker_contract import topics
 from tracker_contract.durations import InvalidTime, parse_timestamp
 from tracker_contract.ids import ACCOUNT_ID
 
 EVENTS: Table = SQLModel.metadata.tables[ArchivedEvent.__tablename__]
+WATERMARKS: Table = SQLModel.metadata.tables[ArchiveWatermark.__tablename__]
 # Retention deletes this many rows per transaction, so writers never wait long.
 RETENTION_BATCH = 1000
 
@@ -82,26 +83,66 @@ def parse(topic: str, payload: bytes) -> Row:
 # -- the table ---------------------------------------------------------------------------
 
 
-def insert(engine: Engine, rows: Sequence[Row]) -> None:
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Every event the broker acknowledged before ``ts`` (epoch ms) is stored, as the
+    archive consuming as ``session`` found it (docs/adr/0018-bounded-history.md)."""
+
+    session: str
+    ts: int
+
+
+def insert(engine: Engine, rows: Sequence[Row], watermark: Watermark | None = None) -> None:
     """Write ``rows`` in one transaction; a row already there (same account and eventId)
-    is left as it is."""
+    is left as it is. ``watermark`` is raised in the same transaction (never lowered), so
+    it never claims a row that is not committed."""
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(EVENTS).on_conflict_do_nothing(
-        index_elements=["account_id", "event_id"]
-    )
     with engine.begin() as connection:
-        connection.execute(
-            statement,
-            [
-                {
-                    "account_id": r.account_id,
-                    "event_id": r.event_id,
-                    "ts": r.ts,
-                    "envelope": r.envelope,
-                }
-                for r in rows
-            ],
-        )
+        if rows:
+            statement = dialect.insert(EVENTS).on_conflict_do_nothing(
+                index_elements=["account_id", "event_id"]
+            )
+            connection.execute(
+                statement,
+                [
+                    {
+                        "account_id": r.account_id,
+                        "event_id": r.event_id,
+                        "ts": r.ts,
+                        "envelope": r.envelope,
+                    }
+                    for r in rows
+                ],
+            )
+        if watermark is not None:
+            raised = dialect.insert(WATERMARKS).values(session=watermark.session, ts=watermark.ts)
+            connection.execute(
+                raised.on_conflict_do_update(
+                    index_elements=["session"],
+                    set_={"ts": raised.excluded.ts},
+                    where=WATERMARKS.c.ts < raised.excluded.ts,
+                )
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveState:
+    """What a history answer says of the archive, read before its rows."""
+
+    watermark: int | None  # epoch ms; None: never marked
+    position: int  # the highest sequence stored (0: none)
+
+
+def state(engine: Engine, session: str) -> ArchiveState:
+    """The watermark of the archive consuming as ``session``, and the position (highest
+    sequence) the archive had reached. Read before a history's rows, so that those rows
+    include every event the watermark vouches for, and every one up to the position."""
+    with engine.connect() as connection:
+        watermark = connection.execute(
+            select(WATERMARKS.c.ts).where(WATERMARKS.c.session == session)
+        ).scalar_one_or_none()
+        position = connection.execute(select(func.max(EVENTS.c.seq))).scalar_one_or_none()
+    return ArchiveState(watermark, int(position or 0))
 
 
 def delete_before(engine: Engine, cutoff_ms: int, limit: int = RETENTION_BATCH) -> int:
@@ -164,11 +205,13 @@ def plan(
     until_ms: int,
     after: Cursor | None,
     limit: int,
+    stored_after: int | None = None,
 ) -> list[Planned]:
     """Up to ``limit`` events in [since, until] (all accounts when ``accounts`` is None),
     in (timestamp, sequence) order, after ``after``: where each is and how large its
     envelope is, not the envelope. A reader then fetches as many envelopes at a time as
-    its memory budget allows (``envelopes``), whatever the events' size."""
+    its memory budget allows (``envelopes``), whatever the events' size. With
+    ``stored_after`` (a position of ``state``), only events stored after it."""
     columns = EVENTS.c
     query = select(columns.ts, columns.seq, _byte_length(engine)).where(
         columns.ts >= since_ms, columns.ts <= until_ms
@@ -180,6 +223,8 @@ def plan(
         query = query.where(
             or_(columns.ts > after[0], and_(columns.ts == after[0], columns.seq > after[1]))
         )
+    if stored_after is not None:
+        query = query.where(columns.seq > stored_after)
     query = query.order_by(columns.ts, columns.seq).limit(limit)
     with engine.connect() as connection:
         return [Planned(ts, seq, int(size)) for ts, seq, size in connection.execute(query)]

@@ -9,6 +9,7 @@ own (as ``mqtt/acl`` lets them subscribe); without the file the history is open.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -72,6 +73,15 @@ def read_query(
     ] = "",
     until: Annotated[str | None, Query(description="To (inclusive); default: now")] = None,
     after: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    stored_after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=archive.BIGINT_MAX,
+            description="Only events the archive stored after this position "
+            "(`X-Archive-Position` of an earlier answer): what arrived late",
+        ),
+    ] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Selection:
     # The login first: who may not read the history learns nothing of it, not even
@@ -91,7 +101,7 @@ def read_query(
         cursor = archive.decode_cursor(after) if after else None
     except ValueError as error:
         raise InvalidRequest(f"after: {error}") from None
-    return Selection(accounts, archive.to_ms(start), archive.to_ms(end), cursor)
+    return Selection(accounts, archive.to_ms(start), archive.to_ms(end), cursor, stored_after)
 
 
 QueryDep = Annotated[Selection, Depends(read_query)]
@@ -134,19 +144,40 @@ async def history(
 ) -> Response:
     """Archived events of `since`..`until`, oldest first, paged by cursor (`after`)."""
     reader: ArchiveReader = request.app.state.archive_reader
+    # Before any row: the rows read next include all that the watermark vouches for.
+    headers = state_headers(await reader.state())
     if accept is not None and NDJSON in accept:
-        return await _ndjson(reader, query, limit)
+        return await _ndjson(reader, query, limit, headers)
     page = await reader.page(query, limit or DEFAULT_LIMIT)
-    return Response(page.body, media_type="application/json")
+    return Response(page.body, media_type="application/json", headers=headers)
 
 
-async def _ndjson(reader: ArchiveReader, query: Selection, limit: int | None) -> Response:
+def state_headers(state: archive.ArchiveState) -> dict[str, str]:
+    """``X-Archive-Read-At`` (this server's clock as it read the archive),
+    ``X-Archive-Watermark`` (every event the broker acknowledged before it is stored;
+    absent while the archive never marked) and ``X-Archive-Position``."""
+    headers = {
+        "X-Archive-Read-At": rfc3339_ms(time.time() * 1000),
+        "X-Archive-Position": str(state.position),
+    }
+    if state.watermark is not None:
+        headers["X-Archive-Watermark"] = rfc3339_ms(state.watermark)
+    return headers
+
+
+def rfc3339_ms(epoch_ms: float) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def _ndjson(
+    reader: ArchiveReader, query: Selection, limit: int | None, headers: dict[str, str]
+) -> Response:
     if limit is None:
-        return StreamingResponse(reader.lines(query), media_type=NDJSON)
+        return StreamingResponse(reader.lines(query), media_type=NDJSON, headers=headers)
     # A bounded answer is planned whole first (a few bytes per event): its end, and so
     # the cursor of what follows, is known before the first line goes out.
     planned = await reader.plan(query, query.after, limit + 1)
-    headers = {}
     if len(planned) > limit:
         headers["X-Next-Cursor"] = archive.encode_cursor(planned[limit - 1].cursor)
     return StreamingResponse(
