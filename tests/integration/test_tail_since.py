@@ -374,13 +374,16 @@ def test_a_seam_the_archive_does_not_cover_in_time_is_named_with_its_span(
     start = now()
     with archive_held_back(path):
         late = send(tracker, "1", 5, "late")
-        args = ("--json", "--since", start, "--archive-wait", "1.5")
-        with since_tail(tmp_path / "first", broker, tracker, *args) as tail:
+        wait = {"MQTT_TAIL_ARCHIVE_WAIT": "1.5"}  # --archive-wait
+        with Tail(tmp_path / "first", "--api", tracker.base_url, "--json", "--since", start,
+                  port=broker.port, env=wait) as tail:  # fmt: skip
             tail.wait_for_stderr("replayed 0 events", 15)
             live = send(tracker, "2", 2, "live")
             shown = tail.wait_for_events(2)
             assert tail.terminate() == 0
-    warning = next(line for line in tail.stderr().splitlines() if "may be missing" in line)
+    warnings = [line for line in tail.stderr().splitlines() if "may be missing" in line]
+    assert len(warnings) == 1, f"the uncovered span was not named:\n{tail.stderr()}"
+    warning = warnings[0]
     assert "the archive has stored everything only up to " in warning
     assert "replay them later with --since " in warning
     assert_exactly_once(shown, set(live))
