@@ -261,6 +261,16 @@ def test_an_event_through_haproxy_reaches_a_node_and_ctrl_c_stops_every_process(
             topic, payload = reader.received()[0]
             assert topic == "track/1" and b"hello 0" in payload
         assert_postgres_asks_for_the_password(make_cluster.var_dir, make_cluster.pg_port)
+        # The archive marks its session on RabbitMQ too: the history says how far it is
+        # complete, so mqtt-tail --since can check its seam here.
+        history = f"http://127.0.0.1:{make_cluster.lb_port}/events"
+        wait_until(
+            lambda: httpx.get(
+                history, params={"since": "1m"}, auth=("reader", password), timeout=5
+            ).headers.get("x-archive-watermark"),
+            timeout=20,
+            message="no archive watermark through HAProxy",
+        )
         # The trackers use that password, and mqtt-tail finds the API in the same file.
         assert stored_credentials(make_cluster.var_dir)["MQTT_TAIL_API"] == (
             f"http://127.0.0.1:{make_cluster.lb_port}"
