@@ -111,7 +111,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "`limit` events and about 4 MiB (a page of large events ends early); `next` is the "
         "cursor of the following page, null once the range is exhausted. With `Accept: "
         "application/x-ndjson`, one event per line: the whole range, or with `limit` at most "
-        "that many, the cursor of what follows in the `X-Next-Cursor` header",
+        "that many, the cursor of what follows in the `X-Next-Cursor` header. Either way, "
+        "read before the events: `X-Archive-Watermark` (every event the broker acknowledged "
+        "before it is stored; absent until the archive first marked), `X-Archive-Read-At` "
+        "(this server's clock then) and `X-Archive-Position` (for `stored_after`)",
         "content": {
             "application/json": {
                 "example": {"events": [EVENT_EXAMPLE], "next": "MTc5NTg2NzIwMDEyMy4x"}
