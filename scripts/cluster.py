@@ -3,7 +3,9 @@
 1. a 3-node RabbitMQ cluster (MQTT on 127.0.0.1:1884-1886, quorum-queue sessions) under
    var/cluster/, with the roles of mqtt/acl and local credentials (first run: random
    passwords in var/cluster/credentials.env, 0600);
-2. a throwaway PostgreSQL under var/cluster/postgres (port 5442), seeded (idempotent);
+2. a throwaway PostgreSQL under var/cluster/postgres (port 5442), seeded (idempotent); its
+   superuser signs in with a password (scram-sha-256) from var/cluster/credentials.env,
+   never by trust, over TCP and the socket alike;
 3. two trackers (ports 9001 and 9002), each given every broker node (failing over);
 4. HAProxy on 127.0.0.1:9000 in front of them, checking GET /readyz.
 
@@ -25,6 +27,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,6 +51,7 @@ from loadbalancer import haproxy_binary  # noqa: E402
 from loadbalancer import haproxy_config as haproxy_config_text  # noqa: E402
 from pydantic import Field, ValidationError  # noqa: E402
 from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
 from tracker_api.config import describe  # noqa: E402
 from tracker_api.ops import cluster_layout as rabbit  # noqa: E402
@@ -125,22 +129,44 @@ def refuse_busy_ports(layout: Layout) -> None:
         refuse_busy(port, what, "make cluster")
 
 
+POSTGRES_PASSWORD = "CLUSTER_POSTGRES_PASSWORD"
+TAIL_API = "MQTT_TAIL_API"
+
+
 def credentials() -> dict[str, str]:
-    """The logins' passwords, created on the first run."""
+    """The logins' passwords and PostgreSQL's, created on the first run; a file from an
+    earlier run gets what it lacks (PostgreSQL's password, where mqtt-tail --since reads)."""
     if CREDENTIALS.exists():
         pairs = (line.split("=", 1) for line in CREDENTIALS.read_text().splitlines())
         stored = dict(pair for pair in pairs if len(pair) == 2)
-        return {login: stored[f"CLUSTER_{login.upper()}_PASSWORD"] for login in LOGINS}
-    passwords = {login: secrets.token_urlsafe(18) for login in LOGINS}
+        wanted = {TAIL_API: f"http://127.0.0.1:{LB_PORT}"}
+        if POSTGRES_PASSWORD not in stored:
+            wanted[POSTGRES_PASSWORD] = secrets.token_urlsafe(18)
+        if any(stored.get(name) != value for name, value in wanted.items()):
+            stored.update(wanted)
+            write_credentials(stored)
+        passwords = {login: stored[f"CLUSTER_{login.upper()}_PASSWORD"] for login in LOGINS}
+        return {**passwords, "postgres": stored[POSTGRES_PASSWORD]}
+    passwords = {login: secrets.token_urlsafe(18) for login in (*LOGINS, "postgres")}
     VAR.mkdir(parents=True, exist_ok=True)
-    CREDENTIALS.touch(mode=0o600)
-    CREDENTIALS.write_text(
-        "".join(f"CLUSTER_{login.upper()}_PASSWORD={pw}\n" for login, pw in passwords.items())
-        + "MQTT_TAIL_USERNAME=reader\n"
-        + f"MQTT_TAIL_PASSWORD={passwords['reader']}\n"
+    write_credentials(
+        {
+            **{f"CLUSTER_{login.upper()}_PASSWORD": passwords[login] for login in LOGINS},
+            POSTGRES_PASSWORD: passwords["postgres"],
+            "MQTT_TAIL_USERNAME": "reader",
+            "MQTT_TAIL_PASSWORD": passwords["reader"],
+            TAIL_API: f"http://127.0.0.1:{LB_PORT}",
+        }
     )
-    say(f"created the cluster's MQTT logins in {shown(CREDENTIALS)} (mode 0600)")
+    say(f"created the cluster's logins in {shown(CREDENTIALS)} (mode 0600)")
     return passwords
+
+
+def write_credentials(values: dict[str, str]) -> None:
+    """var/cluster/credentials.env, readable by its owner only (passwords)."""
+    CREDENTIALS.touch(mode=0o600)
+    os.chmod(CREDENTIALS, 0o600)
+    CREDENTIALS.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
 
 
 def ready_through(port: int) -> bool:
@@ -169,7 +195,11 @@ def haproxy_config() -> Path:
 
 
 class Postgres:
-    """A throwaway PostgreSQL cluster (refuses root: as root it runs as `postgres`)."""
+    """A throwaway PostgreSQL cluster (refuses root: as root it runs as `postgres`).
+
+    Its superuser signs in with a password (scram-sha-256), over TCP and the socket alike:
+    with `trust`, any local user could connect as the superuser and run programs as the
+    server's account (COPY ... TO PROGRAM)."""
 
     def __init__(self) -> None:
         search = ":".join(
@@ -179,10 +209,14 @@ class Postgres:
         self.pg_ctl = shutil.which("pg_ctl", path=search)
         self.root = VAR / "postgres"
         self.data = self.root / "data"
+        self.password = ""  # the superuser's, from credentials.env: set before start()
         # As root, PostgreSQL runs as `postgres`, also for a stop after a failed start.
         self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{PG_PORT}/postgres"
         self.started = False  # pg_ctl start was run: stop() has a server of ours to stop
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres:{quote(self.password)}@127.0.0.1:{PG_PORT}/postgres"
 
     def run(self, *args: str) -> None:
         done = subprocess.run([*self.prefix, *args], capture_output=True, timeout=60)
@@ -202,17 +236,77 @@ class Postgres:
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
+        self.root.chmod(0o700)  # its socket and the password file are nobody else's
         if not self.data.exists():
-            self.run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust")
+            self.initialise()
         options = f"-p {PG_PORT} -c listen_addresses=127.0.0.1 -k {self.root}"
         log = str(self.root / "postgres.log")
         self.started = True  # before: a start that fails halfway is stopped, too
         self.run(self.pg_ctl, "-D", str(self.data), "-o", options, "-w", "-l", log, "start")
+        if trusting(self.data / "pg_hba.conf"):
+            self.require_password()
+
+    def initialise(self) -> None:
+        """initdb with the superuser's password and scram-sha-256 for every connection."""
+        password_file = self.root / "initdb.pw"
+        password_file.touch(mode=0o600)
+        password_file.write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(password_file, user.pw_uid, user.pw_gid)
+        try:
+            self.run(
+                self.initdb,
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={password_file}",
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
+
+    def require_password(self) -> None:
+        """A data directory an earlier `make cluster` made with `trust`: the superuser gets
+        the password, then every rule of pg_hba.conf asks for it (a reload, no restart)."""
+        engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{PG_PORT}/postgres")
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("SET password_encryption = 'scram-sha-256'"))
+                # ALTER ROLE takes no bind parameters: quoted as a literal by the server.
+                literal = connection.execute(
+                    text("SELECT quote_literal(:password)"), {"password": self.password}
+                ).scalar_one()
+                connection.execute(text(f"ALTER ROLE postgres PASSWORD {literal}"))
+        finally:
+            engine.dispose()
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(without_trust(hba.read_text()))
+        self.run(self.pg_ctl, "-D", str(self.data), "reload")
+        say("PostgreSQL: the superuser now signs in with the password in credentials.env")
 
     def stop(self) -> None:
         """Stop the server this object started; a server it did not start is left alone."""
         if self.started and self.data.joinpath("postmaster.pid").exists():
             self.run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+def trusting(hba: Path) -> bool:
+    """Whether a pg_hba.conf lets anyone in without a password."""
+    rules = (line.split("#", 1)[0].split() for line in hba.read_text().splitlines())
+    return any(rule and rule[-1] == "trust" for rule in rules)
+
+
+def without_trust(text: str) -> str:
+    """pg_hba.conf with each `trust` rule asking for a scram-sha-256 password instead."""
+    lines = []
+    for line in text.splitlines():
+        rule = line.split("#", 1)[0].split()
+        if rule and rule[-1] == "trust":
+            line = line.replace("trust", "scram-sha-256")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def spawn_logged(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -255,6 +349,7 @@ class Stack:
             ]
         )
         # PostgreSQL first: it is quick, and its failures should not wait for the nodes.
+        self.postgres.password = passwords["postgres"]
         self.postgres.start()
         env = {**os.environ, "TRACKER_DATABASE_URL": self.postgres.url}
         # Its own session too: a Ctrl-C meanwhile stops it with SIGTERM, quietly.
@@ -264,7 +359,8 @@ class Stack:
             return 1
         self.cluster_started = True
         self.cluster.start()
-        provision(self.layout, self.layout.nodes[0], passwords)
+        # The brokers' logins only: PostgreSQL's password is no MQTT login.
+        provision(self.layout, self.layout.nodes[0], {login: passwords[login] for login in LOGINS})
         nodes = ", ".join(f"{node.short} :{node.mqtt_port}" for node in self.layout.nodes)
         say(f"RabbitMQ cluster up: {nodes}")
         self.nodes = [self.supervised_node(node) for node in self.layout.nodes]

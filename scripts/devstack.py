@@ -120,6 +120,8 @@ API_PIDFILE = VAR / "api.pid"
 ARCHIVE_PIDFILE = VAR / "archive.pid"
 ARCHIVE_LOG = VAR / "archive.log"
 DEFAULT_API_PORT = 9000
+# The API as a client reaches it: a wildcard bind address is reached on the loopback.
+API_URL = f"http://{'127.0.0.1' if API_HOST in ('0.0.0.0', '') else API_HOST}:{API_PORT}"
 
 
 def tool(name: str) -> str:
@@ -135,6 +137,11 @@ def load_credentials() -> dict[str, str]:
     """Read var/credentials.env, creating it (and the password file) on first run."""
     if CREDENTIALS.exists() and PASSWD.exists():
         stored = local_credentials.read(CREDENTIALS)
+        if stored.get("MQTT_TAIL_API") != API_URL:
+            # Written by an earlier run (or for another TRACKER_PORT): mqtt-tail --since
+            # sends the login only to an API it is given, so name this run's.
+            stored["MQTT_TAIL_API"] = API_URL
+            local_credentials.write(CREDENTIALS, stored)
         # MQTT_PORT may differ from the first run's.
         url = urlsplit(stored[local_credentials.TRACKER_URL])
         login = url.netloc.rsplit(":", 1)[0]
@@ -161,6 +168,8 @@ def load_credentials() -> dict[str, str]:
         local_credentials.device_variable("1"): passwords["1"],
         # The admin API's login (HTTP Basic), as compose's .env names it.
         "MQTT_TRACKER_PASSWORD": passwords["tracker"],
+        # Where mqtt-tail --since reads the history (with the reader's login).
+        "MQTT_TAIL_API": API_URL,
     }
     local_credentials.write(CREDENTIALS, values)
     say(f"created local MQTT credentials in {shown(CREDENTIALS)} (mode 0600):")

@@ -95,7 +95,9 @@ def tail(
     dedup_size: int,
     quiet: bool,
     since: datetime | None,
-    api: str,
+    api: str | None,
+    archive_wait: float,
+    insecure_api: bool,
 ) -> None:
     """Watch the tracker's events live: each acknowledged event shown exactly once,
     including those published while mqtt-tail was not running.
@@ -131,6 +133,7 @@ def tail(
                 param_hint="--client-id",
             )
         tls = tls or cafile is not None
+        check_api(api, since=since, tls=tls, insecure=insecure_api)
         listed = ",".join(hosts)
         try:
             nodes = parse_hosts(listed, port or (8883 if tls else 1883))
@@ -166,17 +169,35 @@ def tail(
         else:
             pipeline = common(renderer=_renderer(as_json, template, terminal, console))
         replayer = None
-        # The archive is asked only when named: a tail on a bare broker never sends its
-        # login to whatever happens to listen on the default address.
-        if since is not None or ctx.get_parameter_source("api") != ParameterSource.DEFAULT:
+        # The archive is asked only when named: the login never goes to an address the
+        # user did not give (there is no default one to listen on and collect it).
+        if api is not None:
             history = History(api, watched, username, password)
-            replayer = Replayer(pipeline, history, since, terminal=sys.stderr.isatty())
+            replayer = Replayer(
+                pipeline, history, since, terminal=sys.stderr.isatty(), archive_wait=archive_wait
+            )
         status = run(Session(options, pipeline, replayer), pipeline)
     sys.exit(status)
 
 
 def main() -> None:
     tail()
+
+
+def check_api(api: str | None, *, since: datetime | None, tls: bool, insecure: bool) -> None:
+    """The history API gets the MQTT login: only one the user named, and not over plain
+    HTTP when the broker link is TLS, unless asked for (``--insecure-api``)."""
+    if since is not None and api is None:
+        raise click.UsageError(
+            "--since needs --api: the tracker serving GET /events, which gets the MQTT login "
+            "(e.g. --api http://127.0.0.1:9000, or MQTT_TAIL_API; make run writes it in "
+            "var/credentials.env)"
+        )
+    if api is not None and tls and api.startswith("http://") and not insecure:
+        raise click.UsageError(
+            f"--api {api} is plain HTTP while the broker link is TLS: the login would cross "
+            "the network in clear; use an https:// URL, or --insecure-api to accept that"
+        )
 
 
 def run(session: Session, pipeline: Pipeline) -> int:

@@ -14,7 +14,6 @@ from tracker_contract.option_group import option_group
 EXIT_TIMEOUT = 3
 EXIT_REFUSED = 4
 EXIT_API = 5
-DEFAULT_API = "http://127.0.0.1:9000"
 
 
 class HostType(click.ParamType[str, str]):
@@ -194,10 +193,24 @@ history_options = option_group(
     click.option(
         "--api",
         type=ApiType(),
-        default=DEFAULT_API,
-        show_default=True,
-        help="The tracker serving the history (GET /events), read with the MQTT "
-        "login. With --since or when given, a session the broker lost is refilled "
+        help="The tracker serving the history (GET /events), e.g. http://127.0.0.1:9000; "
+        "it gets the MQTT login, so there is no default (make run writes MQTT_TAIL_API "
+        "in var/credentials.env). When given, a session the broker lost is refilled "
         "from it.",
+    ),
+    click.option(
+        "--archive-wait",
+        type=click.FloatRange(min=0),
+        default=30.0,
+        show_default=True,
+        help="Seconds the replay waits for the archive to store what was acknowledged "
+        "before the subscription (progress on stderr); past that it goes live and "
+        "names the span it could not cover.",
+    ),
+    click.option(
+        "--insecure-api",
+        is_flag=True,
+        help="Accept a plain http:// --api while the broker link is TLS: the login then "
+        "crosses the network in clear.",
     ),
 )

@@ -18,6 +18,7 @@ from subscriber.render import (
     Renderer,
     lag_of,
     parse_event,
+    printable,
     raw_preview,
     snapshot_json,
     snapshot_table,
@@ -170,7 +171,7 @@ class Pipeline:
         if self.malformed <= MAX_RAW_WARNINGS:
             logger.warning(
                 "not an event on %s (%d bytes): %s%s",
-                topic,
+                printable(topic),
                 len(payload),
                 raw_preview(payload)[:80],
                 "" if line is not None else "; skipped",

@@ -134,9 +134,11 @@ def raw_preview(payload: bytes | bytearray) -> str:
 
 
 def _clock(event: Event) -> str:
+    """The time of day of the event's timestamp, escaped like every field: the archive's
+    answer and a publisher on ``track/#`` are data, whatever shape they take."""
     timestamp = event.get("timestamp")
     if type(timestamp) is str and len(timestamp) >= 23 and timestamp[10] == "T":
-        return timestamp[11:23]
+        return printable(timestamp[11:23])
     return printable(timestamp) if timestamp is not None else "-"
 
 
@@ -258,7 +260,8 @@ class TemplateRenderer:
 
     def event(self, event: Event, topic: str, received: float) -> bytes:
         fields = _Fields({key: printable(value) for key, value in event.items()})
-        fields["topic"] = topic
+        # A replayed event's topic is made of its accountId: escaped as the fields are.
+        fields["topic"] = printable(topic)
         fields["receivedAt"] = self._json.received_at(received)
         fields["lag"] = format_lag(lag_of(event, received))
         return (self.template.format_map(fields) + "\n").encode()

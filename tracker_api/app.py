@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
@@ -20,6 +22,7 @@ from tracker_api.consumers import ingest
 from tracker_api.consumers.archive import Archive
 from tracker_api.consumers.lease import lease_for
 from tracker_api.errors import TrackerError
+from tracker_api.http.archive_reader import ArchiveReader
 from tracker_api.http.auth import HttpAuth
 from tracker_api.http.fastpath import TrackerApp, fixed_segments
 from tracker_api.http.handler import HttpEvents
@@ -35,6 +38,9 @@ from tracker_contract.ids import RESERVED_SEGMENTS
 logger = logging.getLogger(__name__)
 
 DOCS_ASSETS = "/docs/assets"
+# Threads (and database connections) for account lookups: a miss of the account cache is
+# one short query, so a few suffice, and none of them is ever lent to anything else.
+ACCOUNT_THREADS = 4
 
 DESCRIPTION = """Validates tracking events and publishes them to subscribers over MQTT
 (`track/<accountId>`, QoS 1). A 200 means the broker acknowledged the event."""
@@ -53,6 +59,23 @@ def tune_garbage_collector() -> None:
 async def _tracker_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TrackerError)
     return JSONResponse({"detail": error.detail}, error.status, headers=error.headers)
+
+
+async def _invalid_parameter(_request: Request, error: Exception) -> JSONResponse:
+    """A parameter FastAPI checks itself (``limit=20000``) answered like every other 422:
+    ``{"detail": "<one line>"}``, each bad parameter named, not pydantic's error list."""
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse({"detail": describe_invalid(error)}, 422)
+
+
+def describe_invalid(error: RequestValidationError) -> str:
+    """``limit: Input should be less than or equal to 10000``; several joined by ``; ``."""
+    parts = []
+    for item in error.errors():
+        location = item.get("loc") or ()
+        name = str(location[-1]) if location else "request"
+        parts.append(f"{name}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
 
 
 def limiter_for(settings: Settings) -> RateLimiter | None:
@@ -101,6 +124,25 @@ async def archive_status(
     return lambda: archive.status
 
 
+def own_engine(
+    settings: Settings, given: Engine | None, stack: AsyncExitStack, pool_size: int | None = None
+) -> Engine:
+    """An engine with a pool of its own (``pool_size`` connections, for an executor of as
+    many threads), disposed with ``stack``; or the caller's engine, shared (tests)."""
+    if given is not None:
+        return given
+    engine = db.make_engine(settings.database_url, pool_size)
+    stack.callback(engine.dispose)
+    return engine
+
+
+def own_executor(stack: AsyncExitStack, threads: int, name: str) -> ThreadPoolExecutor:
+    """Threads lent to nothing else, shut down with ``stack`` (queued work is dropped)."""
+    executor = ThreadPoolExecutor(threads, thread_name_prefix=name)
+    stack.callback(executor.shutdown, wait=False, cancel_futures=True)
+    return executor
+
+
 def create_api(
     settings: Settings, publisher: Publisher | None = None, engine: Engine | None = None
 ) -> FastAPI:
@@ -108,11 +150,18 @@ def create_api(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = engine or db.make_engine(settings.database_url)
-        accounts = accounts_for(settings, database)
         async with AsyncExitStack() as stack:
-            if engine is None:
-                stack.callback(database.dispose)
+            database = own_engine(settings, engine, stack)  # consumers, readiness
+            accounts = accounts_for(
+                settings,
+                own_engine(settings, engine, stack, ACCOUNT_THREADS),
+                own_executor(stack, ACCOUNT_THREADS, "accounts"),
+            )
+            app.state.archive_reader = ArchiveReader(
+                own_engine(settings, engine, stack, settings.history_readers),
+                own_executor(stack, settings.history_readers, "history"),
+                settings.archive_session,
+            )
             broker: Publisher
             if publisher is None:
                 connection = worker_connection(settings, lambda: service)
@@ -210,6 +259,7 @@ def build_api(
     )
     api.add_exception_handler(TrackerError, _tracker_error)
     api.include_router(root.router)
+    api.add_exception_handler(RequestValidationError, _invalid_parameter)
     api.include_router(health.router)
     api.include_router(history.router)  # before /{account_id}: "events" is no account
     api.include_router(admin.router)  # nor is "admin"

@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     archive_retention: Annotated[timedelta, BeforeValidator(retention)] = Field(
         timedelta(days=7), description="how long archived events are kept, e.g. 7d, 12h"
     )
+    history_readers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="history reads served at once per worker, each on a thread and database "
+        "connection of its own (more wait their turn)",
+    )
     archive_client_id: str | None = Field(
         None,
         pattern=CLIENT_ID_PATTERN,

@@ -19,10 +19,15 @@ RFC3339 = re.compile(
     r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)", re.ASCII
 )
 EXAMPLES = "a duration like 90s, 15m, 2h, 7d or an RFC 3339 time like 2026-11-28T12:00:00Z"
+RANGE = "times must fall within the years 1 to 9999 in UTC"
 
 
 class InvalidTime(ValueError):
     """Text that is neither a duration nor an RFC 3339 time with a zone."""
+
+
+class OutOfRange(InvalidTime):
+    """A well-formed time no ``datetime`` can hold in UTC (before the year 1, after 9999)."""
 
 
 def parse_duration(text: str) -> timedelta:
@@ -53,7 +58,10 @@ def parse_timestamp(text: str) -> datetime:
     moment = _rfc3339(text.strip())
     if moment is None:
         raise InvalidTime(f"not an RFC 3339 time with a zone: {text!r}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in the year 0 in UTC
+        raise OutOfRange(f"out of range: {text!r} ({RANGE})") from None
 
 
 def is_rfc3339(text: str) -> bool:
@@ -63,14 +71,21 @@ def is_rfc3339(text: str) -> bool:
 
 
 def parse_time(text: str, *, now: datetime | None = None) -> datetime:
-    """A point in time: a duration counts back from ``now`` (default: the clock)."""
+    """A point in time: a duration counts back from ``now`` (default: the clock).
+    ``InvalidTime`` for text that is neither, and for times outside the years 1-9999 in
+    UTC (``999999d`` back from now), which no ``datetime`` can hold."""
     try:
         span = parse_duration(text)
     except InvalidTime:
         pass
     else:
-        return (now or datetime.now(UTC)) - span
+        try:
+            return (now or datetime.now(UTC)) - span
+        except OverflowError:
+            raise OutOfRange(f"out of range: {text!r} reaches back before the year 1") from None
     try:
         return parse_timestamp(text)
+    except OutOfRange:
+        raise
     except InvalidTime:
         raise InvalidTime(f"not a time: {text!r} (expected {EXAMPLES})") from None

@@ -2,7 +2,8 @@
 library only: the tracker and ``mqtt-tail`` share it.
 
 ``track/<accountId>`` carries events, ``ingest/<accountId>`` device messages,
-``tracker/status/<clientId>`` each tracker connection's online/offline status.
+``tracker/status/<clientId>`` each tracker connection's online/offline status, and
+``tracker/status/<clientId>/mark`` the archive's marks to itself (its watermark).
 
 An account id may contain ``.``, and RabbitMQ's MQTT plugin maps ``/`` to ``.`` in routing
 keys and back: an event published on ``track/a.b`` reaches subscribers there as
@@ -34,6 +35,12 @@ def ingest(account_id: str) -> str:
 
 def status(client_id: str) -> str:
     return STATUS + client_id
+
+
+def archive_mark(client_id: str) -> str:
+    """Where the archive consuming as ``client_id`` sends itself marks: behind every
+    event acknowledged before them, in its session's order (docs/adr/0018)."""
+    return STATUS + client_id + "/mark"
 
 
 def account_of(topic: str, prefix: str = TRACK) -> str | None:

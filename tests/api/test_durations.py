@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker_contract.durations import InvalidTime, parse_duration, parse_time, parse_timestamp
+from tracker_contract.durations import (
+    InvalidTime,
+    OutOfRange,
+    parse_duration,
+    parse_time,
+    parse_timestamp,
+)
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -45,9 +51,35 @@ def test_rfc3339_times_become_aware_utc() -> None:
     assert parse_timestamp(" 2026-11-28 12:00:00Z ") == NOW  # RFC 3339 allows the space
 
 
-@given(st.datetimes(timezones=st.just(timezone(timedelta(hours=-5)))))
+@given(
+    st.datetimes(
+        # Within what UTC can hold: 9999-12-31T23:00-05:00 is in the year 10000 in UTC.
+        max_value=datetime(9999, 12, 31, 18, 59, 59),
+        timezones=st.just(timezone(timedelta(hours=-5))),
+    )
+)
 def test_an_isoformat_time_round_trips(moment: datetime) -> None:
     assert parse_time(moment.isoformat()) == moment
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "999999d",
+        "999999w",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+    ],
+)
+def test_times_no_datetime_can_hold_in_utc_are_invalid_not_an_overflow(text: str) -> None:
+    with pytest.raises(OutOfRange, match="out of range"):
+        parse_time(text, now=NOW)
+    assert issubclass(OutOfRange, InvalidTime)  # every caller's except clause catches it
+
+
+def test_the_first_and_last_moments_of_utc_still_parse() -> None:
+    assert parse_time("0001-01-01T00:00:00Z").year == 1
+    assert parse_time("9999-12-31T23:59:59.999Z").year == 9999
 
 
 @pytest.mark.parametrize(

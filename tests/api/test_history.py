@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, select
 from tests.helpers.fakes import FakePublisher
 from tracker_api.app import create_app
 from tracker_api.config import load_settings
+from tracker_api.http import archive_reader
 from tracker_api.storage import event_store as archive
 
 NOW = datetime.now(UTC)
@@ -45,6 +46,11 @@ def rows(database: tuple[str, Engine]) -> list[archive.Row]:
 
 def ids(events: list[dict[str, str]]) -> list[str]:
     return [event["eventId"] for event in events]
+
+
+def in_archive_order(client: TestClient) -> list[str]:
+    """Every eventId in (timestamp, sequence) order, from one page that holds them all."""
+    return ids(client.get("/events", params={"since": "1h", "limit": 1000}).json()["events"])
 
 
 def pages(client: TestClient, **params: object) -> list[list[dict[str, str]]]:
@@ -91,9 +97,8 @@ def test_history_filters_accounts_and_the_time_range(
 def test_history_streams_ndjson_of_the_whole_range(
     client: TestClient, rows: list[archive.Row], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracker_api.http.routes import history
-
-    monkeypatch.setattr(history, "STREAM_PAGE", 4)  # many internal pages
+    monkeypatch.setattr(archive_reader, "STREAM_PLAN", 4)  # many plans
+    monkeypatch.setattr(archive_reader, "CHUNK_BYTES", 300)  # and chunks of about 2 events
 
     response = client.get(
         "/events", params={"since": "1h"}, headers={"Accept": "application/x-ndjson"}
@@ -105,6 +110,49 @@ def test_history_streams_ndjson_of_the_whole_range(
     assert sorted(lines) == sorted(row.envelope for row in rows)
     assert stamps == sorted(stamps)
     assert len(lines) == 50
+
+
+def test_a_json_page_ends_at_its_byte_budget_and_its_next_goes_on_from_there(
+    client: TestClient, rows: list[archive.Row], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    largest = max(len(row.envelope.encode()) for row in rows)
+    monkeypatch.setattr(archive_reader, "PAGE_BYTES", 3 * largest)
+
+    paged = pages(client, since="1h", limit=10)
+
+    events = [event for page in paged for event in page]
+    assert [len(page) for page in paged][:-1] == [3] * (len(paged) - 1)  # cut by bytes
+    monkeypatch.undo()
+    assert ids(events) == in_archive_order(client)  # no gap, no repeat, in order
+
+
+def test_an_event_larger_than_the_page_budget_still_comes_alone(
+    client: TestClient, rows: list[archive.Row], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archive_reader, "PAGE_BYTES", 1)
+
+    first = client.get("/events", params={"since": "1h"}).json()
+
+    monkeypatch.undo()
+    assert ids(first["events"]) == in_archive_order(client)[:1] and first["next"] is not None
+
+
+def test_ndjson_honours_limit_and_names_the_next_cursor_in_a_header(
+    client: TestClient, rows: list[archive.Row]
+) -> None:
+    ndjson = {"Accept": "application/x-ndjson"}
+    first = client.get("/events", params={"since": "1h", "limit": 20}, headers=ndjson)
+    rest = client.get(
+        "/events",
+        params={"since": "1h", "limit": 100, "after": first.headers["x-next-cursor"]},
+        headers=ndjson,
+    )
+
+    shown = [orjson.loads(line)["eventId"] for line in first.text.splitlines()]
+    shown += [orjson.loads(line)["eventId"] for line in rest.text.splitlines()]
+    assert len(first.text.splitlines()) == 20
+    assert "x-next-cursor" not in rest.headers  # the range is exhausted
+    assert shown == in_archive_order(client)
 
 
 @pytest.mark.parametrize(
@@ -127,9 +175,46 @@ def test_bad_history_requests_are_422_with_a_clear_detail(
     assert detail in response.json()["detail"]
 
 
-def test_a_page_larger_than_the_cap_is_422(client: TestClient) -> None:
-    assert client.get("/events", params={"since": "1h", "limit": 10_001}).status_code == 422
+def test_a_page_larger_than_the_cap_is_422_with_one_detail_line(client: TestClient) -> None:
+    refused = client.get("/events", params={"since": "1h", "limit": 20_000})
+    not_a_number = client.get("/events", params={"since": "1h", "limit": "many"})
+
+    assert refused.status_code == 422 and not_a_number.status_code == 422
+    # The shape of every other 422: {"detail": "<what is wrong>"}, not pydantic's list.
+    assert refused.json() == {"detail": "limit: Input should be less than or equal to 10000"}
+    assert not_a_number.json()["detail"].startswith("limit: Input should be a valid integer")
     assert client.get("/events", params={"since": "1h", "limit": 10_000}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"since": "999999d"}, "out of range: '999999d' reaches back before the year 1"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "out of range: '0001-01-01T00:00:00+01:00'"),
+        ({"since": "1h", "until": "9999-12-31T23:59:59-01:00"}, "out of range"),
+        ({"since": "1h", "after": archive.encode_cursor((2**70, 1))}, "not a cursor"),
+        ({"since": "1h", "after": archive.encode_cursor((1, 2**64))}, "not a cursor"),
+        ({"since": "1h", "after": archive.encode_cursor((1, -1))}, "not a cursor"),
+    ],
+)
+def test_times_and_cursors_beyond_what_the_archive_can_hold_are_422_not_500(
+    client: TestClient, params: dict[str, str], detail: str
+) -> None:
+    response = client.get("/events", params=params)
+
+    assert response.status_code == 422, response.text
+    assert detail in response.json()["detail"]
+
+
+def test_the_earliest_and_latest_representable_times_are_a_valid_range(
+    client: TestClient, rows: list[archive.Row]
+) -> None:
+    params = {"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59.999Z"}
+
+    response = client.get("/events", params={**params, "limit": 100})
+
+    assert response.status_code == 200
+    assert len(response.json()["events"]) == len(rows)
 
 
 # -- access --------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_a_failing_lease_is_logged_and_asked_again(
             lease,
             name="archive",
             client_id="archive",
-            subscription=("track/#", 1),
+            subscriptions=[("track/#", 1)],
             consumer=lambda acks: None,  # type: ignore[arg-type,return-value]
             check_every=0.01,
         )

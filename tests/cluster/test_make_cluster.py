@@ -6,10 +6,12 @@ stops every process of the run, and so does a SIGKILL of the script (through its
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -19,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2 as httpx
+import psycopg
 import pytest
 
 from tests.helpers.paced_load import Load
+from tests.helpers.postgres import find
 from tests.helpers.waiting import wait_until
 from tracker_api.ops.cluster import Cluster, Layout, Node
 from tracker_api.ops.cluster_layout import CTL_PORTS
@@ -57,6 +61,10 @@ class MakeCluster:
     @property
     def lb_port(self) -> int:
         return int(self.env["CLUSTER_PORT"])
+
+    @property
+    def pg_port(self) -> int:
+        return int(self.env["CLUSTER_PG_PORT"])
 
     def start(self) -> tuple[subprocess.Popen[bytes], float]:
         """The running script and how long it took to print its banner."""
@@ -246,9 +254,41 @@ def test_a_var_dir_postgres_cannot_enter_is_refused_with_the_reason(
     assert run.processes() == []
 
 
-def reader_password(var_dir: Path) -> str:
+def stored_credentials(var_dir: Path) -> dict[str, str]:
     lines = (var_dir / "cluster" / "credentials.env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines)["MQTT_TAIL_PASSWORD"]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def reader_password(var_dir: Path) -> str:
+    return stored_credentials(var_dir)["MQTT_TAIL_PASSWORD"]
+
+
+def postgres_answer(host: str, port: int, password: str | None) -> str:
+    """What PostgreSQL says to its superuser: the value of a query, or why it refused."""
+    try:
+        with psycopg.connect(
+            host=host, port=port, user="postgres", dbname="postgres", password=password,
+            connect_timeout=5,
+        ) as connection:  # fmt: skip
+            rules = connection.execute(
+                "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method = 'trust'"
+            ).fetchone()
+            return f"trust rules: {rules[0] if rules else '?'}"
+    except psycopg.OperationalError as error:
+        return f"refused: {error}"
+
+
+def assert_postgres_asks_for_the_password(var_dir: Path, port: int) -> None:
+    """Over TCP and its socket, no password or a wrong one is refused; the one in
+    credentials.env (mode 0600) works, and no rule of pg_hba.conf trusts anyone."""
+    env_file = var_dir / "cluster" / "credentials.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    password = stored_credentials(var_dir)["CLUSTER_POSTGRES_PASSWORD"]
+    socket_dir = str(var_dir / "cluster" / "postgres")
+    for host in ("127.0.0.1", socket_dir):
+        assert postgres_answer(host, port, None).startswith("refused: "), host
+        assert "password authentication failed" in postgres_answer(host, port, "guess")
+        assert postgres_answer(host, port, password) == "trust rules: 0"
 
 
 def test_an_event_through_haproxy_reaches_a_node_killed_parts_come_back_and_ctrl_c_stops_all(
@@ -274,6 +314,21 @@ def test_an_event_through_haproxy_reaches_a_node_killed_parts_come_back_and_ctrl
             wait_until(lambda: len(reader.received()) == 10, timeout=10, message="not delivered")
             topic, payload = reader.received()[0]
             assert topic == "track/1" and b"hello 0" in payload
+        assert_postgres_asks_for_the_password(make_cluster.var_dir, make_cluster.pg_port)
+        # The archive marks its session on RabbitMQ too: the history says how far it is
+        # complete, so mqtt-tail --since can check its seam here.
+        history = f"http://127.0.0.1:{make_cluster.lb_port}/events"
+        wait_until(
+            lambda: httpx.get(
+                history, params={"since": "1m"}, auth=("reader", password), timeout=5
+            ).headers.get("x-archive-watermark"),
+            timeout=20,
+            message="no archive watermark through HAProxy",
+        )
+        # The trackers use that password, and mqtt-tail finds the API in the same file.
+        assert stored_credentials(make_cluster.var_dir)["MQTT_TAIL_API"] == (
+            f"http://127.0.0.1:{make_cluster.lb_port}"
+        )
         sigkills_under_load_are_survived(make_cluster, process)
     except BaseException:  # the next test starts its own run: stop this one first
         os.killpg(process.pid, signal.SIGINT)
@@ -367,3 +422,64 @@ def test_a_sigkilled_make_cluster_leaves_nothing_running_and_restarts_in_seconds
         interval=0.5,
         message=f"left running: {make_cluster.processes()}",
     )
+
+
+# Starts only the PostgreSQL of scripts/cluster.py, as `make cluster` does, until stdin ends.
+POSTGRES_ONLY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import cluster
+postgres = cluster.Postgres()
+postgres.password = sys.argv[2]
+try:
+    postgres.start()
+    print("started", flush=True)
+    sys.stdin.read()
+finally:
+    postgres.stop()
+"""
+
+
+def test_a_postgres_an_earlier_make_cluster_made_with_trust_is_switched_to_passwords() -> None:
+    """Data directories made before passwords (initdb --auth=trust) are kept, and from
+    the next start on their superuser needs the password of credentials.env."""
+    run = MakeCluster(Path(tempfile.mkdtemp(prefix="make-cluster-trust-")))
+    run.var_dir.chmod(0o755)
+    root = run.var_dir / "cluster" / "postgres"
+    root.mkdir(parents=True)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    initdb = find("initdb")
+    assert initdb is not None
+    subprocess.run(
+        [*prefix, initdb, "-D", str(root / "data"), "-U", "postgres", "--auth=trust"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    password = "s3cret-for-the-superuser"
+    process = subprocess.Popen(
+        [sys.executable, "-c", POSTGRES_ONLY, str(REPO / "scripts"), password],
+        env=run.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        said = []
+        for line in process.stdout:  # until it has started, or has ended
+            if line == "started\n":
+                break
+            said.append(line)
+        assert said == [
+            "[make cluster] PostgreSQL: the superuser now signs in with the password in "
+            "credentials.env\n"
+        ]
+        (run.var_dir / "cluster" / "credentials.env").write_text(
+            f"CLUSTER_POSTGRES_PASSWORD={password}\n"
+        )
+        (run.var_dir / "cluster" / "credentials.env").chmod(0o600)
+        assert_postgres_asks_for_the_password(run.var_dir, run.pg_port)
+    finally:
+        process.communicate(timeout=60)  # closes stdin: the server is stopped
+        shutil.rmtree(run.var_dir, ignore_errors=True)
+    assert process.returncode == 0

@@ -118,6 +118,16 @@ def test_events_sent_before_any_subscriber_are_archived_once_by_one_of_two_worke
             params={"since": "5m", "account": "2"},
             headers={"Accept": "application/x-ndjson"},
         ).text.splitlines()
+        # Several accounts, repeated: every one of them, not only the first.
+        both = httpx.get(
+            f"{tracker.base_url}/events", params={"since": "5m", "account": ["2", "1"]}
+        ).json()
+        # NDJSON honours limit, and names the cursor of what follows.
+        limited = httpx.get(
+            f"{tracker.base_url}/events",
+            params={"since": "5m", "limit": 7},
+            headers={"Accept": "application/x-ndjson"},
+        )
         malformed = tracker.metric("tracker_archive_malformed_total")
         archived = tracker.metric("tracker_archived_total")
         states = {archive_state(tracker) for _ in range(20)}
@@ -129,6 +139,11 @@ def test_events_sent_before_any_subscriber_are_archived_once_by_one_of_two_worke
     assert [e for e in events if e["eventId"] != "last"] == sent  # time order, as published
     assert rest["next"] is None
     assert [orjson.loads(line) for line in streamed] == [e for e in sent if e["accountId"] == "2"]
+    assert [e["eventId"] for e in both["events"]] == [e["eventId"] for e in sent] + ["last"]
+    assert [orjson.loads(line) for line in limited.text.splitlines()] == sent[:7]
+    assert limited.headers["x-next-cursor"] == archive.encode_cursor(
+        archive.decode_cursor(limited.headers["x-next-cursor"])
+    )
     assert malformed == 2
     assert archived == 31  # each once, over both workers
     assert states <= {"leader", "follower"} and "leader" in states

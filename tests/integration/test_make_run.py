@@ -169,6 +169,19 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
             tail.communicate()  # reaps it and closes its pipe, whatever happened
         assert tail.returncode == 0, tail_err.read_text()
         assert json.loads(out)["eventId"] == shown.json()["event"]["eventId"]
+
+        # `make tail ARGS=--since …` replays from the API that credentials.env names: the
+        # login goes only where the settings say.
+        assert credentials["MQTT_TAIL_API"] == f"http://127.0.0.1:{stack.api_port}"
+        replayed = subprocess.run(
+            ["make", "-s", "--no-print-directory", "tail", "ARGS=--since 1h --count 1 --json"],
+            cwd=REPO,
+            env=stack.env,
+            capture_output=True,
+            timeout=30,
+        )
+        assert replayed.returncode == 0, replayed.stderr
+        assert json.loads(replayed.stdout)["data"] == "hi"
         output = stack.output.read_text()
         assert f"curl 'http://127.0.0.1:{stack.api_port}/1?data=hello'" in output
         assert f"mqtt-tail --port {stack.broker_port} --account +" in output
@@ -178,10 +191,15 @@ def test_make_run_brings_the_system_up_secured_and_stops_on_ctrl_c(tmp_path: Pat
     stack.stopped_cleanly(process)
 
     # A second run reuses credentials and data and is up within seconds; a credentials
-    # file of an older `make run`, without the admin login's password, gets it.
+    # file of an older `make run`, without the admin login's password or MQTT_TAIL_API,
+    # gets them.
     older = stack.var_dir / "credentials.env"
     older.write_text(
-        "".join(line for line in older.read_text().splitlines(True) if "MQTT_TRACKER_" not in line)
+        "".join(
+            line
+            for line in older.read_text().splitlines(True)
+            if "MQTT_TRACKER_" not in line and "TAIL_API" not in line
+        )
     )
     started = time.monotonic()
     process = stack.start()

@@ -13,7 +13,9 @@ from sqlmodel import Session, select
 
 from tests.helpers.postgres import PostgresCluster, throwaway_postgres
 from tracker_api.storage.db import make_engine, migrate
-from tracker_api.storage.models import Account
+from tracker_api.storage.models import Account, ArchivedEvent
+
+HEAD = "0003_archive_watermarks"
 
 
 def old_database(engine: Engine) -> None:
@@ -25,7 +27,8 @@ def old_database(engine: Engine) -> None:
 
 
 def check_migrated(engine: Engine) -> None:
-    assert {"accounts", "events", "alembic_version"} <= set(inspect(engine).get_table_names())
+    tables = set(inspect(engine).get_table_names())
+    assert {"accounts", "events", "archive_watermarks", "alembic_version"} <= tables
     indexes = {index["name"] for index in inspect(engine).get_indexes("events")}
     assert {"ix_events_account_ts_seq", "ix_events_ts_seq"} <= indexes
 
@@ -48,13 +51,25 @@ def test_an_old_sqlite_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -
     with Session(engine) as session:
         kept = session.exec(select(Account)).all()
     assert [(a.account_id, a.account_name, a.is_active) for a in kept] == [("7", "Kept", False)]
-    assert "0002_events" in first.stdout and again == "0002_events"
+    assert HEAD in first.stdout and again == HEAD
     engine.dispose()
 
 
 def test_a_fresh_sqlite_database_gets_every_table(tmp_path: Path) -> None:
-    assert migrate(f"sqlite:///{tmp_path / 'fresh.db'}") == "0002_events"
+    assert migrate(f"sqlite:///{tmp_path / 'fresh.db'}") == HEAD
     engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    check_migrated(engine)
+    engine.dispose()
+
+
+def test_a_database_create_all_made_before_the_watermarks_gets_them(tmp_path: Path) -> None:
+    """An archive made by an earlier create_schema (accounts and events, no alembic
+    table) is stamped at the revision it matches, then upgraded."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'made.db'}")
+    old_database(engine)
+    ArchivedEvent.__table__.create(engine)  # type: ignore[attr-defined]
+
+    assert migrate(engine) == HEAD
     check_migrated(engine)
     engine.dispose()
 

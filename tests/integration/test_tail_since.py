@@ -4,8 +4,10 @@ Real Mosquitto, a real tracker process archiving to SQLite, real ``mqtt-tail`` p
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from tests.helpers.accounts import migrated
 from tests.helpers.broker import Mosquitto
+from tests.helpers.history_stub import HistoryStub
 from tests.helpers.proxy import Proxy
 from tests.helpers.tail import Tail, assert_exactly_once
 from tests.helpers.tracker import TrackerProcess
@@ -182,6 +185,39 @@ def test_an_unreachable_api_is_one_line_and_exit_code_5(
     assert "Traceback" not in tail.stderr()
 
 
+def test_since_without_an_api_is_refused_and_sends_the_login_nowhere(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    login = {"MQTT_TAIL_USERNAME": "reader", "MQTT_TAIL_PASSWORD": "r-secret"}
+    with Tail(tmp_path, "--since", "1m", port=broker.port, env=login) as tail:
+        assert tail.process.wait(15) == 2
+    errors = [line for line in tail.stderr().splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "--since needs --api" in errors[0], tail.stderr()
+    assert "subscribed" not in tail.stderr()  # refused before the broker, too
+
+
+def test_the_api_named_in_the_environment_is_the_one_used(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    with HistoryStub() as api:
+        env = {"MQTT_TAIL_API": api.url}
+        with Tail(tmp_path, "--since", "1m", "--client-id", "env-api", port=broker.port,
+                  env=env) as tail:  # fmt: skip
+            tail.wait_for_stderr("replayed 0 events since")
+            assert tail.terminate() == 0
+    assert [request.path for request in api.requests][:1] == ["/events"]
+
+
+@pytest.mark.parametrize("since", ["999999d", "0001-01-01T00:00:00+01:00"])
+def test_a_since_no_datetime_can_hold_is_a_one_line_usage_error(tmp_path: Path, since: str) -> None:
+    api = ("--api", "http://127.0.0.1:9")
+    with Tail(tmp_path, "--since", since, *api, port=9) as tail:
+        assert tail.process.wait(15) == 2
+    errors = [line for line in tail.stderr().splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "out of range" in errors[0], tail.stderr()
+    assert "Traceback" not in tail.stderr()
+
+
 def test_an_account_login_cannot_replay_another_accounts_history(tmp_path: Path) -> None:
     passwords = PasswordFile(tmp_path / "passwd")
     for user, password in {"tracker": "t-secret", "1": "one-secret"}.items():
@@ -248,3 +284,113 @@ def test_a_session_lost_on_the_broker_is_refilled_from_the_archive(tmp_path: Pat
         broker.kill()
     assert_exactly_once(shown, set(first + missed + after))
     assert "the broker has no session for it" in tail.stderr()
+
+
+def test_replayed_timestamps_and_topics_reach_a_terminal_escaped(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The archive's answer is data like any event: a hostile history API (or row) must
+    not reach the terminal with escape sequences, whatever field carries them."""
+    hostile = {
+        "eventId": "e-1",
+        "accountId": "1\x1b]0;owned\x07",  # the replay's topic is made of it
+        "timestamp": "2026-11-28T\x1b[31m12:00:00.000Z",
+        "data": "d",
+    }
+    shown = []
+    with HistoryStub(lambda _query: ([orjson.dumps(hostile)], {})) as api:
+        for n, extra in enumerate([[], ["--format", "{topic} {timestamp} {accountId}"]]):
+            args = ("--since", "1m", "--api", api.url, "--count", "1", "--client-id", f"esc{n}")
+            with Tail(tmp_path / str(n), *args, *extra, port=broker.port, terminal=True) as tail:
+                assert tail.process.wait(15) == 0, tail.stderr()
+                wait_until(lambda tail=tail: "d" in tail.stdout(), timeout=5)
+                shown.append(tail.out_path.read_bytes())
+
+    for output in shown:
+        assert b"\x1b]0;owned" not in output and b"\x1b[31m12" not in output, output
+    assert b"\\x1b[31m12:00:0" in shown[0]  # the clock column, escaped
+    assert b"track/1\\x1b]0;owned\\x07" in shown[1] and b"\\x1b[31m12:00:00" in shown[1]
+
+
+@contextmanager
+def archive_held_back(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another process holds the database's write lock: the archive's commits wait and
+    fail (``behind: database unavailable``) while the history can still be read."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        yield blocker
+    finally:
+        blocker.close()
+
+
+def watermark(tracker: TrackerProcess) -> str | None:
+    answer = httpx.get(f"{tracker.base_url}/events", params={"since": "1m"}, timeout=5)
+    return answer.headers.get("x-archive-watermark")
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[tuple[Mosquitto, TrackerProcess, Path]]:
+    """A broker and an archiving tracker whose SQLite file a test may lock."""
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    path = tmp_path / "tracker.db"
+    try:
+        with TrackerProcess(
+            tmp_path, broker.url, database(path), **tracker_env(tmp_path)
+        ) as tracker:
+            wait_until(lambda: watermark(tracker), timeout=10, message="the archive never marked")
+            yield broker, tracker, path
+    finally:
+        broker.kill()
+
+
+def test_events_acknowledged_before_the_subscription_but_archived_late_are_shown_once(
+    own_stack: tuple[Mosquitto, TrackerProcess, Path], tmp_path: Path
+) -> None:
+    broker, tracker, path = own_stack
+    start = now()
+    early = send(tracker, "1", 3, "early")
+    wait_until(lambda: archived(tracker, start) == 3, timeout=10)
+    with archive_held_back(path) as blocker:
+        late = send(tracker, "1", 5, "late")  # acknowledged: 200 after the broker's PUBACK
+        tail = since_tail(tmp_path, broker, tracker, "--json", "--since", start)
+        with tail:
+            tail.wait_for_stderr("waiting for the archive to store what came before", 15)
+            blocker.rollback()  # the archive catches up
+            tail.wait_for_stderr("replayed 8 events", 20)
+            live = send(tracker, "2", 2, "live")
+            shown = tail.wait_for_events(10)
+            assert tail.terminate() == 0
+    assert_exactly_once(shown, set(early + late + live))
+    assert shown[:3] == early
+    assert "may be missing" not in tail.stderr()
+
+
+def test_a_seam_the_archive_does_not_cover_in_time_is_named_with_its_span(
+    own_stack: tuple[Mosquitto, TrackerProcess, Path], tmp_path: Path
+) -> None:
+    broker, tracker, path = own_stack
+    start = now()
+    with archive_held_back(path):
+        late = send(tracker, "1", 5, "late")
+        wait = {"MQTT_TAIL_ARCHIVE_WAIT": "1.5"}  # --archive-wait
+        with Tail(tmp_path / "first", "--api", tracker.base_url, "--json", "--since", start,
+                  port=broker.port, env=wait) as tail:  # fmt: skip
+            tail.wait_for_stderr("replayed 0 events", 15)
+            live = send(tracker, "2", 2, "live")
+            shown = tail.wait_for_events(2)
+            assert tail.terminate() == 0
+    warnings = [line for line in tail.stderr().splitlines() if "may be missing" in line]
+    assert len(warnings) == 1, f"the uncovered span was not named:\n{tail.stderr()}"
+    warning = warnings[0]
+    assert "the archive has stored everything only up to " in warning
+    assert "replay them later with --since " in warning
+    assert_exactly_once(shown, set(live))
+    # Once the archive caught up, a replay from the span's start shows what was missed.
+    since = warning.rsplit("--since ", 1)[1].strip()
+    wait_until(lambda: archived(tracker, start) == 7, timeout=20)
+    with since_tail(tmp_path / "later", broker, tracker, "--json", "--since", since) as later:
+        later.wait_for_stderr("replayed")
+        assert set(late) <= set(later.event_ids())
+        assert later.terminate() == 0

@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers.api import api_client
 from tests.helpers.broker import Mosquitto
+from tests.helpers.history_stub import HistoryStub
 from tests.helpers.net import free_port
 from tests.helpers.tail import Tail
 from tests.helpers.tls import Certificates, make_certificates
@@ -56,3 +57,28 @@ def test_an_untrusted_certificate_is_refused(tls_broker: Mosquitto, tmp_path: Pa
     with api_client(tmp_path, f"mqtts://127.0.0.1:{port}", wait_ready=False) as api:
         assert api.get("/readyz").json()["broker"] is False
         assert api.get("/1", params={"data": "x"}).status_code == 503
+
+
+LOGIN = {"MQTT_TAIL_USERNAME": "reader", "MQTT_TAIL_PASSWORD": "r-secret"}
+
+
+def test_the_login_never_goes_to_a_plain_http_api_beside_a_tls_broker_unless_asked(
+    tls_broker: Mosquitto, certificates: Certificates, tmp_path: Path
+) -> None:
+    port = tls_broker.tls_port  # type: ignore[attr-defined]
+    tls = ("--tls", "--cafile", str(certificates.ca), "--since", "1m")
+    with HistoryStub() as api:
+        with Tail(tmp_path / "refused", *tls, "--api", api.url, port=port, env=LOGIN) as refused:
+            assert refused.process.wait(15) == 2
+        assert api.requests == []  # refused before anything was sent
+
+        with Tail(tmp_path / "asked", *tls, "--api", api.url, "--insecure-api", port=port,
+                  env=LOGIN) as asked:  # fmt: skip
+            asked.wait_for_stderr("replayed 0 events")
+            assert asked.terminate() == 0
+    errors = [line for line in refused.stderr().splitlines() if line.startswith("Error")]
+    assert errors == [
+        f"Error: --api {api.url} is plain HTTP while the broker link is TLS: the login would "
+        "cross the network in clear; use an https:// URL, or --insecure-api to accept that"
+    ]
+    assert api.requests and api.requests[0].headers["Authorization"].startswith("Basic ")

@@ -80,6 +80,18 @@ def test_plain_line_survives_missing_fields() -> None:
     assert line.startswith("-  7 ")
 
 
+def test_a_timestamp_and_a_topic_carrying_escape_sequences_are_printed_escaped() -> None:
+    hostile = {**EVENT, "timestamp": "2026-11-28T\x1b[2J12:00:00.000Z"}
+    topic = "track/1\x1b]0;owned\x07"
+
+    plain = PlainRenderer().event(hostile, topic, T0).decode()
+    templated = TemplateRenderer("{topic} {timestamp}").event(hostile, topic, T0).decode()
+
+    assert "\x1b" not in plain and "\x07" not in plain
+    assert plain.startswith("\\x1b[2J12:00:00  ")
+    assert templated == "track/1\\x1b]0;owned\\x07 2026-11-28T\\x1b[2J12:00:00.000Z\n"
+
+
 def test_json_line_is_the_event_plus_received_at() -> None:
     renderer = JsonRenderer()
     event = dict(EVENT)

@@ -34,6 +34,8 @@ def test_a_terminal_replay_draws_a_bar_and_clears_it() -> None:
     ("args", "error"),
     [
         (["--since", "yesterday"], "not a time: 'yesterday'"),
+        (["--since", "999999d"], "out of range: '999999d' reaches back before the year 1"),
+        (["--since", "0001-01-01T00:00:00+01:00"], "out of range"),
         (["--since", "1m", "--api", "127.0.0.1:9000"], "is not an http:// or https:// URL"),
     ],
 )
@@ -41,6 +43,7 @@ def test_bad_since_or_api_values_are_usage_errors(args: list[str], error: str) -
     result = CliRunner().invoke(tail, args)
     assert result.exit_code == 2
     assert error in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_iso_times_are_utc_with_milliseconds() -> None:

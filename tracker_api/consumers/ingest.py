@@ -217,7 +217,7 @@ class Leader(LeasedConsumer):
             lease,
             name="ingest",
             client_id=settings.ingest_session,
-            subscription=LEADER_SUBSCRIPTION,
+            subscriptions=[LEADER_SUBSCRIPTION],
             consumer=lambda acks: Ingest(service, acks),
             check_every=check_every,
         )

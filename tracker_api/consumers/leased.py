@@ -1,8 +1,8 @@
 """Hold a lease, then consume: the one way a single consumer is chosen among any number of
 tracker processes (ingest in ``leader`` mode, the archive).
 
-While a ``LeasedConsumer`` holds its lease (``ingest_lease.Lease``), it reads one
-subscription on a connection of its own, with a persistent session under one fixed client
+While a ``LeasedConsumer`` holds its lease (``ingest_lease.Lease``), it reads its
+subscriptions on a connection of its own, with a persistent session under one fixed client
 id, so whoever holds the lease next resumes the same session, unacknowledged messages
 included. Losing the lease closes the connection at once; the others keep asking for it.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tracker_api.config import Settings
 from tracker_api.consumers.lease import Lease
@@ -32,7 +32,7 @@ class LeasedConsumer:
         *,
         name: str,
         client_id: str,
-        subscription: tuple[str, int],
+        subscriptions: Sequence[tuple[str, int]],
         consumer: Callable[[Acknowledger], Consumer],
         check_every: float = LEASE_CHECK,
     ) -> None:
@@ -40,11 +40,16 @@ class LeasedConsumer:
         self.lease = lease
         self.name = name
         self.client_id = client_id
-        self.subscription = subscription
+        self.subscriptions = subscriptions
         self.make_consumer = consumer
         self.check_every = check_every
         self._connection: BrokerConnection | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connection(self) -> BrokerConnection | None:
+        """The holder's connection while the lease is held (it publishes, too)."""
+        return self._connection
 
     @property
     def status(self) -> str:
@@ -80,13 +85,16 @@ class LeasedConsumer:
 
     async def _lead(self) -> None:
         logger.info(
-            "%s: leader, consuming %s as %s", self.name, self.subscription[0], self.client_id
+            "%s: leader, consuming %s as %s",
+            self.name,
+            ", ".join(topic for topic, _ in self.subscriptions),
+            self.client_id,
         )
         connection = BrokerConnection(
             self.settings,
             self.client_id,
             session=Session.PERSISTENT,
-            subscriptions=[self.subscription],
+            subscriptions=self.subscriptions,
             consumer=self.make_consumer,
             publishing=False,
         )

@@ -1,12 +1,14 @@
 """Account lookup with a bounded TTL cache in front of the database.
 
-A hit costs a dict lookup on the event loop. A miss runs one query in a worker thread;
-concurrent misses for the same id share that query. Positive and negative answers are
-cached for ``ttl`` seconds counted from when the query started, so an answer is never
-older than ``ttl`` however long the query waited: a change to an account (deactivated,
-created, removed) takes effect on every worker within ``ttl`` seconds of its commit. At
-most ``max_entries`` ids are held (oldest evicted first). ``forget`` drops one id at
-once, for the worker that made the change itself (the admin API).
+A hit costs a dict lookup on the event loop. A miss runs one query in a thread of the
+cache's own executor (given by the app, with a database pool of its own: a busy history or
+archive cannot make it wait for a thread or a connection); concurrent misses for the same
+id share that query. Positive and negative answers are cached for ``ttl`` seconds counted
+from when the query started, so an answer is never older than ``ttl`` however long the
+query waited: a change to an account (deactivated, created, removed) takes effect on every
+worker within ``ttl`` seconds of its commit. At most ``max_entries`` ids are held (oldest
+evicted first). ``forget`` drops one id at once, for the worker that made the change
+itself (the admin API).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import enum
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,8 +48,10 @@ class AccountCache:
         ttl: float = 5.0,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        executor: Executor | None = None,
     ) -> None:
         self._load = load
+        self._executor = executor  # None: asyncio's default one
         self._ttl = ttl
         self._max_entries = max_entries
         self._clock = clock
@@ -79,7 +84,8 @@ class AccountCache:
         # moment after it), however long the query then waited for a thread or a lock.
         expiry = self._clock() + self._ttl
         try:
-            state = await asyncio.to_thread(self._load, account_id)
+            loop = asyncio.get_running_loop()
+            state = await loop.run_in_executor(self._executor, self._load, account_id)
         except SQLAlchemyError as error:
             raise DatabaseUnavailable() from error
         finally:
@@ -115,11 +121,15 @@ class AccountCache:
         raise AccountNotFound() if state is AccountState.UNKNOWN else AccountInactive()
 
 
-def accounts_for(settings: Settings, engine: Engine) -> AccountCache:
+def accounts_for(
+    settings: Settings, engine: Engine, executor: Executor | None = None
+) -> AccountCache:
     """The account cache of a process that serves events: ``engine``'s accounts table,
-    cached as ``TRACKER_ACCOUNT_CACHE_TTL`` and ``TRACKER_ACCOUNT_CACHE_SIZE`` say."""
+    read on ``executor``, cached as ``TRACKER_ACCOUNT_CACHE_TTL`` and
+    ``TRACKER_ACCOUNT_CACHE_SIZE`` say."""
     return AccountCache(
         lambda account_id: state_from_database(engine, account_id),
         ttl=settings.account_cache_ttl,
         max_entries=settings.account_cache_size,
+        executor=executor,
     )

@@ -11,8 +11,11 @@ from tracker_api.config import ConfigError, check_database_url
 from tracker_api.storage.models import Account
 
 
-def make_engine(database_url: str) -> Engine:
-    """An engine for SQLite (file created on demand, WAL) or PostgreSQL (pooled)."""
+def make_engine(database_url: str, pool_size: int | None = None) -> Engine:
+    """An engine for SQLite (file created on demand, WAL) or PostgreSQL (pooled).
+
+    ``pool_size``: a pool of exactly that many connections, for one executor of that many
+    threads (the account lookups, the history); by default a pool for everything else."""
     try:
         url = check_database_url(database_url)
     except ValueError as error:
@@ -20,8 +23,15 @@ def make_engine(database_url: str) -> Engine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        in_memory = not url.database or url.database == ":memory:"  # one connection, kept
+        sized = (
+            {} if pool_size is None or in_memory else {"pool_size": pool_size, "max_overflow": 0}
+        )
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 5}, pool_pre_ping=False
+            url,
+            connect_args={"check_same_thread": False, "timeout": 5},
+            pool_pre_ping=False,
+            **sized,
         )
 
         @event.listens_for(engine, "connect")
@@ -36,8 +46,8 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=4,
-        max_overflow=4,
+        pool_size=4 if pool_size is None else pool_size,
+        max_overflow=4 if pool_size is None else 0,
         pool_timeout=2,
         connect_args={"connect_timeout": 2} if url.get_backend_name() == "postgresql" else {},
     )
@@ -52,6 +62,14 @@ def create_schema(engine: Engine) -> None:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The revision whose schema is what ``create_all`` made before migrations existed.
 BASELINE = "0001_accounts"
+
+
+def made_by_create_all(tables: set[str]) -> str:
+    """The revision a database ``create_schema`` made (no ``alembic_version``) is at:
+    the newest whose table it has."""
+    if "archive_watermarks" in tables:
+        return "head"
+    return "0002_events" if "events" in tables else BASELINE
 
 
 def migrate(target: Engine | str) -> str:
@@ -71,8 +89,8 @@ def migrate(target: Engine | str) -> str:
             config.attributes["connection"] = connection
             tables = set(inspect(connection).get_table_names())
             if "alembic_version" not in tables and "accounts" in tables:
-                # "events" too: made by create_schema, already the newest shape.
-                command.stamp(config, "head" if "events" in tables else BASELINE)
+                # Made by create_schema: stamped with the newest revision its tables match.
+                command.stamp(config, made_by_create_all(tables))
             command.upgrade(config, "head")
         return ScriptDirectory.from_config(config).get_current_head() or ""
     finally:

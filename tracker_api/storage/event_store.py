@@ -9,19 +9,33 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import orjson
-from sqlalchemy import Engine, Table, and_, delete, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    LargeBinary,
+    Table,
+    and_,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 
-from tracker_api.storage.models import ArchivedEvent
+from tracker_api.storage.models import ArchivedEvent, ArchiveWatermark
 from tracker_contract import topics
 from tracker_contract.durations import InvalidTime, parse_timestamp
 from tracker_contract.ids import ACCOUNT_ID
 
 EVENTS: Table = SQLModel.metadata.tables[ArchivedEvent.__tablename__]
+WATERMARKS: Table = SQLModel.metadata.tables[ArchiveWatermark.__tablename__]
 # Retention deletes this many rows per transaction, so writers never wait long.
 RETENTION_BATCH = 1000
 
@@ -117,16 +131,57 @@ INSERT = {
 }
 
 
-def insert(engine: Engine, rows: Sequence[Row]) -> None:
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Every event the broker acknowledged before ``ts`` (epoch ms) is stored, as the
+    archive consuming as ``session`` found it (docs/adr/0018-bounded-history.md)."""
+
+    session: str
+    ts: int
+
+
+def insert(engine: Engine, rows: Sequence[Row], watermark: Watermark | None = None) -> None:
     """Write ``rows`` in one transaction; a row already there (same account and eventId)
-    is left as it is. One prepared statement, run by the driver for every row (sqlite3's
+    is left as it is. ``watermark`` is raised in the same transaction (never lowered), so
+    it never claims a row that is not committed.
+
+    The rows go through the driver, one prepared statement for every row (sqlite3's
     executemany, psycopg's pipelined executemany): building a SQLAlchemy statement per
     batch cost more CPU than the database's own work."""
-    if not rows:
-        return
-    statement = INSERT["postgresql" if engine.dialect.name == "postgresql" else "sqlite"]
+    postgres = engine.dialect.name == "postgresql"
+    dialect = postgresql if postgres else sqlite
     with engine.begin() as connection:
-        connection.exec_driver_sql(statement, list(rows))
+        if rows:
+            connection.exec_driver_sql(INSERT["postgresql" if postgres else "sqlite"], list(rows))
+        if watermark is not None:
+            raised = dialect.insert(WATERMARKS).values(session=watermark.session, ts=watermark.ts)
+            connection.execute(
+                raised.on_conflict_do_update(
+                    index_elements=["session"],
+                    set_={"ts": raised.excluded.ts},
+                    where=WATERMARKS.c.ts < raised.excluded.ts,
+                )
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveState:
+    """What a history answer says of the archive, read before its rows."""
+
+    watermark: int | None  # epoch ms; None: never marked
+    position: int  # the highest sequence stored (0: none)
+
+
+def state(engine: Engine, session: str) -> ArchiveState:
+    """The watermark of the archive consuming as ``session``, and the position (highest
+    sequence) the archive had reached. Read before a history's rows, so that those rows
+    include every event the watermark vouches for, and every one up to the position."""
+    with engine.connect() as connection:
+        watermark = connection.execute(
+            select(WATERMARKS.c.ts).where(WATERMARKS.c.session == session)
+        ).scalar_one_or_none()
+        position = connection.execute(select(func.max(EVENTS.c.seq))).scalar_one_or_none()
+    return ArchiveState(watermark, int(position or 0))
 
 
 def delete_before(engine: Engine, cutoff_ms: int, limit: int = RETENTION_BATCH) -> int:
@@ -149,6 +204,8 @@ def expire(engine: Engine, retention: timedelta, now: datetime | None = None) ->
 
 
 Cursor = tuple[int, int]  # (ts, seq) of the last event of a page
+# What a BIGINT column holds: a cursor beyond it is none of ours (and no driver binds it).
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 def encode_cursor(cursor: Cursor) -> str:
@@ -159,24 +216,43 @@ def decode_cursor(text: str) -> Cursor:
     """``ValueError`` for anything ``encode_cursor`` did not make."""
     try:
         decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        ts, seq = decoded.split(".")
-        return int(ts), int(seq)
+        ts, seq = (int(part) for part in decoded.split("."))
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValueError("not a cursor of this API") from None
+    if not (BIGINT_MIN <= ts <= BIGINT_MAX and 0 <= seq <= BIGINT_MAX):
+        raise ValueError("not a cursor of this API")
+    return ts, seq
 
 
-def page(
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """An event a read will return, before its envelope is fetched."""
+
+    ts: int
+    seq: int
+    size: int  # the envelope's length in bytes (UTF-8)
+
+    @property
+    def cursor(self) -> Cursor:
+        return self.ts, self.seq
+
+
+def plan(
     engine: Engine,
     accounts: Sequence[str] | None,
     since_ms: int,
     until_ms: int,
     after: Cursor | None,
     limit: int,
-) -> list[tuple[str, Cursor]]:
-    """Up to ``limit`` envelopes in [since, until] (all accounts when ``accounts`` is
-    None), in (timestamp, sequence) order, after ``after``; each with its cursor."""
+    stored_after: int | None = None,
+) -> list[Planned]:
+    """Up to ``limit`` events in [since, until] (all accounts when ``accounts`` is None),
+    in (timestamp, sequence) order, after ``after``: where each is and how large its
+    envelope is, not the envelope. A reader then fetches as many envelopes at a time as
+    its memory budget allows (``envelopes``), whatever the events' size. With
+    ``stored_after`` (a position of ``state``), only events stored after it."""
     columns = EVENTS.c
-    query = select(columns.envelope, columns.ts, columns.seq).where(
+    query = select(columns.ts, columns.seq, _byte_length(engine)).where(
         columns.ts >= since_ms, columns.ts <= until_ms
     )
     if accounts is not None:
@@ -186,6 +262,43 @@ def page(
         query = query.where(
             or_(columns.ts > after[0], and_(columns.ts == after[0], columns.seq > after[1]))
         )
+    if stored_after is not None:
+        query = query.where(columns.seq > stored_after)
     query = query.order_by(columns.ts, columns.seq).limit(limit)
     with engine.connect() as connection:
-        return [(envelope, (ts, seq)) for envelope, ts, seq in connection.execute(query)]
+        return [Planned(ts, seq, int(size)) for ts, seq, size in connection.execute(query)]
+
+
+def _byte_length(engine: Engine) -> ColumnElement[int]:
+    """The envelope's size in bytes, computed by the database: PostgreSQL reads it from
+    the value's header; SQLite's length() of a BLOB counts bytes (of TEXT, characters)."""
+    if engine.dialect.name == "postgresql":
+        return func.octet_length(EVENTS.c.envelope)
+    return func.length(cast(EVENTS.c.envelope, LargeBinary))
+
+
+def envelopes(engine: Engine, planned: Sequence[Planned]) -> list[str]:
+    """The envelopes of ``planned``, in its order. One deleted meanwhile (retention) is
+    left out."""
+    if not planned:
+        return []
+    columns = EVENTS.c
+    query = select(columns.seq, columns.envelope).where(columns.seq.in_([p.seq for p in planned]))
+    with engine.connect() as connection:
+        found: dict[int, str] = dict(connection.execute(query).all())
+    return [found[p.seq] for p in planned if p.seq in found]
+
+
+def within(
+    planned: Sequence[Planned], max_bytes: int, limit: int | None = None, *, first: bool = True
+) -> int:
+    """How many of ``planned``, from the first, fit in ``max_bytes`` and ``limit``. With
+    ``first`` (a reader's first take) at least one does, so that a reader always moves on,
+    even past an event larger than its budget."""
+    total, count = 0, 0
+    for item in planned[: limit if limit is not None else len(planned)]:
+        total += item.size
+        if total > max_bytes and (count or not first):
+            break
+        count += 1
+    return count

@@ -40,3 +40,14 @@ class ArchivedEvent(SQLModel, table=True):
     event_id: str = Field(max_length=128)
     ts: int = Field(sa_column=Column(BigInteger(), nullable=False))
     envelope: str = Field(sa_column=Column(Text(), nullable=False))
+
+
+class ArchiveWatermark(SQLModel, table=True):
+    """How far the archive consuming as ``session`` (its client id) is complete: every
+    event the broker acknowledged before ``ts`` (epoch milliseconds, the archive's clock)
+    is in ``events`` (docs/adr/0018-bounded-history.md)."""
+
+    __tablename__ = "archive_watermarks"
+
+    session: str = Field(primary_key=True, max_length=128)
+    ts: int = Field(sa_column=Column(BigInteger(), nullable=False))

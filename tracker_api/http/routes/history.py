@@ -9,9 +9,8 @@ own (as ``mqtt/acl`` lets them subscribe); without the file the history is open.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from tracker_api.errors import (
     MalformedLogin,
     openapi_responses,
 )
+from tracker_api.http.archive_reader import ArchiveReader, Selection
 from tracker_api.http.auth import HttpAuth
 from tracker_api.http.batch import NDJSON
 from tracker_api.http.handler import client_address
@@ -40,7 +40,6 @@ router = APIRouter(tags=["history"])
 
 HISTORY_PATH = "/events"
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000
-STREAM_PAGE = 1000  # NDJSON: rows read per query, so memory stays flat for any range
 
 
 class HistoryForbidden(LoginForbidden):
@@ -51,14 +50,6 @@ class HistoryForbidden(LoginForbidden):
 class HistoryLoginRequired(LoginRequired):
     detail = "Login required: HTTP Basic with a login of the MQTT password file"
     when = "TRACKER_PASSWORD_FILE: no login"
-
-
-@dataclass(frozen=True)
-class HistoryQuery:
-    accounts: Sequence[str] | None  # None: every account
-    since_ms: int
-    until_ms: int
-    after: archive.Cursor | None
 
 
 def visible_accounts(
@@ -92,8 +83,17 @@ def read_query(
     ] = "",
     until: Annotated[str | None, Query(description="To (inclusive); default: now")] = None,
     after: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    stored_after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=archive.BIGINT_MAX,
+            description="Only events the archive stored after this position "
+            "(`X-Archive-Position` of an earlier answer): what arrived late",
+        ),
+    ] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> HistoryQuery:
+) -> Selection:
     # The login first: who may not read the history learns nothing of it, not even
     # which of its parameters are wrong.
     accounts = visible_accounts(
@@ -113,15 +113,20 @@ def read_query(
         cursor = archive.decode_cursor(after) if after else None
     except ValueError as error:
         raise InvalidRequest(f"after: {error}") from None
-    return HistoryQuery(accounts, archive.to_ms(start), archive.to_ms(end), cursor)
+    return Selection(accounts, archive.to_ms(start), archive.to_ms(end), cursor, stored_after)
 
 
-QueryDep = Annotated[HistoryQuery, Depends(read_query)]
+QueryDep = Annotated[Selection, Depends(read_query)]
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "Events in (timestamp, archive sequence) order; `next` is null once "
-        "the range is exhausted. With `Accept: application/x-ndjson`, the whole range, one "
-        "event per line, without a cursor",
+        "description": "Events in (timestamp, archive sequence) order. JSON: a page of at most "
+        "`limit` events and about 4 MiB (a page of large events ends early); `next` is the "
+        "cursor of the following page, null once the range is exhausted. With `Accept: "
+        "application/x-ndjson`, one event per line: the whole range, or with `limit` at most "
+        "that many, the cursor of what follows in the `X-Next-Cursor` header. Either way, "
+        "read before the events: `X-Archive-Watermark` (every event the broker acknowledged "
+        "before it is stored; absent until the archive first marked), `X-Archive-Read-At` "
+        "(this server's clock then) and `X-Archive-Position` (for `stored_after`)",
         "content": {
             "application/json": {
                 "example": {"events": [EVENT_EXAMPLE], "next": "MTc5NTg2NzIwMDEyMy4x"}
@@ -132,48 +137,66 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     **openapi_responses(
         HistoryLoginRequired, LoginRefused, MalformedLogin, HistoryForbidden, LoginThrottled
     ),
-    422: {"description": "Bad range (unparseable, since after until), account id or cursor"},
+    422: {
+        "description": "Bad range (unparseable, out of range, since after until), account "
+        "id, cursor or limit",
+        "content": {"application/json": {"example": {"detail": "since is after until"}}},
+    },
 }
-
-
-async def _fetch(
-    request: Request, query: HistoryQuery, after: archive.Cursor | None, limit: int
-) -> Any:
-    return await asyncio.to_thread(
-        archive.page,
-        request.app.state.engine,
-        query.accounts,
-        query.since_ms,
-        query.until_ms,
-        after,
-        limit,
-    )
 
 
 @router.get(HISTORY_PATH, responses=RESPONSES)
 async def history(
     request: Request,
     query: QueryDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Events per page")] = DEFAULT_LIMIT,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_LIMIT,
+            description=f"Most events in the answer; JSON default {DEFAULT_LIMIT}, NDJSON: all",
+        ),
+    ] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """Archived events of `since`..`until`, oldest first, paged by cursor (`after`)."""
+    reader: ArchiveReader = request.app.state.archive_reader
+    # Before any row: the rows read next include all that the watermark vouches for.
+    headers = state_headers(await reader.state())
     if accept is not None and NDJSON in accept:
-        return StreamingResponse(_stream(request, query), media_type=NDJSON)
-    rows = await _fetch(request, query, query.after, limit + 1)  # one more: is there a next?
-    following = archive.encode_cursor(rows[limit - 1][1]) if len(rows) > limit else None
-    rows = rows[:limit]
-    body = b'{"events":[' + ",".join(envelope for envelope, _ in rows).encode() + b'],"next":'
-    body += b"null}" if following is None else b'"' + following.encode() + b'"}'
-    return Response(body, media_type="application/json")
+        return await _ndjson(reader, query, limit, headers)
+    page = await reader.page(query, limit or DEFAULT_LIMIT)
+    return Response(page.body, media_type="application/json", headers=headers)
 
 
-async def _stream(request: Request, query: HistoryQuery) -> AsyncIterator[bytes]:
-    after = query.after
-    while True:
-        rows = await _fetch(request, query, after, STREAM_PAGE)
-        if rows:
-            yield "".join(envelope + "\n" for envelope, _ in rows).encode()
-            after = rows[-1][1]
-        if len(rows) < STREAM_PAGE:
-            return
+def state_headers(state: archive.ArchiveState) -> dict[str, str]:
+    """``X-Archive-Read-At`` (this server's clock as it read the archive),
+    ``X-Archive-Watermark`` (every event the broker acknowledged before it is stored;
+    absent while the archive never marked) and ``X-Archive-Position``."""
+    headers = {
+        "X-Archive-Read-At": rfc3339_ms(time.time() * 1000),
+        "X-Archive-Position": str(state.position),
+    }
+    if state.watermark is not None:
+        headers["X-Archive-Watermark"] = rfc3339_ms(state.watermark)
+    return headers
+
+
+def rfc3339_ms(epoch_ms: float) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def _ndjson(
+    reader: ArchiveReader, query: Selection, limit: int | None, headers: dict[str, str]
+) -> Response:
+    if limit is None:
+        return StreamingResponse(reader.lines(query), media_type=NDJSON, headers=headers)
+    # A bounded answer is planned whole first (a few bytes per event): its end, and so
+    # the cursor of what follows, is known before the first line goes out.
+    planned = await reader.plan(query, query.after, limit + 1)
+    if len(planned) > limit:
+        headers["X-Next-Cursor"] = archive.encode_cursor(planned[limit - 1].cursor)
+    return StreamingResponse(
+        reader.lines(query, planned[:limit]), media_type=NDJSON, headers=headers
+    )
