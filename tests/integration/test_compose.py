@@ -352,6 +352,22 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
             assert source.rstrip("/") in allowed, f"Dockerfile copies {source}, ignored"
 
 
+def test_the_build_context_holds_every_package_the_wheel_ships() -> None:
+    """`pip install .` in the image finds the packages pyproject.toml names: a top-level
+    package the allow-list forgets installs a tracker-api that cannot import it."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    allowed = {line.removeprefix("!").rstrip("/") for line in lines if line.startswith("!")}
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = find_packages(REPO, include=find["packages"]["find"]["include"])
+    top_level = {name.split(".")[0] for name in packages}
+    assert top_level == {"tracker_contract", "tracker_api", "subscriber"}
+    assert top_level <= allowed, f"not in the build context: {sorted(top_level - allowed)}"
+
+
 def test_env_example_names_every_variable_compose_and_the_tracker_use() -> None:
     assigned: dict[str, bool] = {}  # name -> commented out
     for line in (REPO / ".env.example").read_text().splitlines():
