@@ -546,6 +546,13 @@ def build_images(stack: Stack) -> None:
         stack.podman("build", "-q", "-t", MOSQUITTO_IMAGE, str(REPO / "mqtt"))
 
 
+def image_sizes(stack: Stack) -> dict[str, int]:
+    """Bytes of the project's images and of the base they are built on (a stand-in here)."""
+    names = (TRACKER_IMAGE, MOSQUITTO_IMAGE, f"docker.io/library/{STANDIN_TAGS['python']}")
+    inspect = ("image", "inspect", "--format", "{{.Size}}")
+    return {name: int(stack.podman(*inspect, name).stdout.strip()) for name in names}
+
+
 def check_engine(stack: Stack) -> None:
     """Unavailable when a trivial container cannot run here (kernel, cgroups, network)."""
     done = stack.podman("run", "--rm", BASE_IMAGE, "true", check=False, timeout=120)
