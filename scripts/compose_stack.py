@@ -87,6 +87,7 @@ NODES = ("rabbit-1", "rabbit-2", "rabbit-3")
 BASE_PROFILE = "mosquitto"
 CLUSTER_PROFILE = "cluster"
 TIMINGS: list[tuple[str, float]] = []
+NOTES: list[str] = []  # what the tests measured beside the timings, for the run's summary
 LOCAL_ENV = REPO / "var" / "compose-stack.env"  # the stacks' .env when run by hand
 T = TypeVar("T")
 
@@ -478,13 +479,15 @@ class Stack:
                     found.add(name)
         return found
 
-    def down(self) -> Leftovers:
-        """Remove everything of the project; what podman-compose ``down -v`` left behind."""
-        with timed("down"):
+    def down(self, stage: str = "down") -> Leftovers:
+        """Remove everything of the project; what podman-compose ``down -v`` left behind
+        (which the sweep by label removed). Nothing to remove: nothing done, nor timed."""
+        if not self.leftovers():
+            return Leftovers([], [], [])
+        with timed(stage):
             profiles = [BASE_PROFILE, CLUSTER_PROFILE]
             anonymous = self.anonymous_volumes()
-            if self.containers() or self.leftovers():
-                self.compose("down", "-v", "-t", "10", profiles=profiles, cluster=True, check=False)
+            self.compose("down", "-v", "-t", "10", profiles=profiles, cluster=True, check=False)
             left = self.leftovers()
             for name in left.containers:
                 self.podman("rm", "-f", "-v", "-t", "10", name, check=False)
@@ -536,14 +539,24 @@ def build_base(stack: Stack) -> None:
     tarball.unlink()
 
 
+def build(stack: Stack, tag: str, context: Path) -> None:
+    """``podman build`` (layer cache on); the image the tag named before is removed when it
+    was replaced, so that repeated runs do not pile up unnamed images."""
+    inspect = ("image", "inspect", "--format", "{{.Id}}", tag)
+    before = stack.podman(*inspect, check=False).stdout.strip()
+    stack.podman("build", "-q", "-t", tag, str(context))
+    if before and before != stack.podman(*inspect).stdout.strip():
+        stack.podman("rmi", before, check=False)  # still used by a container: kept
+
+
 def build_images(stack: Stack) -> None:
     """The stand-ins, then the project's images, as compose would build them."""
     with timed("stand-in images"):
         for directory, tag in STANDIN_TAGS.items():
-            stack.podman("build", "-q", "-t", f"docker.io/library/{tag}", str(STANDINS / directory))
+            build(stack, f"docker.io/library/{tag}", STANDINS / directory)
     with timed("project images (Dockerfile, mqtt/Dockerfile)"):
-        stack.podman("build", "-q", "-t", TRACKER_IMAGE, str(REPO))
-        stack.podman("build", "-q", "-t", MOSQUITTO_IMAGE, str(REPO / "mqtt"))
+        build(stack, TRACKER_IMAGE, REPO)
+        build(stack, MOSQUITTO_IMAGE, REPO / "mqtt")
 
 
 def image_sizes(stack: Stack) -> dict[str, int]:

@@ -37,9 +37,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         except Unavailable as reason:
             pytest.skip(f"this machine cannot run the compose stacks: {reason}")
         IMAGE_SIZES.update(compose_stack.image_sizes(stack))
-        stack.down()
+        stack.down("down (what an earlier run left)")
         yield stack
-        stack.down()
+        stack.down("down (at the end)")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -51,6 +51,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{stage:<48} {seconds:6.1f} s")
     for image, size in IMAGE_SIZES.items():
         terminalreporter.write_line(f"image {image:<42} {size / 1e6:6.0f} MB")
+    for note in compose_stack.NOTES:
+        terminalreporter.write_line(note)
 
 
 def request(url: str, login: tuple[str, str] | None = None, timeout: float = 10) -> tuple[int, Any]:

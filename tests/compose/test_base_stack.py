@@ -49,7 +49,7 @@ def base(engine: Stack) -> Iterator[Base]:
     )
     demo = engine.run_job("seed", PROFILES, SEED_DEMO="true")
     yield Base(engine, before, seed_log, demo)
-    engine.down()
+    engine.down("down (after a failed test)")
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_down_leaves_no_container_volume_or_network(base: Base) -> None:
     anonymous = stack.anonymous_volumes()
     volumes = set(stack.podman("volume", "ls", "--format", "{{.Name}}").stdout.split())
     assert f"{PROJECT}_postgres-data" in volumes
-    stack.down()
+    stack.down("base stack down")
     assert not stack.leftovers()
     remaining = set(stack.podman("volume", "ls", "--format", "{{.Name}}").stdout.split())
     assert not anonymous & remaining

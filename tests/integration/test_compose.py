@@ -982,3 +982,24 @@ def test_cluster_logins_refuses_bad_input_and_writes_nothing(
     assert done.returncode == 1 and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the stand-ins `make test-compose` builds for the upstream images -----------------------
+
+
+def test_every_upstream_image_the_stacks_name_has_a_local_stand_in(
+    cluster: dict[str, Any],
+) -> None:
+    """make test-compose cannot pull: each image a service runs without building it, and
+    each FROM of the two Dockerfiles, must be one scripts/compose_stack.py builds."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from compose_stack import STANDIN_TAGS, STANDINS
+
+    named = {s["image"] for s in cluster.values() if "build" not in s}
+    for dockerfile in (REPO / "Dockerfile", REPO / "mqtt" / "Dockerfile"):
+        named |= set(re.findall(r"^FROM (\S+)", dockerfile.read_text(), re.M))
+    assert named == set(STANDIN_TAGS.values())
+    for directory in STANDIN_TAGS:
+        containerfile = (STANDINS / directory / "Containerfile").read_text()
+        assert containerfile.startswith("# Stand-in for ")
+        assert "FROM localhost/mqtt-tracker-standin-base:bookworm" in containerfile
