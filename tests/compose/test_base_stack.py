@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose_stack import BASE_PROFILE, PROJECT, TRACKER_IMAGE, Stack
+from compose_stack import BASE_PROFILE, PROJECT, TIMINGS, TRACKER_IMAGE, Stack
 
 from tests.compose.conftest import REPO, history_ids, request
 from tests.helpers.tail import Tail
@@ -30,6 +31,7 @@ class Base:
     before_seed: tuple[int, Any]  # GET /1 before the demo accounts were asked for
     seed_log: str  # the seed job's output on a plain `up`
     demo_seed_log: str  # its output with SEED_DEMO=true
+    up_at: float  # when it was up (time.monotonic)
 
     @property
     def api(self) -> str:
@@ -47,8 +49,9 @@ def base(engine: Stack) -> Iterator[Base]:
     before = request(
         f"http://127.0.0.1:{engine.secrets.api_port}/1?data=x", ("1", engine.secrets.device)
     )
+    up_at = time.monotonic()
     demo = engine.run_job("seed", PROFILES, SEED_DEMO="true")
-    yield Base(engine, before, seed_log, demo)
+    yield Base(engine, before, seed_log, demo, up_at)
     engine.down("down (after a failed test)")
 
 
@@ -211,6 +214,7 @@ def test_down_leaves_no_container_volume_or_network(base: Base) -> None:
     anonymous = stack.anonymous_volumes()
     volumes = set(stack.podman("volume", "ls", "--format", "{{.Name}}").stdout.split())
     assert f"{PROJECT}_postgres-data" in volumes
+    TIMINGS.append(("base stack checks", time.monotonic() - base.up_at))
     stack.down("base stack down")
     assert not stack.leftovers()
     remaining = set(stack.podman("volume", "ls", "--format", "{{.Name}}").stdout.split())

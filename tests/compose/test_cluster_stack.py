@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from compose_stack import CLUSTER_PROFILE, NODES, NOTES, PROJECT, Stack
+from compose_stack import CLUSTER_PROFILE, NODES, NOTES, PROJECT, TIMINGS, Stack
 
 from tests.compose.conftest import history_ids, request
 from tests.helpers.waiting import wait_until
@@ -28,6 +28,7 @@ KILL_AFTER = 300  # acknowledged events before the SIGKILL
 @dataclass
 class Cluster:
     stack: Stack
+    up_at: float  # when it was up (time.monotonic)
 
     @property
     def api(self) -> str:
@@ -41,7 +42,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(engine: Stack) -> Iterator[Cluster]:
     engine.up_cluster(trackers=2)
-    yield Cluster(engine)
+    yield Cluster(engine, time.monotonic())
     engine.down("down (after a failed test)")
 
 
@@ -165,6 +166,7 @@ def test_down_leaves_no_container_volume_or_network_and_no_scaled_replica(
     anonymous = stack.anonymous_volumes()
     volumes = set(stack.podman("volume", "ls", "--format", "{{.Name}}").stdout.split())
     assert {f"{PROJECT}_rabbit-1-data", f"{PROJECT}_cluster-logins"} <= volumes
+    TIMINGS.append(("cluster stack checks", time.monotonic() - cluster.up_at))
     left_by_compose = stack.down("cluster stack down")
     assert not stack.leftovers()
     remaining = set(stack.podman("volume", "ls", "--format", "{{.Name}}").stdout.split())
