@@ -19,8 +19,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/compose builds images and starts a dozen containers (minutes): only
-    `make test-compose` (--compose) runs it, never `make test`."""
+    """tests/compose builds images and starts a dozen containers (minutes): `make test`
+    never collects it; `make test-compose` asks for it (--compose), as does naming it."""
     if collection_path == COMPOSE_TESTS and not config.getoption("--compose"):
         return True
     return None

@@ -56,7 +56,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def request(url: str, login: tuple[str, str] | None = None, timeout: float = 10) -> tuple[int, Any]:
-    """GET ``url`` (HTTP Basic with ``login``): (status, parsed JSON body)."""
+    """GET ``url`` (HTTP Basic with ``login``): (status, the body as JSON, or as text when
+    it is not JSON: HAProxy's own 503 page when no tracker is ready)."""
     headers = {}
     if login:
         token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
@@ -65,9 +66,16 @@ def request(url: str, login: tuple[str, str] | None = None, timeout: float = 10)
         with urllib.request.urlopen(
             urllib.request.Request(url, headers=headers), timeout=timeout
         ) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
+            return answer.status, parse(answer.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+        return error.code, parse(error.read())
+
+
+def parse(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        return body.decode(errors="replace")
 
 
 def history_ids(port: int, login: tuple[str, str], account: str = "1") -> set[str]:
