@@ -133,7 +133,6 @@ def run(
     env: dict[str, str] | None = None,
     check: bool = True,
     timeout: float = 600,
-    quiet: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command; StackError with the tail of its output when ``check`` and it fails."""
     done = subprocess.run(
@@ -141,7 +140,7 @@ def run(
         env=env,
         cwd=REPO,
         stdin=subprocess.DEVNULL,
-        capture_output=quiet,
+        capture_output=True,
         text=True,
         timeout=timeout,
     )
@@ -566,6 +565,14 @@ def image_sizes(stack: Stack) -> dict[str, int]:
     return {name: int(stack.podman(*inspect, name).stdout.strip()) for name in names}
 
 
+def check_storage(stack: Stack) -> None:
+    """Unavailable when podman cannot even set up its storage here (kernel, file system)."""
+    done = stack.podman("info", check=False, timeout=120)
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise Unavailable(f"podman cannot start here: {reason[0]}")
+
+
 def check_engine(stack: Stack) -> None:
     """Unavailable when a trivial container cannot run here (kernel, cgroups, network)."""
     done = stack.podman("run", "--rm", BASE_IMAGE, "true", check=False, timeout=120)
@@ -580,6 +587,7 @@ def prepare(stack: Stack, rebuild_base: bool = False) -> None:
     with timed("tools"):
         install_debian_tools()
         stack.podman_compose = podman_compose()
+    check_storage(stack)
     if rebuild_base or not image_exists(stack, BASE_IMAGE):
         with timed("base image (mmdebstrap)"):
             build_base(stack)

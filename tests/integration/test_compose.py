@@ -1003,3 +1003,24 @@ def test_every_upstream_image_the_stacks_name_has_a_local_stand_in(
         containerfile = (STANDINS / directory / "Containerfile").read_text()
         assert containerfile.startswith("# Stand-in for ")
         assert "FROM localhost/mqtt-tracker-standin-base:bookworm" in containerfile
+
+
+def test_a_machine_whose_podman_cannot_run_says_why_in_one_line_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make test-compose skips, with the reason, where containers cannot run (a kernel
+    without what podman needs); the podman here is one that fails as such a machine's does."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import compose_stack
+
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    failing = "#!/bin/sh\necho 'Error: kernel does not support overlay fs' >&2\nexit 125\n"
+    (shims / "podman").write_text(failing)
+    (shims / "podman").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    stack = compose_stack.Stack(tmp_path)
+    for check in (compose_stack.check_storage, compose_stack.check_engine):
+        with pytest.raises(compose_stack.Unavailable) as raised:
+            check(stack)
+        assert str(raised.value).endswith(": Error: kernel does not support overlay fs")
