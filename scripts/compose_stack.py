@@ -518,9 +518,9 @@ def image_exists(stack: Stack, name: str) -> bool:
 
 
 def build_base(stack: Stack) -> None:
-    """A minimal Debian bookworm from this machine's apt sources, with its CA bundle (the
-    egress proxy's CA among them) and a policy-rc.d that keeps packages from starting
-    services during a build."""
+    """A minimal Debian bookworm from this machine's apt sources, with its CA bundle (a
+    proxy's CA too, where the network has one) and a policy-rc.d that keeps packages from
+    starting services during a build."""
     sources = Path("/etc/apt/sources.list.d/debian.sources")
     mirror = [str(sources)] if sources.exists() else ["http://deb.debian.org/debian"]
     hooks = [
