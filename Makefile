@@ -10,7 +10,7 @@ MQTT_PORT ?= 1883
 TAIL_API = $(if $(TRACKER_PORT),--api http://127.0.0.1:$(TRACKER_PORT))
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run cluster tail test test-fast lint format bench bench-cluster soak seed clean clean-state
+.PHONY: help deps run cluster tail test test-compose test-fast lint format bench bench-cluster soak seed clean clean-state
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -38,6 +38,9 @@ test: deps  ## the full suite with line coverage
 	@scripts/ensure-test-tools.sh docker-compose openssl
 	@scripts/ensure-cluster-tools.sh
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90
+
+test-compose: deps  ## both compose stacks for real under podman: images, up, checks, down (README)
+	$(BIN)/pytest -p no:cacheprovider --compose tests/compose
 
 test-fast: deps  ## the suite without the slow end-to-end scenarios
 	$(BIN)/pytest -m 'not slow'

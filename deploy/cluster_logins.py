@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tracker_api.errors import InvalidRequest
 from tracker_api.ops.cluster_roles import VHOST, check_login_name, definitions
-from tracker_api.passwords import hash_password
+from tracker_api.passwords import hash_password, is_placeholder
 
 TRACKER_UID = 10001  # the tracker image's `tracker` user (Dockerfile)
 
@@ -44,11 +44,15 @@ def logins(env: Mapping[str, str]) -> dict[str, str]:
     ):
         if not env.get(variable):
             raise ValueError(f"set {variable}")
+        if is_placeholder(env[variable]):
+            raise ValueError(f"{variable} is a placeholder (change-me...): set a real password")
         found[name] = env[variable]
     for pair in env.get("MQTT_EXTRA_USERS", "").split():
         name, _, password = pair.partition(":")
         if not password:
             raise ValueError(f"MQTT_EXTRA_USERS: {name!r} has no password (user:password)")
+        if is_placeholder(password):
+            raise ValueError(f"MQTT_EXTRA_USERS: {name!r} has a placeholder password")
         try:
             check_login_name(name)
         except InvalidRequest as error:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from tracker_api.mqtt import BrokerAddress
+from tracker_api.passwords import is_placeholder
 from tracker_contract.durations import parse_duration
 from tracker_contract.ids import (
     CLIENT_ID_OWNERSHIP,
@@ -190,7 +191,8 @@ class Settings(BaseSettings):
         self.brokers  # noqa: B018 - parse now so a bad URL fails at start
         if self.client_id and self.workers > 1:
             raise ValueError("TRACKER_CLIENT_ID needs TRACKER_WORKERS=1: client ids must be unique")
-        check_database_url(self.database_url)
+        database = check_database_url(self.database_url)
+        self._check_placeholders(database)
         self._check_client_ids()
         if self.http_auth and self.password_file is None:
             raise ValueError("TRACKER_HTTP_AUTH=true needs TRACKER_PASSWORD_FILE")
@@ -205,6 +207,19 @@ class Settings(BaseSettings):
                 "the history, e.g. https://dashboard.example"
             )
         return self
+
+    def _check_placeholders(self, database: URL) -> None:
+        """A password copied unedited from an example (``change-me…``) is refused at start:
+        it would work, and whoever read the example knows it."""
+        found = {
+            "TRACKER_MQTT_URL": self.broker.password,
+            "TRACKER_DATABASE_URL": database.password,
+        }
+        for name, password in found.items():
+            if password and is_placeholder(str(password)):
+                raise ValueError(
+                    f"{name}: the password is a placeholder (change-me...): set a real one"
+                )
 
     def _check_client_ids(self) -> None:
         """Every id must be one the broker lets the login use (docs/adr/0016): say so at

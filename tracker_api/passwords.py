@@ -22,6 +22,14 @@ from tracker_contract.ids import ACCOUNT_ID, ACCOUNT_ID_HELP
 
 ITERATIONS = 101  # mosquitto_passwd's own default
 SALT_BYTES = 12
+# What an example file puts where a secret goes ("change-me", "CHANGEME-postgres"): such a
+# value passes every "is it set" check, so whatever starts with it is refused as unset.
+PLACEHOLDER_PREFIXES = ("change-me", "changeme")
+
+
+def is_placeholder(password: str) -> bool:
+    """True for a password left at an example's placeholder (any case)."""
+    return password.lower().startswith(PLACEHOLDER_PREFIXES)
 
 
 def hash_password(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:

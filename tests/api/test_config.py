@@ -119,6 +119,9 @@ def test_make_engine_refuses_a_bad_url_as_the_settings_do(url: str, message: str
         ("TRACKER_DATABASE_URL", f"bob:{SECRET}@db/x", "not a URL"),
         ("TRACKER_MQTT_URL", f"mqtt://bob:{SECRET}@broker:abc", "invalid port"),
         ("TRACKER_MQTT_URL", f"http://bob:{SECRET}@broker", "must start with mqtt://"),
+        # A password copied unedited from an example works, and is known to all.
+        ("TRACKER_MQTT_URL", "mqtt://tracker:change-me-tracker@broker", "is a placeholder"),
+        ("TRACKER_DATABASE_URL", "postgresql+psycopg://bob:CHANGEME@db/x", "is a placeholder"),
     ],
 )
 def test_the_server_refuses_to_start_with_one_line_and_no_traceback(
@@ -150,6 +153,19 @@ def test_the_server_refuses_to_start_with_one_line_and_no_traceback(
 )
 def test_redact_hides_every_url_password(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("password", "placeholder"),
+    [("change-me", True), ("Change-Me-postgres", True), ("changeme1", True)]
+    + [("s3cret-change-me", False), ("chan", False), ("", False)],
+)
+def test_a_placeholder_is_a_password_that_begins_like_the_examples(
+    password: str, placeholder: bool
+) -> None:
+    from tracker_api.passwords import is_placeholder
+
+    assert is_placeholder(password) is placeholder
 
 
 def test_config_errors_are_redacted_wherever_they_are_raised() -> None:

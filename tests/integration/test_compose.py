@@ -60,7 +60,6 @@ DEPENDS_ON = {
         "mosquitto": "service_healthy",
         "postgres": "service_healthy",
         "migrate": "service_completed_successfully",
-        "seed": "service_completed_successfully",
     },
 }
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -242,13 +241,52 @@ def test_tracker_gets_credentialed_mqtt_url_and_postgres_url(config: dict[str, A
 def test_seed_job_runs_in_the_tracker_image_against_postgres(config: dict[str, Any]) -> None:
     seed, tracker = config["services"]["seed"], config["services"]["tracker"]
     assert seed["image"] == tracker["image"]
-    assert seed["command"] == ["python", "data/seed.py"]
+    assert seed["command"][:2] == ["sh", "-euc"]
+    assert "exec python data/seed.py" in shell_script(seed)
     assert (
         seed["environment"]["TRACKER_DATABASE_URL"]
         == (tracker["environment"]["TRACKER_DATABASE_URL"])
     )
     assert Path(tracker["build"]["context"]) == REPO
     assert (REPO / "Dockerfile").is_file()
+
+
+def run_seed_script(
+    service: dict[str, Any], app: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """A seed job's script with `python data/seed.py` replaced by a stand-in that says it
+    ran, so what the job decides is seen without a database."""
+    script = shell_script(service).replace("python data/seed.py", "echo SEEDED")
+    script = script.replace("python /deploy/create_database.py", "true")
+    script = script.replace("tracker-api migrate", "true")
+    return subprocess.run(
+        ["sh", "-euc", script],
+        cwd=app,
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+
+def test_the_seed_job_adds_demo_accounts_only_when_asked(
+    config: dict[str, Any], resolve: Resolver, tmp_path: Path
+) -> None:
+    seed = config["services"]["seed"]
+    assert seed["environment"]["SEED_DEMO"] == "false"
+    # The tracker no longer waits for it: it is not part of a production start.
+    assert "seed" not in config["services"]["tracker"]["depends_on"]
+    quiet = run_seed_script(seed, tmp_path, SEED_DEMO="false")
+    assert quiet.returncode == 0 and "SEEDED" not in quiet.stdout
+    assert "seed: no demo accounts (SEED_DEMO=true adds them)" in quiet.stdout
+    asked = resolve(**SECRETS, SEED_DEMO="true")
+    assert asked.config is not None, asked.errors
+    demo = asked.config["services"]["seed"]
+    assert demo["environment"]["SEED_DEMO"] == "true"
+    assert run_seed_script(demo, tmp_path, SEED_DEMO="true").stdout == "SEEDED\n"
+    wrong = run_seed_script(seed, tmp_path, SEED_DEMO="yes")
+    assert wrong.returncode == 1
+    assert wrong.stderr == "seed: SEED_DEMO must be true or false, not 'yes'\n"
 
 
 def test_migrations_run_once_before_any_tracker_starts(config: dict[str, Any]) -> None:
@@ -264,13 +302,36 @@ def test_migrations_run_once_before_any_tracker_starts(config: dict[str, Any]) -
     assert "migrate" in cli.commands
 
 
-def test_tracker_scales_without_host_port_conflicts(config: dict[str, Any]) -> None:
-    tracker = config["services"]["tracker"]
-    assert "container_name" not in tracker
-    for _host_ip, published, target in published_ports(tracker):
-        assert target == 9000
-        first, _, last = published.partition("-")
-        assert last and int(last) > int(first), f"a fixed host port {published} cannot scale"
+def test_published_ports_are_single_ports_on_loopback_by_default(
+    config: dict[str, Any], resolve: Resolver
+) -> None:
+    """podman refuses a host port range (9000-9009:9000), and the broker's listener is
+    plain MQTT: each service publishes one port, on 127.0.0.1 unless told otherwise."""
+    services = config["services"]
+    assert published_ports(services["mosquitto"]) == [("127.0.0.1", "1883", 1883)]
+    assert published_ports(services["tracker"]) == [("127.0.0.1", "9000", 9000)]
+    assert "container_name" not in services["tracker"]
+    # The scalable form: a host address without a port, each replica takes a free one.
+    scalable = resolve(**SECRETS, API_PUBLISH="127.0.0.1:")
+    assert scalable.config is not None, scalable.errors
+    [(host_ip, published, target)] = published_ports(scalable.config["services"]["tracker"])
+    assert (host_ip, published, target) == ("127.0.0.1", "", 9000)
+
+
+def test_profiles_keep_the_two_stacks_apart(
+    config: dict[str, Any], cluster: dict[str, Any]
+) -> None:
+    """Every service of the base file but PostgreSQL is the `mosquitto` profile, every
+    service of the cluster file the `cluster` profile: COMPOSE_PROFILES=cluster starts the
+    cluster and the database it needs, and no Mosquitto."""
+    for name, service in config["services"].items():
+        expected = None if name == "postgres" else ["mosquitto"]
+        assert service.get("profiles") == expected, name
+    for name in CLUSTER_SERVICES:
+        assert cluster[name]["profiles"] == ["cluster"], name
+        for dependency in cluster[name].get("depends_on", {}):
+            assert cluster[dependency].get("profiles") != ["mosquitto"], (name, dependency)
+    assert env_example()["COMPOSE_PROFILES"] == "mosquitto"
 
 
 def test_every_path_mounted_from_the_repo_exists(config: dict[str, Any]) -> None:
@@ -350,6 +411,43 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     for source in copied:
         if source != ".":
             assert source.rstrip("/") in allowed, f"Dockerfile copies {source}, ignored"
+
+
+def test_the_build_context_holds_every_package_the_wheel_ships() -> None:
+    """`pip install .` in the image finds the packages pyproject.toml names: a top-level
+    package the allow-list forgets installs a tracker-api that cannot import it."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    allowed = {line.removeprefix("!").rstrip("/") for line in lines if line.startswith("!")}
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = find_packages(REPO, include=find["packages"]["find"]["include"])
+    top_level = {name.split(".")[0] for name in packages}
+    assert top_level == {"tracker_contract", "tracker_api", "subscriber"}
+    assert top_level <= allowed, f"not in the build context: {sorted(top_level - allowed)}"
+
+
+def env_example() -> dict[str, str]:
+    """The variables .env.example sets (not those commented out), with their values."""
+    found = {}
+    for line in (REPO / ".env.example").read_text().splitlines():
+        match = re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line)
+        if match:
+            found[match[1]] = match[2]
+    return found
+
+
+def test_env_example_leaves_the_secrets_empty_so_an_unedited_copy_starts_nothing(
+    resolve: Resolver,
+) -> None:
+    example = env_example()
+    for variable in SECRETS:
+        assert example[variable] == "", f"{variable}: no placeholder a stack could start with"
+    copied = resolve(**example)
+    assert copied.returncode != 0
+    assert any(f"set {variable}" in copied.errors for variable in SECRETS), copied.errors
 
 
 def test_env_example_names_every_variable_compose_and_the_tracker_use() -> None:
@@ -448,6 +546,35 @@ def test_production_broker_config_boots_on_the_compose_mounts_and_passes_its_hea
 
     assert run_check("reader-secret") == 0
     assert run_check("wrong") != 0  # the healthcheck notices a broken password file
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MQTT_TRACKER_PASSWORD", "change-me-tracker"),
+        ("MQTT_READER_PASSWORD", "CHANGEME"),
+        ("MQTT_EXTRA_USERS", "1:device-secret 2:change-me"),
+    ],
+)
+def test_the_mqtt_users_job_refuses_a_placeholder_password_and_writes_nothing(
+    config: dict[str, Any], tmp_path: Path, variable: str, value: str
+) -> None:
+    job = config["services"]["mqtt-users"]
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    script = shell_script(job).replace("/mosquitto/auth", str(auth))
+    env = {
+        "PATH": os.environ["PATH"],
+        **{key: str(item) for key, item in job["environment"].items()},
+        variable: value,
+    }
+    done = subprocess.run(["sh", "-euc", script], env=env, capture_output=True, text=True)
+    name = "MQTT_EXTRA_USERS (2)" if variable == "MQTT_EXTRA_USERS" else variable
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"mqtt-users: {name} is a placeholder (change-me...): set a real password\n"
+    )
+    assert list(auth.iterdir()) == []
 
 
 # --- the scale-out stack: deploy/cluster.compose.yml added to the base file ------------------
@@ -559,6 +686,18 @@ def haproxy_section(config: str, name: str) -> list[str]:
     return lines[start:end]
 
 
+def test_the_compose_load_balancer_asks_the_containers_own_nameservers() -> None:
+    """127.0.0.11 is Docker's embedded DNS only; the nameservers of the container's
+    resolv.conf are Docker's and podman's alike."""
+    compose = (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+    [resolvers] = [line for line in compose.splitlines() if line.startswith("resolvers ")]
+    section = haproxy_section(compose, resolvers)
+    assert "    parse-resolv-conf" in section
+    assert not [line for line in section if "nameserver" in line]
+    name = resolvers.split()[1]
+    assert f"resolvers {name} init-addr none" in compose
+
+
 def test_the_compose_load_balancer_retries_and_times_out_as_make_cluster_does() -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     from loadbalancer import haproxy_config
@@ -609,12 +748,11 @@ def test_the_cluster_database_job_creates_migrates_and_seeds_before_any_cluster_
     url = job["environment"]["TRACKER_DATABASE_URL"]
     assert url == tracker["environment"]["TRACKER_DATABASE_URL"]
     assert job["command"][:2] == ["sh", "-euc"]
-    assert shell_script(job).split("\n") == [
+    assert shell_script(job).split("\n")[:2] == [
         "python /deploy/create_database.py",
         "tracker-api migrate",
-        "python data/seed.py",
-        "",
     ]
+    assert job["environment"]["SEED_DEMO"] == "false"
     script = {m.target: m for m in mounts(job)}["/deploy/create_database.py"]
     assert Path(script.source) == REPO / "deploy" / "create_database.py" and script.read_only
     assert conditions_of(job) == {"postgres": "service_healthy"}
@@ -638,7 +776,8 @@ def test_the_cluster_database_jobs_script_sets_up_the_database_and_can_run_again
     cluster: dict[str, Any], postgres: PostgresCluster, tmp_path: Path
 ) -> None:
     """The job's own script, with the image's paths mapped to the checkout, against a real
-    PostgreSQL server: the database appears with the schema and the demo accounts."""
+    PostgreSQL server: the database appears with the schema, and the demo accounts only
+    when SEED_DEMO=true."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -657,21 +796,33 @@ def test_the_cluster_database_jobs_script_sets_up_the_database_and_can_run_again
         "TRACKER_DATABASE_URL": url.render_as_string(hide_password=False),
     }
 
-    def run() -> subprocess.CompletedProcess[str]:
+    def run(**more: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["sh", "-euc", script], cwd=app, env=env, capture_output=True, text=True, timeout=120
+            ["sh", "-euc", script],
+            cwd=app,
+            env={**env, **more},
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
-    first, second = run(), run()
+    def accounts() -> int:
+        with psycopg.connect(
+            host="127.0.0.1", port=postgres.port, user="postgres", dbname=str(composed.database)
+        ) as connection:
+            row = connection.execute("SELECT count(*) FROM accounts").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    first = run()
     assert first.returncode == 0, first.stderr
     assert f"create-database: created database {composed.database}" in first.stdout
+    assert "no demo accounts (SEED_DEMO=true adds them)" in first.stdout
+    assert accounts() == 0  # the schema, and no demo rows unless asked
+    second = run(SEED_DEMO="true")
     assert second.returncode == 0, second.stderr
     assert "exists already" in second.stdout
-    with psycopg.connect(
-        host="127.0.0.1", port=postgres.port, user="postgres", dbname=str(composed.database)
-    ) as connection:
-        row = connection.execute("SELECT count(*) FROM accounts").fetchone()
-    assert row is not None and row[0] == 100  # data/seed.py's default
+    assert accounts() == 100  # data/seed.py's default
 
 
 # --- the cluster stack's logins: deploy/cluster_logins.py, run by the cluster-logins job ----
@@ -823,6 +974,8 @@ def test_cluster_logins_writes_the_trackers_password_file_with_each_login(
         ({"MQTT_READER_PASSWORD": "r"}, "set MQTT_TRACKER_PASSWORD"),
         ({**SECRETS, "MQTT_EXTRA_USERS": "42"}, "'42' has no password"),
         ({**SECRETS, "MQTT_EXTRA_USERS": "a/b:pw"}, "MQTT_EXTRA_USERS: "),
+        ({**SECRETS, "MQTT_READER_PASSWORD": "change-me-reader"}, "is a placeholder"),
+        ({**SECRETS, "MQTT_EXTRA_USERS": "1:CHANGEME"}, "'1' has a placeholder password"),
     ],
 )
 def test_cluster_logins_refuses_bad_input_and_writes_nothing(
@@ -832,3 +985,45 @@ def test_cluster_logins_refuses_bad_input_and_writes_nothing(
     assert done.returncode == 1 and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the stand-ins `make test-compose` builds for the upstream images -----------------------
+
+
+def test_every_upstream_image_the_stacks_name_has_a_local_stand_in(
+    cluster: dict[str, Any],
+) -> None:
+    """make test-compose cannot pull: each image a service runs without building it, and
+    each FROM of the two Dockerfiles, must be one scripts/compose_stack.py builds."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from compose_stack import STANDIN_TAGS, STANDINS
+
+    named = {s["image"] for s in cluster.values() if "build" not in s}
+    for dockerfile in (REPO / "Dockerfile", REPO / "mqtt" / "Dockerfile"):
+        named |= set(re.findall(r"^FROM (\S+)", dockerfile.read_text(), re.M))
+    assert named == set(STANDIN_TAGS.values())
+    for directory in STANDIN_TAGS:
+        containerfile = (STANDINS / directory / "Containerfile").read_text()
+        assert containerfile.startswith("# Stand-in for ")
+        assert "FROM localhost/mqtt-tracker-standin-base:bookworm" in containerfile
+
+
+def test_a_machine_whose_podman_cannot_run_says_why_in_one_line_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make test-compose skips, with the reason, where containers cannot run (a kernel
+    without what podman needs); the podman here is one that fails as such a machine's does."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import compose_stack
+
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    failing = "#!/bin/sh\necho 'Error: kernel does not support overlay fs' >&2\nexit 125\n"
+    (shims / "podman").write_text(failing)
+    (shims / "podman").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    stack = compose_stack.Stack(tmp_path)
+    for check in (compose_stack.check_storage, compose_stack.check_engine):
+        with pytest.raises(compose_stack.Unavailable) as raised:
+            check(stack)
+        assert str(raised.value).endswith(": Error: kernel does not support overlay fs")
