@@ -106,7 +106,9 @@ def settings_help() -> str:
 
 say = announcer("make cluster")
 # Before anything reads the settings or looks at ports: --help must never start a cluster.
-command_line_help("scripts/cluster.py", __doc__, settings_help())
+# (Only when run: a test imports this module with arguments of its own.)
+if __name__ == "__main__":
+    command_line_help("scripts/cluster.py", __doc__, settings_help())
 try:
     SETTINGS = ClusterSettings()
 except ValidationError as error:
