@@ -55,16 +55,26 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(note)
 
 
-def request(url: str, login: tuple[str, str] | None = None, timeout: float = 10) -> tuple[int, Any]:
-    """GET ``url`` (HTTP Basic with ``login``): (status, the body as JSON, or as text when
-    it is not JSON: HAProxy's own 503 page when no tracker is ready)."""
+def request(
+    url: str,
+    login: tuple[str, str] | None = None,
+    timeout: float = 10,
+    event: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """GET ``url``, or POST ``event`` to it as JSON, as event requests come with logins on
+    (HTTP Basic with ``login``): (status, the body as JSON, or as text when it is not
+    JSON: HAProxy's own 503 page when no tracker is ready)."""
     headers = {}
+    data = None
     if login:
         token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
+    if event is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(event).encode()
     try:
         with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=timeout
+            urllib.request.Request(url, data=data, headers=headers), timeout=timeout
         ) as answer:
             return answer.status, parse(answer.read())
     except urllib.error.HTTPError as error:

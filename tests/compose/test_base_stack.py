@@ -47,7 +47,9 @@ def base(engine: Stack) -> Iterator[Base]:
     engine.up_base()
     seed_log = engine.logs(engine.container("seed"))
     before = request(
-        f"http://127.0.0.1:{engine.secrets.api_port}/1?data=x", ("1", engine.secrets.device)
+        f"http://127.0.0.1:{engine.secrets.api_port}/1",
+        ("1", engine.secrets.device),
+        event={"data": "x"},
     )
     up_at = time.monotonic()
     demo = engine.run_job("seed", PROFILES, SEED_DEMO="true")
@@ -94,7 +96,7 @@ def event(base: Base, subscriber: Path) -> dict[str, Any]:
     (5 s): until then a 404, and nothing is published."""
 
     def send() -> tuple[int, Any] | None:
-        answer = request(f"{base.api}/1?data=door%20opened", base.device)
+        answer = request(f"{base.api}/1", base.device, event={"data": "door opened"})
         return None if answer[0] == 404 else answer
 
     status, body = wait_until(send, timeout=15, interval=0.5, message="account 1 never appeared")
@@ -119,7 +121,10 @@ def test_a_plain_up_adds_no_demo_accounts_and_demo_data_comes_when_asked(base: B
     assert base.seed_log == "seed: no demo accounts (SEED_DEMO=true adds them)"
     assert base.before_seed == (404, {"detail": "Account Id does not exist!"})
     assert "100 accounts (10 inactive): 100 created" in base.demo_seed_log
-    assert request(f"{base.api}/2?data=x", ("tracker", base.stack.secrets.tracker))[0] == 200
+    assert (
+        request(f"{base.api}/2", ("tracker", base.stack.secrets.tracker), event={"data": "x"})[0]
+        == 200
+    )
 
 
 def test_an_event_with_a_device_login_reaches_a_subscriber_on_this_host(
@@ -131,7 +136,7 @@ def test_an_event_with_a_device_login_reaches_a_subscriber_on_this_host(
     assert json.loads(payload) == event
     assert event["accountId"] == "1" and event["data"] == "door opened"
     # Without the login, no event: the production stack needs one (TRACKER_HTTP_AUTH).
-    assert request(f"{base.api}/1?data=x")[0] == 401
+    assert request(f"{base.api}/1", event={"data": "x"})[0] == 401
 
 
 def test_the_history_api_returns_the_event(base: Base, event: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ checked from this host through HAProxy, a broker node killed under load, then ta
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -48,11 +49,16 @@ def cluster(engine: Stack) -> Iterator[Cluster]:
     engine.down("down (after a failed test)")
 
 
-def request_id(url: str, login: tuple[str, str]) -> str:
+def request_id(url: str, data: str, login: tuple[str, str]) -> str:
+    """POST one event as JSON; the X-Request-ID of the 200."""
     import base64
 
     token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
-    query = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    query = urllib.request.Request(
+        url,
+        data=json.dumps({"data": data}).encode(),
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(query, timeout=10) as answer:
         assert answer.status == 200
         return str(answer.headers["x-request-id"])
@@ -85,11 +91,11 @@ def test_the_nodes_form_one_cluster(cluster: Cluster) -> None:
 
 def test_both_trackers_answer_a_device_login_through_haproxy(cluster: Cluster) -> None:
     prefixes = {
-        request_id(f"{cluster.api}/1?data=hello-{n}", cluster.device).rpartition("-")[0]
+        request_id(f"{cluster.api}/1", f"hello-{n}", cluster.device).rpartition("-")[0]
         for n in range(6)
     }
     assert len(prefixes) == 2  # round robin over the two replicas, each its own prefix
-    assert request(f"{cluster.api}/1?data=x")[0] == 401  # a login is needed here too
+    assert request(f"{cluster.api}/1", event={"data": "x"})[0] == 401  # a login is needed here too
 
 
 def archive_node(stack: Stack) -> str:
@@ -144,7 +150,10 @@ def test_a_sigkill_of_one_rabbitmq_node_under_load_loses_no_acknowledged_event(
             event_id = f"kill-{worker}-{n}"
             try:
                 status, _ = request(
-                    f"{cluster.api}/1?data=load&eventId={event_id}", cluster.device, timeout=5
+                    f"{cluster.api}/1",
+                    cluster.device,
+                    timeout=5,
+                    event={"data": "load", "eventId": event_id},
                 )
             except OSError:
                 status = 0  # no answer: not acknowledged
