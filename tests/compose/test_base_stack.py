@@ -161,7 +161,7 @@ def test_mqtt_tail_on_this_host_shows_the_event(
         assert tail.process.returncode == 0, tail.stderr()
         [shown] = tail.records()
     assert {key: shown[key] for key in event} == event
-    assert "replayed 1 events" in tail.stderr()
+    assert "replayed 1 event since" in tail.stderr()
 
 
 def test_every_published_port_is_on_loopback(base: Base) -> None:
