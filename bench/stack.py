@@ -13,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -319,12 +320,19 @@ def tracker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen
     base = f"http://127.0.0.1:{port}"
     with ExitStack() as stack:
         if env.get(ARCHIVE_PROCESS) == "true":
+            # One metrics directory for both: the tracker's /metrics shows the archive's.
+            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="metrics-"))
+            env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
             archive_log = log.with_name(log.stem + "-archive.log")
             archive_env = {**env, "TRACKER_LOG_LEVEL": "INFO"}
             command = [sys.executable, "-m", "tracker_api", "archive"]
             stack.enter_context(process(command, archive_log, env=archive_env))
+            # Consuming, or waiting for the lease another run's archive holds.
             wait_until(
-                lambda: "leader, consuming" in archive_log.read_text(errors="replace"),
+                lambda: any(
+                    said in archive_log.read_text(errors="replace")
+                    for said in ("leader, consuming", "as a follower")
+                ),
                 30,
                 f"the archive ({archive_log})",
             )

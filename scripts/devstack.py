@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO
@@ -360,6 +361,9 @@ class Stack:
         say(f"broker on 127.0.0.1:{BROKER_PORT} (log: {shown(MQTT_DIR / 'mosquitto.log')})")
 
         if env.get("TRACKER_ARCHIVE", "true").lower() not in ("false", "0", "no", "off"):
+            # One metrics directory for the API and the archive: the API's /metrics then
+            # shows the archive's figures (lag, archived, malformed) too.
+            env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tracker-metrics-"))
             # At least INFO: its log says when it consumes (and is read for that here).
             level = "DEBUG" if env.get("TRACKER_LOG_LEVEL") == "DEBUG" else "INFO"
             self.archive_env = {**env, "TRACKER_LOG_LEVEL": level}

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from tests.helpers.metrics import value
 from tests.helpers.mqtt_peer import Peer, paho_client
 from tests.helpers.net import free_port, port_open
 from tests.helpers.waiting import wait_until
@@ -448,9 +449,11 @@ def test_the_archive_runs_on_its_own_and_is_restarted_when_it_dies_losing_nothin
         wait_until(lambda: "the archive was killed by SIGKILL" in stack.latest(), timeout=10)
         wait_until(lambda: stack.pid(ARCHIVE_PIDFILE) != first, timeout=10)
         wait_until(lambda: archived() == ["while down"], timeout=15, message=stack.latest())
-        # The API's own workers archive nothing: one archive, in its own process.
+        # The API's own workers archive nothing: one archive, in its own process, whose
+        # figures the API's /metrics shows.
         health = httpx.get(f"{base}/readyz").json()
         assert health["archive"] == "off"
+        assert value(httpx.get(f"{base}/metrics").text, "tracker_archived_total") >= 1
     finally:
         os.killpg(process.pid, signal.SIGINT)
     stack.stopped_cleanly(process)
