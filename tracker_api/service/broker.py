@@ -104,7 +104,10 @@ class BrokerConnection:
             keepalive=settings.mqtt_keepalive,
             will=Will(self.status_topic, b"offline", qos=1, retain=True),
             max_inflight=settings.max_inflight,
-            ack_timeout=settings.publish_timeout,
+            # A consumer's connection (publishing=False) publishes nothing a request waits
+            # for: a slow PUBACK (a broker busy handing over a large backlog) must not make
+            # it drop the link and start the backlog over.
+            ack_timeout=settings.publish_timeout if publishing else None,
             on_connect=self._announce_online,
             clean_session=session.value,
             subscriptions=subscriptions,
