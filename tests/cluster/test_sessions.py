@@ -102,7 +102,13 @@ def test_a_dotted_account_works_end_to_end_on_the_cluster(
     migrated(url).dispose()
     port = rabbit.layout.nodes[0].mqtt_port
     mqtt_url = f"mqtt://tracker:{rabbit.passwords['tracker']}@127.0.0.1:{port}"
-    env = {"TRACKER_INGEST_MODE": "leader", "TRACKER_STATE_DIR": str(tmp_path / "state")}
+    env = {
+        "TRACKER_INGEST_MODE": "leader",
+        "TRACKER_STATE_DIR": str(tmp_path / "state"),
+        # Sessions of its own: the other tests of the package own tracker:ingest's queue.
+        "TRACKER_INGEST_CLIENT_ID": "tracker:ingest-dotted",
+        "TRACKER_ARCHIVE_CLIENT_ID": "tracker:archive-dotted",
+    }
     reader = {"MQTT_TAIL_USERNAME": "reader", "MQTT_TAIL_PASSWORD": rabbit.passwords["reader"]}
     owner = {"MQTT_TAIL_USERNAME": DOTTED, "MQTT_TAIL_PASSWORD": device_password}
     with (
