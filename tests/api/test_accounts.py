@@ -150,19 +150,25 @@ def test_forget_makes_the_next_lookup_read_the_database() -> None:
     assert loader.calls == ["1", "1"]
 
 
+async def calls_reach(loader: HeldLoader, count: int, timeout: float = 5.0) -> None:
+    """Poll, with a deadline, until ``loader`` has been asked ``count`` times."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(loader.calls) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"{loader.calls} after {timeout} s"
+        await asyncio.sleep(0.001)
+
+
 def test_a_query_under_way_when_forgotten_answers_its_waiters_but_is_not_kept() -> None:
     loader = HeldLoader(AccountState.ACTIVE)
     cache = AccountCache(loader, ttl=60)
 
     async def scenario() -> list[AccountState]:
         before = asyncio.create_task(cache.state("1"))
-        while not loader.calls:  # until its query has read the old state
-            await asyncio.sleep(0.001)
+        await calls_reach(loader, 1)  # until its query has read the old state
         cache.forget("1")  # then the change was committed, by this very worker
         loader.answer = AccountState.INACTIVE
         after = asyncio.create_task(cache.state("1"))  # a query of its own
-        while len(loader.calls) < 2:
-            await asyncio.sleep(0.001)
+        await calls_reach(loader, 2)
         loader.release()  # both finish, in whichever order
         answers = [await asyncio.wait_for(before, 5), await asyncio.wait_for(after, 5)]
         return [*answers, await cache.state("1")]
