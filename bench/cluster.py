@@ -19,6 +19,7 @@ from typing import Any
 from bench import archive
 from bench.stack import (
     EVENT_PATH,
+    REPO,
     Stack,
     counter_process,
     drain,
@@ -48,7 +49,7 @@ def measure_cluster(stack: Stack, seconds: float, connections: int) -> dict[str,
     workdir = stack.workdir
     layout = Layout.free(workdir / "rabbit")
     say("cluster: 3 RabbitMQ nodes (quorum queues), the tracker on all of them")
-    with Cluster(layout) as cluster:
+    with Cluster(layout, session_owner=REPO / "deploy" / "rabbitmq" / "plugin") as cluster:
         provision(layout, layout.nodes[0], stack.passwords)
         ports = [node.mqtt_port for node in cluster.nodes]
         database_url = f"sqlite:///{workdir / 'tracker-cluster.db'}"

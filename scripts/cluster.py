@@ -325,7 +325,7 @@ def recorded(process: subprocess.Popen[bytes], pidfile: Path) -> subprocess.Pope
 class Stack:
     def __init__(self) -> None:
         self.layout = SETTINGS.layout()
-        self.cluster = Cluster(self.layout)
+        self.cluster = Cluster(self.layout, session_owner=REPO / "deploy" / "rabbitmq" / "plugin")
         self.postgres = Postgres()
         self.seed: subprocess.Popen[bytes] | None = None
         self.nodes: list[Supervised] = []

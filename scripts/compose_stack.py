@@ -75,6 +75,7 @@ STANDIN_TAGS = {
 }
 TRACKER_IMAGE = "mqtt-tracker:latest"
 MOSQUITTO_IMAGE = "mqtt-tracker-mosquitto:latest"
+RABBITMQ_IMAGE = "mqtt-tracker-rabbitmq:latest"
 DEBIAN_TOOLS = {  # command (or file) -> Debian package
     "podman": "podman",
     "runc": "runc",
@@ -275,6 +276,7 @@ class Secrets:
             "CLUSTER_PUBLISH": f"127.0.0.1:{self.cluster_port}",
             "TRACKER_IMAGE": TRACKER_IMAGE,
             "MOSQUITTO_IMAGE": MOSQUITTO_IMAGE,
+            "RABBITMQ_IMAGE": RABBITMQ_IMAGE,
         }
         return "".join(f"{key}={value}\n" for key, value in values.items())
 
@@ -553,9 +555,10 @@ def build_images(stack: Stack) -> None:
     with timed("stand-in images"):
         for directory, tag in STANDIN_TAGS.items():
             build(stack, f"docker.io/library/{tag}", STANDINS / directory)
-    with timed("project images (Dockerfile, mqtt/Dockerfile)"):
+    with timed("project images (Dockerfile, mqtt/Dockerfile, deploy/rabbitmq/Dockerfile)"):
         build(stack, TRACKER_IMAGE, REPO)
         build(stack, MOSQUITTO_IMAGE, REPO / "mqtt")
+        build(stack, RABBITMQ_IMAGE, REPO / "deploy" / "rabbitmq")
 
 
 def image_sizes(stack: Stack) -> dict[str, int]:

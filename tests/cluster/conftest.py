@@ -16,6 +16,9 @@ import pytest
 from tracker_api.ops.cluster import Cluster, Layout, tools_missing
 from tracker_api.ops.cluster_roles import provision
 
+# The RabbitMQ plugin that ties a client id to its login, as make cluster and compose run it.
+SESSION_OWNER_SOURCE = Path(__file__).resolve().parents[2] / "deploy" / "rabbitmq" / "plugin"
+
 LOGINS = ("tracker", "reader", "1", "2")
 
 
@@ -43,6 +46,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProvisionedCluster]:
     layout = Layout.free(tmp_path_factory.mktemp("rabbit"))
     passwords = {name: secrets.token_urlsafe(12) for name in LOGINS}
-    with Cluster(layout) as cluster:
+    with Cluster(layout, session_owner=SESSION_OWNER_SOURCE) as cluster:
         provision(layout, layout.nodes[0], passwords)
         yield ProvisionedCluster(cluster, passwords)

@@ -3,11 +3,10 @@ end to end there (HTTP, device ingest, archive, history, mqtt-tail).
 
 RabbitMQ 3.10 keeps a session in the queue ``mqtt-subscription-<clientId>qos1``; the
 roles give each login configure, read and write on its own session queues only
-(tracker_api/ops/cluster_roles.py). A takeover attempt is answered with a refused CONNACK and
-reads nothing; the owner's queued events stay. What RabbitMQ 3.10 still does, before it
-looks at any permission, is close the owner's connection (its client id registry is
-global): the owner reconnects and loses nothing, as the last test shows
-(docs/security.md).
+(tracker_api/ops/cluster_roles.py), and the session owner plugin (deploy/rabbitmq/plugin)
+refuses a login another login's client id while it logs in, before RabbitMQ registers the
+id cluster-wide (which would close the owner's connection). A takeover attempt is answered
+"not authorised", reads nothing, and the owner's connection and queued events stay.
 """
 
 from __future__ import annotations
@@ -17,11 +16,15 @@ from pathlib import Path
 
 import httpx2 as httpx
 import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers.accounts import migrated, seeded_sqlite
 from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
 from tests.helpers.waiting import wait_until
+from tracker_api.ops.cluster import Cluster, ClusterError, Layout
 from tracker_api.ops.cluster_roles import apply_logins
 
 from .clients import Client, connected
@@ -65,31 +68,59 @@ def test_another_login_can_neither_resume_read_nor_empty_a_session(
         assert sorted(payload for _, payload in o.received()) == sorted(queued)
 
 
-def test_a_login_may_use_its_own_ids_only_and_the_owner_loses_nothing_to_a_kick(
+def test_another_logins_id_is_refused_at_login_and_the_owner_is_never_touched(
     rabbit: ProvisionedCluster,
 ) -> None:
-    port = rabbit.layout.nodes[1].mqtt_port
+    """The session owner plugin refuses the login itself (CONNACK 5, not authorised), before
+    RabbitMQ registers the client id: the owner's connection stays up through every attempt,
+    on every node, and it receives live what is published meanwhile."""
+    ports = [node.mqtt_port for node in rabbit.layout.nodes]
     # Its own ids, persistent sessions: allowed.
     for own in ("1", "1:phone"):
-        with connected(port, "1", rabbit.passwords["1"], client_id=own, clean=False) as mine:
+        with connected(ports[1], "1", rabbit.passwords["1"], client_id=own, clean=False) as mine:
             assert mine.subscribe("track/1") == 1
-    # Another login's session, while the owner is connected: refused; RabbitMQ drops the
-    # owner's connection on the way, and its session keeps every event meanwhile.
     owner_id = "reader:tail-online"
     reader = rabbit.passwords["reader"]
-    with connected(port, "reader", reader, client_id=owner_id, clean=False) as owner:
+    with connected(ports[1], "reader", reader, client_id=owner_id, clean=False) as owner:
         assert owner.subscribe("track/#") == 1
-        attacker = Client(port, "1", rabbit.passwords["1"], client_id=owner_id, clean=False)
+        refusals = []
+        for port in ports:  # the client id registry is cluster-wide: try it on every node
+            for clean in (False, True):
+                attacker = Client(port, "1", rabbit.passwords["1"], client_id=owner_id, clean=clean)
+                try:
+                    refusals.append(attacker.connect())
+                finally:
+                    attacker.close()
+        assert [str(code) for code in refusals] == ["Not authorized"] * 6
+        published = queue_events(rabbit, ports[0], "track/2", 5)
+        wait_until(lambda: len(owner.received()) == len(published), message=f"{owner.received()}")
+        assert not owner.lost.is_set(), "the owner's connection was closed by an attempt"
+    assert sorted(payload for _, payload in owner.received()) == sorted(published)
+
+
+def test_no_login_may_connect_without_a_client_id_of_its_own(rabbit: ProvisionedCluster) -> None:
+    """Another login's ids, and a prefix of the login itself without the ``:`` (another
+    login's id), are refused; so is an empty client id, for which the broker would make one
+    up that no login owns."""
+    port = rabbit.layout.nodes[0].mqtt_port
+    for client_id in ("1x", "10", "reader", "tracker:api-x"):
+        attacker = Client(port, "1", rabbit.passwords["1"], client_id=client_id, clean=True)
         try:
-            assert attacker.connect() != 0
+            assert str(attacker.connect()) == "Not authorized", client_id
         finally:
             attacker.close()
-        queued = queue_events(rabbit, port, "track/2", 5)
-        before = owner.received()
-    with connected(port, "reader", reader, client_id=owner_id, clean=False) as again:
-        wait_until(lambda: len(before) + len(again.received()) >= len(queued))
-        shown = {payload for _, payload in before + again.received()}
-    assert shown == set(queued)
+    answers: list[str] = []
+    anonymous = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv311)
+    anonymous.username_pw_set("1", rabbit.passwords["1"])
+    anonymous.on_connect = lambda _c, _u, _f, code, _p: answers.append(str(code))
+    anonymous.connect("127.0.0.1", port)
+    anonymous.loop_start()
+    try:
+        wait_until(lambda: answers, message="no CONNACK")
+    finally:
+        anonymous.disconnect()
+        anonymous.loop_stop()
+    assert answers == ["Not authorized"]
 
 
 def test_a_dotted_account_works_end_to_end_on_the_cluster(
@@ -139,3 +170,21 @@ def test_a_dotted_account_works_end_to_end_on_the_cluster(
         assert {r["accountId"] for r in records} == {DOTTED}
         assert sorted(r["data"] for r in records) == ["from the device", "over http"]
     assert "malformed" not in tracker.log()
+
+
+def test_a_plugin_that_cannot_be_built_stops_the_start_with_the_reason(tmp_path: Path) -> None:
+    """A source folder without the plugin is named before any node starts."""
+    cluster = Cluster(Layout.free(tmp_path / "cluster"), session_owner=tmp_path / "missing")
+    with pytest.raises(ClusterError, match="cannot build the session owner plugin"):
+        cluster.prepare()
+    assert cluster.processes == {}
+
+
+def test_a_built_plugin_is_enabled_and_chained_after_the_internal_backend(
+    rabbit: ProvisionedCluster,
+) -> None:
+    node = rabbit.layout.nodes[0]
+    assert "rabbitmq_session_owner" in (node.directory / "enabled_plugins").read_text()
+    chain = "[rabbit_auth_backend_internal, rabbit_auth_backend_session_owner]"
+    assert chain in (node.directory / "advanced.config").read_text()
+    assert "rabbitmq_session_owner" in rabbit.cluster.ctl(node, "eval", "rabbit_plugins:active().")

@@ -661,7 +661,9 @@ def test_rabbitmq_nodes_mount_quorum_sessions_the_mqtt_plugin_and_one_cookie(
     cluster: dict[str, Any],
 ) -> None:
     node = cluster["rabbit-1"]
-    assert node["image"].startswith("rabbitmq:3.10")
+    assert Path(node["build"]["context"]) == REPO / "deploy" / "rabbitmq"
+    dockerfile = (REPO / "deploy" / "rabbitmq" / "Dockerfile").read_text()
+    assert re.search(r"^FROM rabbitmq:3\.10", dockerfile, re.M)
     assert node["environment"]["RABBITMQ_ERLANG_COOKIE"] == "rabbit-cookie"
     binds = {Path(m.target).name: Path(m.source) for m in mounts(node) if m.type == "bind"}
     conf = binds["rabbitmq.conf"].read_text()
@@ -669,6 +671,9 @@ def test_rabbitmq_nodes_mount_quorum_sessions_the_mqtt_plugin_and_one_cookie(
     assert "mqtt.allow_anonymous = false" in conf
     assert "cluster_formation.peer_discovery_backend = classic_config" in conf
     assert "rabbitmq_mqtt" in binds["enabled_plugins"].read_text()
+    # A login's client ids are its own, checked at login (the session owner plugin).
+    assert "rabbitmq_session_owner" in binds["enabled_plugins"].read_text()
+    assert "rabbit_auth_backend_session_owner" in binds["advanced.config"].read_text()
 
 
 def test_a_missing_cluster_cookie_stops_compose_with_its_message(
@@ -999,7 +1004,11 @@ def test_every_upstream_image_the_stacks_name_has_a_local_stand_in(
     from compose_stack import STANDIN_TAGS, STANDINS
 
     named = {s["image"] for s in cluster.values() if "build" not in s}
-    for dockerfile in (REPO / "Dockerfile", REPO / "mqtt" / "Dockerfile"):
+    for dockerfile in (
+        REPO / "Dockerfile",
+        REPO / "mqtt" / "Dockerfile",
+        REPO / "deploy" / "rabbitmq" / "Dockerfile",
+    ):
         named |= set(re.findall(r"^FROM (\S+)", dockerfile.read_text(), re.M))
     assert named == set(STANDIN_TAGS.values())
     for directory in STANDIN_TAGS:

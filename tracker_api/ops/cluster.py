@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -47,6 +48,8 @@ from tracker_api.ops.cluster_layout import (
     Layout,
     Node,
     NodeUnavailable,
+    advanced_config,
+    enabled_plugins,
     node_config,
     node_environment,
     tools_missing,
@@ -82,6 +85,11 @@ class Cluster:
     """
 
     layout: Layout
+    # The session owner's source (deploy/rabbitmq/plugin): built into the layout's plugins
+    # folder and enabled, so no login may connect with another login's MQTT client id.
+    # Without it only the session queues' permissions protect a session, and a login that
+    # tries another's client id still closes the owner's connection once per attempt.
+    session_owner: Path | None = None
     start_timeout: float = START_TIMEOUT
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     epmd: subprocess.Popen[bytes] | None = None
@@ -119,6 +127,10 @@ class Cluster:
             cookie.write_text(secrets.token_hex(20))
             cookie.chmod(0o400)  # Erlang refuses a cookie others can read
         default_pass = secrets.token_urlsafe(24)
+        self.layout.plugins.mkdir(exist_ok=True)
+        if self.session_owner is not None:
+            self.build_session_owner(self.session_owner)
+        owned = self.session_owner is not None
         for node in self.nodes:
             for sub in ("data", "log"):
                 (node.directory / sub).mkdir(parents=True, exist_ok=True)
@@ -126,7 +138,24 @@ class Cluster:
             config.touch(mode=0o600)
             config.write_text(node_config(node, default_pass))
             (node.directory / "rabbitmq-env.conf").write_text("")  # not /etc/rabbitmq's
-            (node.directory / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+            (node.directory / "enabled_plugins").write_text(enabled_plugins(owned))
+            (node.directory / "advanced.config").write_text(advanced_config(owned))
+
+    def build_session_owner(self, source: Path) -> None:
+        try:
+            built = subprocess.run(
+                [str(source / "build.sh"), str(self.layout.plugins)],
+                capture_output=True,
+                text=True,
+            )
+            why = built.stderr.strip() if built.returncode != 0 else None
+        except OSError as error:
+            why = str(error)
+        if why is not None:
+            raise ClusterError(
+                f"cannot build the session owner plugin ({source}): {why}"
+                " (it needs erlc, from Debian's erlang-base)"
+            )
 
     # --- processes ------------------------------------------------------------------
 

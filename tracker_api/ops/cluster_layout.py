@@ -23,6 +23,10 @@ KICK_AFTER = 5.0  # seconds a node may take to boot before kick_client_id_tracki
 LAYOUT_FILE = "layout.json"
 FIXED_MQTT, FIXED_AMQP, FIXED_DIST, FIXED_EPMD, FIXED_CTL = 1884, 5682, 25682, 4379, 35692
 CTL_PORTS = 11  # rabbitmqctl takes the first free one of ctl_port .. ctl_port + 10
+# The plugin that refuses a login another login's MQTT client id at login
+# (deploy/rabbitmq/plugin; docs/adr/0016-sessions-belong-to-their-logins.md).
+SESSION_OWNER = "rabbitmq_session_owner"
+SESSION_OWNER_BACKEND = "rabbit_auth_backend_session_owner"
 
 
 class ClusterError(RuntimeError):
@@ -134,6 +138,11 @@ class Layout:
         return self.base / "home"
 
     @property
+    def plugins(self) -> Path:
+        """Plugins of our own, searched before the installed ones (RABBITMQ_PLUGINS_DIR)."""
+        return self.base / "plugins"
+
+    @property
     def epmd_pidfile(self) -> Path:
         return self.base / "epmd.pid"
 
@@ -177,6 +186,28 @@ def node_config(node: Node, default_pass: str) -> str:
     )
 
 
+def enabled_plugins(session_owner: bool) -> str:
+    """enabled_plugins of every node: MQTT, and the session owner's backend when built."""
+    plugins = ["rabbitmq_mqtt", *([SESSION_OWNER] if session_owner else [])]
+    return f"[{','.join(plugins)}].\n"
+
+
+def advanced_config(session_owner: bool) -> str:
+    """advanced.config of every node. With the session owner's backend, authorisation asks
+    the internal backend and then it, and a login needs both to agree (it only narrows:
+    an MQTT login's client id must be ``<login>`` or ``<login>:...``)."""
+    if not session_owner:
+        return "[].\n"
+    chain = f"[rabbit_auth_backend_internal, {SESSION_OWNER_BACKEND}]"
+    return f"[{{rabbit, [{{auth_backends, [{{rabbit_auth_backend_internal, {chain}}}]}}]}}].\n"
+
+
+def installed_plugins() -> list[str]:
+    """Where RabbitMQ looks for plugins by default (its rabbit_env on Debian)."""
+    home = (RABBITMQ_BIN / "rabbitmq-server").resolve().parents[1]
+    return ["/usr/lib/rabbitmq/plugins", str(home / "plugins")]
+
+
 def node_environment(layout: Layout, node: Node) -> dict[str, str]:
     """The environment rabbitmq-server and rabbitmqctl need to find and be this node."""
     directory = node.directory
@@ -195,6 +226,7 @@ def node_environment(layout: Layout, node: Node) -> dict[str, str]:
         "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq.conf"),
         "RABBITMQ_ADVANCED_CONFIG_FILE": str(directory / "advanced.config"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins"),
+        "RABBITMQ_PLUGINS_DIR": ":".join([str(layout.plugins), *installed_plugins()]),
         "RABBITMQ_MNESIA_BASE": str(directory / "data"),
         "RABBITMQ_LOG_BASE": str(directory / "log"),
         "RABBITMQ_PID_FILE": str(directory / "rabbitmq.pid"),
