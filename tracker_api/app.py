@@ -27,6 +27,7 @@ from tracker_api.http.auth import HttpAuth
 from tracker_api.http.fastpath import TrackerApp, fixed_segments
 from tracker_api.http.handler import HttpEvents
 from tracker_api.http.routes import admin, events, health, history, root
+from tracker_api.http.runtime import Runtime, install
 from tracker_api.http.throttle import LoginThrottle
 from tracker_api.service.accounts import accounts_for
 from tracker_api.service.broker import BrokerConnection, Publisher, Session
@@ -83,19 +84,36 @@ def limiter_for(settings: Settings) -> RateLimiter | None:
     return RateLimiter(settings.rate_limit, settings.workers) if settings.rate_limit else None
 
 
-def worker_connection(settings: Settings, service: Callable[[], EventService]) -> BrokerConnection:
-    """The worker's broker connection; with ingest on in ``shared`` mode, it consumes device
-    messages into ``service()`` (asked for when the connection starts: the service
-    publishes through this very connection, so it is made after it)."""
-    if not settings.ingest or settings.ingest_mode == "leader":
+def worker_connection(settings: Settings) -> BrokerConnection:
+    """The worker's broker connection; with ingest on in ``shared`` mode, it keeps a
+    persistent session subscribed to device messages, for ``consume_devices``."""
+    if not shares_ingest(settings):
         return BrokerConnection.for_worker(settings, session=Session.CLEAN)
     return BrokerConnection.for_worker(
         settings,
         # Keep the session: unacknowledged device messages survive a crash of this worker.
         session=Session.PERSISTENT,
         subscriptions=[ingest.SUBSCRIPTION],
-        consumer=lambda connection: ingest.Ingest(service(), connection),
     )
+
+
+def shares_ingest(settings: Settings) -> bool:
+    """Every worker consumes its share of device messages (ingest on, ``shared`` mode)."""
+    return settings.ingest and settings.ingest_mode == "shared"
+
+
+def consume_devices(
+    settings: Settings, connection: BrokerConnection, service: EventService
+) -> None:
+    """With ingest shared, the device messages of ``connection`` become events of
+    ``service`` (which publishes through that same connection); otherwise nothing."""
+    if shares_ingest(settings):
+        connection.consume_with(lambda acks: ingest.Ingest(service, acks))
+
+
+def off() -> str:
+    """What ``/readyz`` shows of a part that does not run here."""
+    return "off"
 
 
 async def ingest_status(
@@ -104,7 +122,7 @@ async def ingest_status(
     """Starts the ``leader`` mode's election (stopped with ``stack``); returns what
     ``/readyz`` shows of ingest: shared, leader, follower, off or ``refused: <why>``."""
     if not settings.ingest:
-        return lambda: "off"
+        return off
     if settings.ingest_mode == "shared":
         return lambda: connection.refusal or "shared"
     lease = lease_for(settings.database_url, settings.state_dir, settings.ingest_session)
@@ -118,7 +136,7 @@ async def archive_status(
     """Starts the archive's competition for its lease (stopped with ``stack``); returns
     what ``/readyz`` shows of it: leader, follower, off, behind or refused."""
     if not settings.archive:
-        return lambda: "off"
+        return off
     lease = lease_for(settings.database_url, settings.state_dir, settings.archive_session)
     archive = await stack.enter_async_context(Archive(settings, engine, lease))
     return lambda: archive.status
@@ -157,28 +175,27 @@ def create_api(
                 own_engine(settings, engine, stack, ACCOUNT_THREADS),
                 own_executor(stack, ACCOUNT_THREADS, "accounts"),
             )
-            app.state.archive_reader = ArchiveReader(
+            archive_reader = ArchiveReader(
                 own_engine(settings, engine, stack, settings.history_readers),
                 own_executor(stack, settings.history_readers, "history"),
                 settings.archive_session,
             )
             broker: Publisher
             if publisher is None:
-                connection = worker_connection(settings, lambda: service)
+                connection = worker_connection(settings)
                 service = EventService(
                     accounts, connection, settings.max_data_bytes, limiter_for(settings)
                 )
+                consume_devices(settings, connection, service)
                 broker = await stack.enter_async_context(connection)
-                app.state.ingest_status = await ingest_status(settings, connection, service, stack)
-                app.state.archive_status = await archive_status(settings, database, stack)
+                ingest_shows = await ingest_status(settings, connection, service, stack)
+                archive_shows = await archive_status(settings, database, stack)
             else:  # the caller's, started and stopped by the caller
                 broker = publisher
                 service = EventService(
                     accounts, broker, settings.max_data_bytes, limiter_for(settings)
                 )
-                app.state.ingest_status = lambda: "off"
-                app.state.archive_status = lambda: "off"  # no broker of ours to read
-            app.state.engine = database
+                ingest_shows = archive_shows = off  # no broker of ours to read
             # One cache of verified logins for the history, the admin API and
             # (TRACKER_HTTP_AUTH) events.
             auth = (
@@ -194,15 +211,24 @@ def create_api(
                 if settings.password_file is not None
                 else None
             )
-            app.state.logins = auth
-            app.state.service = service
-            app.state.http = HttpEvents(service, settings, auth)
+            install(
+                app,
+                Runtime(
+                    service=service,
+                    http=HttpEvents(service, settings, auth),
+                    engine=database,
+                    archive_reader=archive_reader,
+                    logins=auth,
+                    ingest_status=ingest_shows,
+                    archive_status=archive_shows,
+                ),
+            )
             tune_garbage_collector()
             logger.info(
                 "tracker started (broker connected: %s, ingest: %s, archive: %s)",
                 broker.connected,
-                app.state.ingest_status(),
-                app.state.archive_status(),
+                ingest_shows(),
+                archive_shows(),
             )
             yield
         logger.info("tracker stopped")

@@ -16,6 +16,7 @@ from tracker_api.app import create_app
 from tracker_api.config import Settings, load_settings
 from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
 from tracker_api.http.batch import NDJSON
+from tracker_api.http.runtime import runtime_of
 from tracker_contract.durations import is_rfc3339
 
 
@@ -362,7 +363,7 @@ def test_a_large_body_is_parsed_off_the_event_loop(
     client: TestClient, publisher: FakePublisher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[str] = []
-    service = client.app.api.state.service  # type: ignore[attr-defined]
+    service = runtime_of(client.app.api).service  # type: ignore[attr-defined]
     validate = service.validate_item
 
     def recording(data: str, event_id: str | None) -> None:

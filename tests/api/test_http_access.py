@@ -35,6 +35,7 @@ from tracker_api.errors import (
 )
 from tracker_api.http.auth import HttpAuth, basic_header
 from tracker_api.http.batch import NDJSON
+from tracker_api.http.runtime import runtime_of
 from tracker_api.http.throttle import FailureBuckets, LoginThrottle
 from tracker_api.http.tracing import trace_id
 from tracker_api.service.rate_limit import RateLimiter
@@ -367,7 +368,7 @@ def test_with_logins_on_events_need_a_post_with_a_json_or_ndjson_body(
 
 
 def test_a_refused_get_derives_no_key(auth_client: TestClient) -> None:
-    http = auth_client.app.api.state.http  # type: ignore[attr-defined]
+    http = runtime_of(auth_client.app.api).http  # type: ignore[attr-defined]
     for n in range(5):
         auth_client.get("/1", params={"data": "a"}, auth=("1", f"guess-{n}"))
 

@@ -88,13 +88,9 @@ async def retire_member(settings: Settings, client_id: str, quiet: float = 1.0) 
     accounts = accounts_for(settings, engine)
     # The session is resumed with its subscription: its queued messages arrive by
     # themselves after the CONNACK.
-    connection = BrokerConnection(
-        settings,
-        client_id,
-        session=Session.PERSISTENT,
-        consumer=lambda acks: ingest.Ingest(service, acks),
-    )
+    connection = BrokerConnection(settings, client_id, session=Session.PERSISTENT)
     service = EventService(accounts, connection, settings.max_data_bytes)
+    connection.consume_with(lambda acks: ingest.Ingest(service, acks))
     try:
         async with connection:
             if not await connection.wait_connected(timeout=10):

@@ -7,20 +7,19 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from tracker_api.http.handler import HttpEvents
+from tracker_api.http.runtime import runtime
 from tracker_api.service.events import EventService
 
 
 def get_service(request: Request) -> EventService:
-    service: EventService = request.app.state.service
-    return service
+    return runtime(request).service
 
 
 ServiceDep = Annotated[EventService, Depends(get_service)]
 
 
 def get_http_events(request: Request) -> HttpEvents:
-    http: HttpEvents = request.app.state.http
-    return http
+    return runtime(request).http
 
 
 HttpEventsDep = Annotated[HttpEvents, Depends(get_http_events)]

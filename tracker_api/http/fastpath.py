@@ -24,8 +24,9 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
-from tracker_api.http.handler import HttpEvents, Reply
+from tracker_api.http.handler import Reply
 from tracker_api.http.routes.history import HISTORY_PATH
+from tracker_api.http.runtime import runtime_of
 
 HISTORY_SEGMENT = HISTORY_PATH[1:]
 
@@ -74,7 +75,7 @@ class TrackerApp:
         await self.api(scope, receive, send)
 
     async def _serve_event(self, scope: Scope, receive: Receive, send: Send) -> None:
-        http: HttpEvents = self.api.state.http
+        http = runtime_of(self.api).http
         if scope["method"] == "GET":
             reply = await http.get(scope)
         else:

@@ -3,8 +3,9 @@ sees of it.
 
 ``Publisher`` is what the event path needs (publish QoS 1, answered after the PUBACK);
 ``Acknowledger`` is what ingest needs for the device messages it receives. One
-``BrokerConnection`` is both. Its session policy, subscriptions and consumer are given
-when it is built, and ``async with`` runs it: tests pass their own ``Publisher`` instead.
+``BrokerConnection`` is both. Its session policy and subscriptions are given when it is
+built, its consumer then or with ``consume_with`` before ``async with`` runs it; tests
+pass their own ``Publisher`` instead.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class BrokerConnection:
         self.timeout = settings.publish_timeout
         self._make_consumer = consumer
         self._consumer: Consumer | None = None
+        self._started = False
         self._on_close = on_close
         self._client = MqttClient(
             settings.brokers,
@@ -124,9 +126,9 @@ class BrokerConnection:
         *,
         session: Session,
         subscriptions: Sequence[tuple[str, int]] = (),
-        consumer: Callable[[BrokerConnection], Consumer] | None = None,
     ) -> BrokerConnection:
-        """Under ``TRACKER_CLIENT_ID``, or the worker's own slot id (held until closed)."""
+        """Under ``TRACKER_CLIENT_ID``, or the worker's own slot id (held until closed);
+        its consumer, if any, comes with ``consume_with``."""
         release: Callable[[], None] | None = None
         client_id = settings.client_id
         if not client_id:
@@ -137,9 +139,16 @@ class BrokerConnection:
             client_id,
             session=session,
             subscriptions=subscriptions,
-            consumer=consumer,
             on_close=release,
         )
+
+    def consume_with(self, consumer: Callable[[BrokerConnection], Consumer]) -> None:
+        """Feed the subscriptions' messages to ``consumer(self)``, made when the connection
+        starts: for a consumer of what is built after the connection, such as a service
+        publishing through it. Only before the connection starts."""
+        if self._started:
+            raise RuntimeError(f"{self.client_id}: a consumer must come before the start")
+        self._make_consumer = consumer
 
     # -- Publisher ---------------------------------------------------------------------
 
@@ -237,6 +246,7 @@ class BrokerConnection:
         future.add_done_callback(lambda f: f.exception())
 
     async def __aenter__(self) -> BrokerConnection:
+        self._started = True
         if self._make_consumer is not None:
             self._consumer = self._make_consumer(self)
         self._client.start()

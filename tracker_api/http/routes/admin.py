@@ -32,7 +32,8 @@ from tracker_api.errors import (
     TrackerError,
     openapi_responses,
 )
-from tracker_api.http.auth import SERVICE_LOGIN, HttpAuth
+from tracker_api.http.auth import SERVICE_LOGIN
+from tracker_api.http.runtime import runtime
 from tracker_api.service.account_admin import (
     NAME_HELP,
     AccountAdmin,
@@ -65,7 +66,7 @@ class AdminForbidden(LoginForbidden):
 
 def require_tracker_login(request: Request) -> None:
     """The one check of every admin request, made before FastAPI reads anything else."""
-    auth: HttpAuth | None = request.app.state.logins
+    auth = runtime(request).logins
     if auth is None:
         raise AdminDisabled()
     try:
@@ -133,14 +134,14 @@ AccountId = Annotated[str, Path(description=f"`{ACCOUNT_ID_PATTERN}`")]
 async def run(request: Request, operation: Callable[[AccountAdmin], T], changes: str = "") -> T:
     """``operation`` on the app's database in a worker thread; ``changes`` names the
     account it may change, which this worker's account cache then forgets."""
-    admin = AccountAdmin(request.app.state.engine)
+    admin = AccountAdmin(runtime(request).engine)
     try:
         return await asyncio.to_thread(operation, admin)
     except SQLAlchemyError as error:
         raise DatabaseUnavailable() from error
     finally:
         if changes:
-            request.app.state.service.accounts.forget(changes)
+            runtime(request).service.accounts.forget(changes)
 
 
 @router.get(

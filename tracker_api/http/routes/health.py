@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tracker_api import metrics
 from tracker_api.errors import RETRY_AFTER, describe_headers
+from tracker_api.http.runtime import runtime
 from tracker_api.storage import db
 
 router = APIRouter(tags=["operations"])
@@ -38,11 +39,11 @@ async def readyz(request: Request) -> JSONResponse:
     acknowledging until the database is back) or ``refused: <why>``. A refused ingest or a
     late archive leaves the answer 200: events over HTTP still work, and a balancer taking
     this tracker out would bring neither back."""
-    state = request.app.state
-    publisher = state.service.publisher
+    running = runtime(request)
+    publisher = running.service.publisher
     broker = publisher.connected
     try:
-        await asyncio.wait_for(asyncio.to_thread(db.ping, state.engine), 2.0)
+        await asyncio.wait_for(asyncio.to_thread(db.ping, running.engine), 2.0)
         database = True
     except (TimeoutError, SQLAlchemyError):
         database = False
@@ -55,8 +56,8 @@ async def readyz(request: Request) -> JSONResponse:
             # "unreachable: ..." (a broker or network to fix).
             "broker_status": publisher.broker_status,
             "database": database,
-            "ingest": state.ingest_status(),
-            "archive": state.archive_status(),
+            "ingest": running.ingest_status(),
+            "archive": running.archive_status(),
         },
         status_code=200 if ready else 503,
         headers=None if ready else RETRY_AFTER,

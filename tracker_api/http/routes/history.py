@@ -31,6 +31,7 @@ from tracker_api.http.auth import HttpAuth
 from tracker_api.http.batch import NDJSON
 from tracker_api.http.handler import client_address
 from tracker_api.http.routes.events import EVENT_EXAMPLE
+from tracker_api.http.runtime import runtime
 from tracker_api.storage import event_store as archive
 from tracker_contract.durations import InvalidTime, parse_time
 from tracker_contract.ids import ACCOUNT_ID, ACCOUNT_ID_PATTERN
@@ -97,7 +98,7 @@ def read_query(
     # The login first: who may not read the history learns nothing of it, not even
     # which of its parameters are wrong.
     accounts = visible_accounts(
-        request.app.state.logins, authorization, account or [], client_address(request.scope)
+        runtime(request).logins, authorization, account or [], client_address(request.scope)
     )
     if not since:
         raise InvalidRequest("since is required, e.g. since=15m or since=2026-11-28T12:00:00Z")
@@ -160,7 +161,7 @@ async def history(
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """Archived events of `since`..`until`, oldest first, paged by cursor (`after`)."""
-    reader: ArchiveReader = request.app.state.archive_reader
+    reader = runtime(request).archive_reader
     # Before any row: the rows read next include all that the watermark vouches for.
     headers = state_headers(await reader.state())
     if accept is not None and NDJSON in accept:
