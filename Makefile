@@ -24,11 +24,11 @@ deps: $(STAMP) ## create .venv and install the project
 	@scripts/ensure-mosquitto.sh
 
 run: deps  ## fresh machine to running system: broker :1883, API :9000 (Ctrl-C stops both)
-	$(BIN)/python scripts/devstack.py
+	$(BIN)/python -m scripts.devstack
 
 cluster: deps  ## the scale-out system: 3 RabbitMQ nodes, PostgreSQL, 2 trackers behind HAProxy :9000
 	@scripts/ensure-cluster-tools.sh
-	$(BIN)/python scripts/cluster.py
+	$(BIN)/python -m scripts.cluster
 
 tail: deps  ## mqtt-tail on every account with the reader login of `make run` (ARGS='--json' etc.)
 	@test -f "$(VAR_DIR)/credentials.env" || { echo "no $(VAR_DIR)/credentials.env: start the system with 'make run' first (with the same VAR_DIR)" >&2; exit 1; }

@@ -34,7 +34,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,11 +41,8 @@ from typing import Any
 
 import click
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench import archive, catchup  # noqa: E402
-from bench.stack import (  # noqa: E402
+from bench import archive, catchup
+from bench.stack import (
     ARCHIVE_PROCESS,
     BIN,
     EVENT_PATH,
@@ -66,13 +62,14 @@ from bench.stack import (  # noqa: E402
     settle,
     tail_json_count,
     tracker_process,
-    wait_until,
     wrk,
     wrk_at_rate,
 )
-from tests.helpers.net import free_port, port_open  # noqa: E402
-from tests.helpers.postgres import PostgresCluster  # noqa: E402
+from devkit.net import free_port, port_open
+from devkit.postgres import PostgresCluster
+from devkit.waiting import wait_until
 
+REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 CHART = REPO / "docs" / "bench-latency.png"
@@ -89,7 +86,12 @@ def measure_ceiling(
             "--no-access-log", "--no-proxy-headers", "--no-server-header",
             "--log-level", "warning"]  # fmt: skip
     with process(args, logs / "hello.log", env={**os.environ, "PYTHONPATH": str(REPO)}):
-        wait_until(lambda: port_open(port), 20, "the hello app")
+        wait_until(
+            lambda: port_open(port),
+            20,
+            message="timed out waiting for the hello app",
+            error=click.ClickException,
+        )
         wrk(f"http://127.0.0.1:{port}/", 2, connections)  # warm-up
         ceiling = wrk(f"http://127.0.0.1:{port}/", seconds, connections)
         # The same paced load on the bare app: the latency floor of server, harness and VM.
@@ -432,7 +434,7 @@ def cpu_model() -> str:
 
 
 def mosquitto_version() -> str:
-    from tests.helpers.broker import mosquitto_binary
+    from devkit.broker import mosquitto_binary
 
     out = subprocess.run([mosquitto_binary(), "-h"], capture_output=True, text=True).stdout
     match = re.search(r"mosquitto version (\S+)", out)

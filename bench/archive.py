@@ -7,7 +7,7 @@ import math
 
 from sqlalchemy import create_engine, func, select
 
-from tests.helpers.metrics import samples
+from devkit.metrics import samples
 from tracker_api.storage.event_store import EVENTS
 
 LAG = "tracker_archive_lag_seconds_bucket"

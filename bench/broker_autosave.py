@@ -7,8 +7,8 @@ the outage docs/durability.md promises (360,000 events), so each autosave rewrit
 growing database; then it publishes other traffic for ``--steady-seconds`` while that
 full backlog stays queued. Bounded: each fill stops after ``--seconds`` even if unfinished.
 
-    .venv/bin/python bench/broker_autosave.py            # about 90 s
-    .venv/bin/python bench/broker_autosave.py --messages 100000 --seconds 10
+    .venv/bin/python -m bench.broker_autosave            # about 90 s
+    .venv/bin/python -m bench.broker_autosave --messages 100000 --seconds 10
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ import argparse
 import asyncio
 import os
 import struct
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.helpers.broker import Mosquitto  # noqa: E402
+from devkit.broker import Mosquitto
 
 VARIANTS = {
     "autosave_interval 1": "autosave_interval 1\n",
@@ -207,7 +204,9 @@ def run(variant: str, extra: str, args: argparse.Namespace) -> dict[str, object]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.broker_autosave", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--messages", type=int, default=360_000)
     parser.add_argument("--seconds", type=float, default=25.0, help="cap per variant")
     parser.add_argument("--window", type=int, default=1000, help="QoS-1 messages in flight")

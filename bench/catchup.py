@@ -24,6 +24,7 @@ import httpx2 as httpx
 import orjson
 
 from bench import archive
+from devkit.waiting import wait_until
 from tracker_api.mqtt import BrokerAddress, MqttClient
 from tracker_api.service.events import Clock, EventIds
 
@@ -111,11 +112,13 @@ def catch_up(
     before = rows_now(database_url)
     first = run_archive(env, log)  # subscribes its session: the broker queues from here
     try:
-        deadline = time.monotonic() + 30
-        while "leader, consuming" not in log.read_text(errors="replace"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the archive did not start consuming (see {log})")
-            time.sleep(0.1)
+        wait_until(
+            lambda: "leader, consuming" in log.read_text(errors="replace"),
+            30,
+            interval=0.1,
+            message=f"the archive did not start consuming (see {log})",
+            error=RuntimeError,
+        )
     finally:
         stop(first)
     say(f"catch-up on {label}: {count:,} events acknowledged while the archive is stopped")

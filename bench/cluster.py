@@ -5,7 +5,7 @@ Started by the bench on free ports under its work directory and stopped after, b
 counter every node too, on a persistent session:
 
 1. full speed: req/s, p50/p99 and the zero-loss check, as the single broker's peak;
-2. one node kill: a steady paced load (tests/helpers/paced_load.py), SIGKILL of the node
+2. one node kill: a steady paced load (devkit/paced_load.py), SIGKILL of the node
    the tracker is connected to, then its restart: the 503/504 counts, the longest gap
    without a 200, and the events answered 200 the counter never received (must be 0).
 """
@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+
+import click
 
 from bench import archive
 from bench.stack import (
@@ -29,11 +31,11 @@ from bench.stack import (
     seed,
     settle,
     tracker_process,
-    wait_until,
     wrk,
 )
-from tests.helpers.net import free_port
-from tests.helpers.paced_load import PACE, Load, connected_node
+from devkit.net import free_port
+from devkit.paced_load import PACE, Load, connected_node
+from devkit.waiting import wait_until
 from tracker_api.ops.cluster import Cluster, Layout, tools_missing
 from tracker_api.ops.cluster_roles import provision
 
@@ -75,12 +77,22 @@ def measure_cluster(stack: Stack, seconds: float, connections: int) -> dict[str,
                 raise RuntimeError("the tracker is connected to no node of the cluster")
             say(f"node kill: {PACE} req/s paced, SIGKILL {victim.short} (the tracker's node)")
             with Load(base, "kill") as load:
-                wait_until(lambda: load.ok_count() > PACE * BEFORE, BEFORE * 5, "the paced load")
+                wait_until(
+                    lambda: load.ok_count() > PACE * BEFORE,
+                    BEFORE * 5,
+                    message="timed out waiting for the paced load",
+                    error=click.ClickException,
+                )
                 cluster.kill(victim)
                 killed_at = time.monotonic()
                 cluster.restart(victim)
                 restarted_s = time.monotonic() - killed_at
-                wait_until(lambda: time.monotonic() - killed_at > restarted_s + AFTER, 60, "")
+                wait_until(
+                    lambda: time.monotonic() - killed_at > restarted_s + AFTER,
+                    60,
+                    message="timed out waiting for the paced load after the restart",
+                    error=click.ClickException,
+                )
             ok, unknown, statuses, gap = load.figures()
             received = drain(lambda: int(read_status(status)["unique"]), 1 << 62, 3.0)[0]
             counter.terminate()

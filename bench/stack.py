@@ -25,8 +25,9 @@ import click
 import httpx2 as httpx
 
 from bench import archive
-from tests.helpers.broker import Mosquitto
-from tests.helpers.net import port_open
+from devkit.broker import Mosquitto
+from devkit.net import port_open
+from devkit.waiting import wait_until
 from tracker_api.passwords import PasswordFile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,14 +37,6 @@ EVENT_PATH = "/1?data=benchmark-event-payload"
 
 def say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -305,7 +298,12 @@ def counter_process(
     args += [arg for port in ports for arg in ("--port", str(port))]
     args += ["--ids", str(ids)] if ids else []
     with process(args, log, env={**stack.reader_env(), "PYTHONPATH": str(REPO)}) as counter:
-        wait_until(lambda: read_status(status)["connected"], 30, "the counter")
+        wait_until(
+            lambda: read_status(status)["connected"],
+            30,
+            message="timed out waiting for the counter",
+            error=click.ClickException,
+        )
         yield counter
 
 
@@ -334,13 +332,15 @@ def tracker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen
                     for said in ("leader, consuming", "as a follower")
                 ),
                 30,
-                f"the archive ({archive_log})",
+                message=f"timed out waiting for the archive ({archive_log})",
+                error=click.ClickException,
             )
         tracker = stack.enter_context(process([sys.executable, "-m", "tracker_api"], log, env=env))
         wait_until(
             lambda: port_open(port) and httpx.get(base + "/readyz").status_code == 200,
             30,
-            f"the tracker ({log})",
+            message=f"timed out waiting for the tracker ({log})",
+            error=click.ClickException,
         )
         yield tracker
 

@@ -1,7 +1,7 @@
 """Backlog drain rate of mqtt-tail: events/s of `--json > /dev/null` and `--aggregate`
 emptying a queued backlog from a real Mosquitto (project settings).
 
-    python bench/tail_drain.py [EVENTS] [ROUNDS] [OLD_SOURCE_TREE]
+    python -m bench.tail_drain [EVENTS] [ROUNDS] [OLD_SOURCE_TREE]
 
 Each variant subscribes once under its own client id and disconnects; the backlog is
 then published once and queued for every session, so all variants drain the same
@@ -18,11 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.helpers.broker import Mosquitto  # noqa: E402
-from tests.helpers.tail import Publisher, Tail, event  # noqa: E402
+from devkit.broker import Mosquitto
+from devkit.tail import Publisher, Tail, event
 
 MODES = {"json": ["--json"], "aggregate": ["--aggregate", "--every", "5000"]}
 

@@ -10,7 +10,6 @@ named ``1`` … ``N``; every ``--inactive-every``-th one is inactive, so the dem
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 
 if __name__ == "__main__":
@@ -22,8 +21,6 @@ import click  # noqa: E402
 from sqlalchemy.engine import URL  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tracker_api.config import ConfigError, get_settings  # noqa: E402
 from tracker_api.service.validation import check_account_id  # noqa: E402

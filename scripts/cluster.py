@@ -29,11 +29,13 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import create_engine, text
 
-from foreground import (  # noqa: E402
+from devkit.loadbalancer import haproxy_binary
+from devkit.loadbalancer import haproxy_config as haproxy_config_text
+from scripts.foreground import (
     Supervised,
     Supervisor,
     Watchdog,
@@ -47,17 +49,13 @@ from foreground import (  # noqa: E402
     stop_child,
     wait_for,
 )
-from loadbalancer import haproxy_binary  # noqa: E402
-from loadbalancer import haproxy_config as haproxy_config_text  # noqa: E402
-from pydantic import Field, ValidationError  # noqa: E402
-from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from tracker_api.config import describe
+from tracker_api.ops import cluster_layout as rabbit
+from tracker_api.ops.cluster import Cluster, ClusterError, Layout, Node
+from tracker_api.ops.cluster_roles import provision
+from tracker_api.ops.ports import port_open
 
-from tracker_api.config import describe  # noqa: E402
-from tracker_api.ops import cluster_layout as rabbit  # noqa: E402
-from tracker_api.ops.cluster import Cluster, ClusterError, Layout, Node  # noqa: E402
-from tracker_api.ops.cluster_roles import provision  # noqa: E402
-from tracker_api.ops.ports import port_open  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 class ClusterSettings(BaseSettings):
@@ -108,7 +106,7 @@ say = announcer("make cluster")
 # Before anything reads the settings or looks at ports: --help must never start a cluster.
 # (Only when run: a test imports this module with arguments of its own.)
 if __name__ == "__main__":
-    command_line_help("scripts/cluster.py", __doc__, settings_help())
+    command_line_help("python -m scripts.cluster", __doc__, settings_help())
 try:
     SETTINGS = ClusterSettings()
 except ValidationError as error:

@@ -1,9 +1,9 @@
 """The compose stacks under podman, for real: `make test-compose` (tests/compose) uses this.
 
-    python scripts/compose_stack.py prepare     # tools and images
-    python scripts/compose_stack.py up base     # docker-compose.yml (profile mosquitto)
-    python scripts/compose_stack.py up cluster  # the RabbitMQ `cluster` profile
-    python scripts/compose_stack.py down        # everything of the test project, volumes too
+    python -m scripts.compose_stack prepare     # tools and images
+    python -m scripts.compose_stack up base     # docker-compose.yml (profile mosquitto)
+    python -m scripts.compose_stack up cluster  # the RabbitMQ `cluster` profile
+    python -m scripts.compose_stack down        # everything of the test project, volumes too
 
 No Docker engine runs on the machines this project is built on, and no public registry is
 reachable, so the stacks run under Debian's podman with local stand-ins for the upstream
@@ -45,17 +45,18 @@ import os
 import resource
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+
+from devkit.net import free_port
+from devkit.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -90,7 +91,6 @@ CLUSTER_PROFILE = "cluster"
 TIMINGS: list[tuple[str, float]] = []
 NOTES: list[str] = []  # what the tests measured beside the timings, for the run's summary
 LOCAL_ENV = REPO / "var" / "compose-stack.env"  # the stacks' .env when run by hand
-T = TypeVar("T")
 
 
 class Unavailable(Exception):
@@ -115,18 +115,6 @@ def timed(stage: str) -> Iterator[None]:
         took = time.monotonic() - start
         TIMINGS.append((stage, took))
         say(f"{stage}: {took:.1f} s")
-
-
-def poll(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-    """``condition()`` once it is truthy; StackError naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise StackError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(interval)
 
 
 def run(
@@ -240,13 +228,6 @@ def containers_conf(directory: Path) -> Path:
 
 
 # --- the stack ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -416,7 +397,13 @@ class Stack:
     def wait_healthy(self, services: Sequence[str], timeout: float = 120) -> None:
         names = [c.name for service in services for c in self.containers_of(service)]
         for name in names:
-            poll(lambda name=name: self.healthy(name), timeout, f"{name} healthy")  # type: ignore[misc]
+            wait_until(
+                lambda name=name: self.healthy(name),  # type: ignore[misc]
+                timeout,
+                interval=0.5,
+                message=f"{name} healthy: not within {timeout:.0f} s",
+                error=StackError,
+            )
 
     def start(
         self,
@@ -501,15 +488,22 @@ class Stack:
 
 def wait_ready(port: int, timeout: float = 60) -> None:
     """GET /readyz on 127.0.0.1:port answers 200 (the broker and the database reachable)."""
+    url = f"http://127.0.0.1:{port}/readyz"
 
     def ready() -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            with urllib.request.urlopen(url, timeout=2) as answer:
                 return bool(answer.status == 200)
         except (OSError, urllib.error.URLError):
             return False
 
-    poll(ready, timeout, f"GET http://127.0.0.1:{port}/readyz")
+    wait_until(
+        ready,
+        timeout,
+        interval=0.5,
+        message=f"GET {url}: not within {timeout:.0f} s",
+        error=StackError,
+    )
 
 
 # --- 3. images ----------------------------------------------------------------------------------
@@ -613,7 +607,9 @@ def exclusive() -> Iterator[None]:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.compose_stack", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     prepared = sub.add_parser("prepare", help="tools and images")
     prepared.add_argument("--rebuild-base", action="store_true", help="mmdebstrap again")

@@ -30,11 +30,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from foreground import (  # noqa: E402
+from scripts.foreground import (
     Supervised,
     Supervisor,
     announcer,
@@ -51,17 +47,18 @@ from foreground import (  # noqa: E402
     stop_pid,
     wait_for,
 )
+from tracker_api.config import ConfigError, Settings, describe, load_settings
+from tracker_api.ops import local_credentials
+from tracker_api.ops.broker_reload import command_line, config_for, pidfile_for, running_broker
+from tracker_api.ops.ports import port_free, port_open
+from tracker_api.passwords import PasswordFile
 
-from tracker_api.config import ConfigError, Settings, describe, load_settings  # noqa: E402
-from tracker_api.ops import local_credentials  # noqa: E402
-from tracker_api.ops.broker_reload import command_line, config_for, pidfile_for, running_broker  # noqa: E402
-from tracker_api.ops.ports import port_free, port_open  # noqa: E402
-from tracker_api.passwords import PasswordFile  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 say = announcer("make run")
 # Before the settings are read or a port is looked at: --help never starts anything.
 command_line_help(
-    "scripts/devstack.py",
+    "python -m scripts.devstack",
     __doc__,
     "settings (environment or make variables): MQTT_PORT (1883), VAR_DIR (var), and the\n"
     "API's TRACKER_* (README.md, Configuration).",

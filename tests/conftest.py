@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.broker import Mosquitto
+from devkit.broker import Mosquitto
 
 COMPOSE_TESTS = Path(__file__).parent / "compose"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from tests.helpers.broker import Mosquitto
-from tests.helpers.waiting import wait_until
+from devkit.broker import Mosquitto
+from devkit.waiting import wait_until
 from tracker_api.__main__ import cli
 from tracker_api.ops.broker_reload import (
     COMPOSE_RELOAD,

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from devkit.metrics import value
 from subscriber.cli import tail
 from tests.helpers.fakes import FakePublisher
-from tests.helpers.metrics import value
 from tracker_api import app as app_module
 from tracker_api.errors import (
     RETRY_AFTER_SECONDS,

@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from devkit.metrics import value as metric
+from devkit.waiting import wait_until
 from tests.helpers.fakes import FakePublisher
-from tests.helpers.metrics import value as metric
-from tests.helpers.waiting import wait_until
 from tracker_api.app import create_app
 from tracker_api.config import ConfigError, load_settings
 from tracker_api.errors import (

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.helpers.broker import Mosquitto
-from tests.helpers.net import free_port
+from devkit.broker import Mosquitto
+from devkit.net import free_port
+from devkit.waiting import wait_until
 from tests.helpers.silent_broker import SilentBroker
-from tests.helpers.waiting import wait_until
 from tracker_api.mqtt import (
     BrokerAddress,
     ConnectionLost,

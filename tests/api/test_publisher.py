@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.broker import Mosquitto
+from devkit.broker import Mosquitto
+from devkit.waiting import wait_until
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.silent_broker import SilentBroker
-from tests.helpers.waiting import wait_until
 from tracker_api.config import load_settings
 from tracker_api.errors import PublishFailed, PublishOutcomeUnknown
 from tracker_api.mqtt import Message

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import paho.mqtt.client as mqtt
 
-from tests.helpers.mqtt_peer import paho_client
-from tests.helpers.waiting import wait_until
+from devkit.mqtt_client import paho_client
+from devkit.waiting import wait_until
 
 
 class Client:

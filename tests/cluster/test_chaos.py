@@ -20,15 +20,14 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.helpers.broker import Mosquitto
-from tests.helpers.net import free_port, port_open
-from tests.helpers.postgres import PostgresCluster
+from devkit.broker import Mosquitto
+from devkit.loadbalancer import haproxy_binary, haproxy_config
+from devkit.net import free_port, port_open
+from devkit.postgres import PostgresCluster
+from devkit.waiting import wait_until
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-from loadbalancer import haproxy_binary, haproxy_config  # noqa: E402
 
 CLIENTS = 4  # concurrent requests in flight at any time: the most a kill may cost
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from tests.helpers.waiting import wait_until
+from devkit.waiting import wait_until
 from tracker_api.ops.cluster import mqtt_session_queue
 
 from .clients import Client, connected

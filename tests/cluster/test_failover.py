@@ -10,11 +10,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from devkit.paced_load import PACE, Load, connected_node
+from devkit.tail import Tail
+from devkit.waiting import wait_until
 from tests.helpers.accounts import seeded_sqlite
-from tests.helpers.paced_load import PACE, Load, connected_node
-from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.ops.cluster import Cluster, Node, mqtt_session_queue
 
 from .conftest import ProvisionedCluster

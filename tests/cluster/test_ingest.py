@@ -12,10 +12,11 @@ import httpx2 as httpx
 import orjson
 import pytest
 
-from tests.helpers.broker import REPO
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
+from devkit.broker import REPO
+from devkit.postgres import PostgresCluster
+from devkit.waiting import wait_until
+from tests.helpers.postgres import throwaway_postgres
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.ops.cluster import mqtt_session_queue
 
 from .clients import Client, connected

@@ -24,9 +24,9 @@ import httpx2 as httpx
 import psycopg
 import pytest
 
-from tests.helpers.paced_load import Load
-from tests.helpers.postgres import find
-from tests.helpers.waiting import wait_until
+from devkit.paced_load import Load
+from devkit.postgres import find
+from devkit.waiting import wait_until
 from tracker_api.ops.cluster import Cluster, Layout, Node
 from tracker_api.ops.cluster_layout import CTL_PORTS
 from tracker_api.ops.ports import free_ports
@@ -34,6 +34,7 @@ from tracker_api.ops.ports import free_ports
 from .clients import connected
 
 REPO = Path(__file__).resolve().parents[2]
+MAKE_CLUSTER = [sys.executable, "-m", "scripts.cluster"]  # from REPO, as `make cluster` runs it
 BANNER = "Ctrl-C stops everything"
 
 
@@ -72,7 +73,8 @@ class MakeCluster:
         started = time.monotonic()
         with open(self.output, "ab") as out:
             process = subprocess.Popen(
-                [sys.executable, str(REPO / "scripts" / "cluster.py")],
+                MAKE_CLUSTER,
+                cwd=REPO,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -93,7 +95,8 @@ class MakeCluster:
     def refused(self) -> str:
         """What a start that must fail printed; it exits 1 without a traceback."""
         done = subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "cluster.py")],
+            MAKE_CLUSTER,
+            cwd=REPO,
             env=self.env,
             capture_output=True,
             text=True,
@@ -194,21 +197,22 @@ def test_a_second_run_refused_for_a_busy_port_leaves_the_running_one_alone(
 def test_help_describes_the_settings_and_starts_nothing_beside_a_running_cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """`scripts/cluster.py --help` while a cluster holds the ports (its epmd here): the
+    """`python -m scripts.cluster --help` while a cluster holds the ports (its epmd here): the
     help and exit 0, no refusal, nothing made."""
     run = MakeCluster(tmp_path_factory.mktemp("help"))
     with socket.socket() as epmd:
         epmd.bind(("127.0.0.1", int(run.env["CLUSTER_EPMD_PORT"])))
         epmd.listen()
         done = subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "cluster.py"), "--help"],
+            [*MAKE_CLUSTER, "--help"],
+            cwd=REPO,
             env=run.env,
             capture_output=True,
             text=True,
             timeout=60,
         )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("usage: scripts/cluster.py")
+    assert done.stdout.startswith("usage: python -m scripts.cluster")
     listed = re.findall(r"^  ([A-Z_]+) ", done.stdout, re.MULTILINE)
     assert {"VAR_DIR", "CLUSTER_PORT", "CLUSTER_PG_PORT", "CLUSTER_MQTT_PORT"} <= set(listed)
     readme = (REPO / "README.md").read_text()
@@ -427,10 +431,9 @@ def test_a_sigkilled_make_cluster_leaves_nothing_running_and_restarts_in_seconds
 # Starts only the PostgreSQL of scripts/cluster.py, as `make cluster` does, until stdin ends.
 POSTGRES_ONLY = """
 import sys
-sys.path.insert(0, sys.argv[1])
-import cluster
+from scripts import cluster
 postgres = cluster.Postgres()
-postgres.password = sys.argv[2]
+postgres.password = sys.argv[1]
 try:
     postgres.start()
     print("started", flush=True)
@@ -460,8 +463,8 @@ def test_a_postgres_an_earlier_make_cluster_made_with_trust_is_switched_to_passw
     )  # fmt: skip
     password = "s3cret-for-the-superuser"
     process = subprocess.Popen(
-        [sys.executable, "-c", POSTGRES_ONLY, str(REPO / "scripts"), password],
-        env=run.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", POSTGRES_ONLY, password],
+        cwd=REPO, env=run.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert process.stdout is not None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers.waiting import wait_until
+from devkit.waiting import wait_until
 from tracker_api.__main__ import cli
 from tracker_api.ops.cluster import ctl
 from tracker_api.ops.cluster_roles import routing_key, topic_regex

@@ -20,10 +20,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devkit.tail import Tail
+from devkit.waiting import wait_until
 from tests.helpers.accounts import migrated, seeded_sqlite
-from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.ops.cluster import Cluster, ClusterError, Layout
 from tracker_api.ops.cluster_roles import apply_logins
 

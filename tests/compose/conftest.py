@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,11 +17,10 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
+from scripts import compose_stack
+from scripts.compose_stack import Stack, Unavailable
 
-import compose_stack  # noqa: E402
-from compose_stack import Stack, Unavailable  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 IMAGE_SIZES: dict[str, int] = {}
 

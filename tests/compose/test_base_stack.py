@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose_stack import BASE_PROFILE, PROJECT, TIMINGS, TRACKER_IMAGE, Stack
 
+from devkit.tail import Tail
+from devkit.waiting import wait_until
+from scripts.compose_stack import BASE_PROFILE, PROJECT, TIMINGS, TRACKER_IMAGE, Stack
 from tests.compose.conftest import REPO, history_ids, request
-from tests.helpers.tail import Tail
-from tests.helpers.waiting import wait_until
 
 PROFILES = [BASE_PROFILE]
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from compose_stack import CLUSTER_PROFILE, NODES, NOTES, PROJECT, TIMINGS, Stack
 
+from devkit.waiting import wait_until
+from scripts.compose_stack import CLUSTER_PROFILE, NODES, NOTES, PROJECT, TIMINGS, Stack
 from tests.compose.conftest import history_ids, request
-from tests.helpers.waiting import wait_until
 
 # The load of the kill test: bounded in count and time, on 127.0.0.1 only.
 SENDERS = 4

@@ -7,9 +7,9 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from tests.helpers.broker import Mosquitto
-from tests.helpers.mqtt_peer import paho_client
-from tests.helpers.waiting import wait_until
+from devkit.broker import Mosquitto
+from devkit.mqtt_client import paho_client
+from devkit.waiting import wait_until
 
 DB_NAME = "mosquitto.db"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from devkit.broker import Mosquitto
+from devkit.waiting import wait_until
 from tests.helpers.api import api_client
-from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.proxy import Proxy
-from tests.helpers.waiting import wait_until
 
 BATCH = 1000
 WINDOW = 600  # publishes in flight: the rest of the batch is refused at once

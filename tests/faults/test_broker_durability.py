@@ -28,10 +28,10 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
+from devkit.broker import SHARED_CONF_DIR, Mosquitto
+from devkit.mqtt_client import paho_client
+from devkit.waiting import wait_until
 from tests.faults.conftest import assert_broker_saves, db_save_stamp, wait_for_saves
-from tests.helpers.broker import SHARED_CONF_DIR, Mosquitto
-from tests.helpers.mqtt_peer import paho_client
-from tests.helpers.waiting import wait_until
 
 logger = logging.getLogger(__name__)
 SUBSCRIBER_ID = "durable-subscriber"

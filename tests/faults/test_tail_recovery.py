@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.broker import Mosquitto
+from devkit.broker import Mosquitto
+from devkit.tail import Publisher, Tail, event
 from tests.helpers.proxy import Proxy
-from tests.helpers.tail import Publisher, Tail, assert_exactly_once, event
+from tests.helpers.tail import assert_exactly_once
 
 
 def events(n: int, prefix: str, accounts: tuple[str, ...] = ("1", "2", "3")) -> list[dict]:

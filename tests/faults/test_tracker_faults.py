@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from devkit.broker import Mosquitto
+from devkit.waiting import wait_until
 from tests.helpers.api import api_client
-from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.proxy import Proxy
-from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from devkit.waiting import wait_until
 from tracker_api.app import create_app
 from tracker_api.config import load_settings
 
 from .accounts import seeded_sqlite
-from .waiting import wait_until
 
 
 def seeded_database(directory: Path) -> str:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from tracker_contract.ids import client_id_for
-
-from .waiting import wait_until
+from devkit.mqtt_client import paho_client
+from devkit.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -27,31 +23,6 @@ class Received:
     def event(self) -> dict[str, str]:
         value: dict[str, str] = orjson.loads(self.payload)
         return value
-
-
-def paho_client(
-    client_id: str = "",
-    *,
-    clean: bool = True,
-    username: str | None = None,
-    password: str | None = None,
-    **options: Any,
-) -> mqtt.Client:
-    """A paho client (callback API 2) speaking MQTT 3.1.1, as the project's own clients do;
-    anonymous without a username. With a login and no client id it takes one of the
-    login's own (``<login>:peer-…``): the broker refuses a login any other id."""
-    if username is not None and not client_id:
-        client_id = client_id_for(username, f"peer-{uuid.uuid4().hex[:12]}")
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=clean,
-        protocol=mqtt.MQTTv311,
-        **options,
-    )
-    if username is not None:
-        client.username_pw_set(username, password)
-    return client
 
 
 class Peer:

@@ -14,7 +14,7 @@ import selectors
 import socket
 import threading
 
-from .net import free_port
+from devkit.net import free_port
 
 
 class _Pair:

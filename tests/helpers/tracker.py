@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from . import metrics
-from .net import free_port
-from .waiting import wait_until
+from devkit import metrics
+from devkit.net import free_port
+from devkit.waiting import wait_until
 
 
 class TrackerProcess:

@@ -20,11 +20,12 @@ import httpx2 as httpx
 import pytest
 from sqlalchemy import Engine
 
+from devkit.broker import Mosquitto
+from devkit.postgres import PostgresCluster
+from devkit.waiting import wait_until
 from tests.helpers.accounts import migrated
-from tests.helpers.broker import Mosquitto
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
+from tests.helpers.postgres import throwaway_postgres
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.passwords import PasswordFile
 
 TTL = 1.0  # TRACKER_ACCOUNT_CACHE_TTL of the tracker under test

@@ -15,9 +15,10 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from devkit.net import free_port
+from devkit.postgres import PostgresCluster
 from tests.helpers.accounts import ACTIVE, migrated
-from tests.helpers.net import free_port
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
+from tests.helpers.postgres import throwaway_postgres
 from tracker_api.__main__ import cli
 from tracker_api.ops import accounts as accounts_cli
 from tracker_api.passwords import PasswordFile

@@ -16,12 +16,13 @@ import orjson
 import pytest
 from sqlalchemy import Engine, func, select
 
+from devkit.broker import Mosquitto
+from devkit.mqtt_client import paho_client
+from devkit.postgres import PostgresCluster
+from devkit.waiting import wait_until
 from tests.helpers.accounts import migrated
-from tests.helpers.broker import Mosquitto
-from tests.helpers.mqtt_peer import paho_client
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
+from tests.helpers.postgres import throwaway_postgres
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.service.events import Clock
 from tracker_api.storage import event_store as archive
 

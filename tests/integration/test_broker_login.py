@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from devkit.broker import Mosquitto
+from devkit.net import free_port
+from devkit.waiting import wait_until
 from tests.helpers.api import api_client
-from tests.helpers.broker import Mosquitto
-from tests.helpers.net import free_port
-from tests.helpers.waiting import wait_until
 from tracker_api.passwords import PasswordFile
 
 

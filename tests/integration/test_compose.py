@@ -31,12 +31,13 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from devkit.broker import session_owner_plugin
+from devkit.net import free_port, port_open
+from devkit.postgres import PostgresCluster
+from devkit.waiting import wait_until
 from tests.helpers.accounts import seeded_sqlite
-from tests.helpers.broker import session_owner_plugin
 from tests.helpers.fakes import FakePublisher
-from tests.helpers.net import free_port, port_open
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
-from tests.helpers.waiting import wait_until
+from tests.helpers.postgres import throwaway_postgres
 from tracker_api.__main__ import cli
 from tracker_api.app import create_app
 from tracker_api.config import Settings, load_settings
@@ -704,8 +705,7 @@ def test_the_compose_load_balancer_asks_the_containers_own_nameservers() -> None
 
 
 def test_the_compose_load_balancer_retries_and_times_out_as_make_cluster_does() -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    from loadbalancer import haproxy_config
+    from devkit.loadbalancer import haproxy_config
 
     generated = haproxy_config(9000, [9001, 9002], "test")
     compose = (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text()
@@ -1000,8 +1000,7 @@ def test_every_upstream_image_the_stacks_name_has_a_local_stand_in(
 ) -> None:
     """make test-compose cannot pull: each image a service runs without building it, and
     each FROM of the two Dockerfiles, must be one scripts/compose_stack.py builds."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from compose_stack import STANDIN_TAGS, STANDINS
+    from scripts.compose_stack import STANDIN_TAGS, STANDINS
 
     named = {s["image"] for s in cluster.values() if "build" not in s}
     for dockerfile in (
@@ -1022,8 +1021,7 @@ def test_a_machine_whose_podman_cannot_run_says_why_in_one_line_instead_of_faili
 ) -> None:
     """make test-compose skips, with the reason, where containers cannot run (a kernel
     without what podman needs); the podman here is one that fails as such a machine's does."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import compose_stack
+    from scripts import compose_stack
 
     shims = tmp_path / "bin"
     shims.mkdir()

@@ -12,8 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers.net import free_port
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
+from devkit.net import free_port
+from devkit.postgres import PostgresCluster
+from tests.helpers.postgres import throwaway_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "create_database.py"

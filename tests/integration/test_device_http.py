@@ -5,7 +5,6 @@ real server with two workers."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,18 +12,17 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from devkit.broker import Mosquitto
+from devkit.loadbalancer import haproxy_binary, haproxy_config
+from devkit.net import free_port, port_open
+from devkit.tail import Tail
+from devkit.waiting import wait_until
 from tests.helpers.accounts import seeded_sqlite
 from tests.helpers.api import api_client
-from tests.helpers.broker import REPO, Mosquitto
 from tests.helpers.mqtt_peer import Peer
-from tests.helpers.net import free_port, port_open
-from tests.helpers.tail import Tail, assert_exactly_once
+from tests.helpers.tail import assert_exactly_once
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.passwords import PasswordFile
-
-sys.path.insert(0, str(REPO / "scripts"))
-from loadbalancer import haproxy_binary, haproxy_config  # noqa: E402
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 

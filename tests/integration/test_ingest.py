@@ -13,13 +13,14 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import metrics
+from devkit import metrics
+from devkit.broker import REPO, Mosquitto
+from devkit.mqtt_client import paho_client
+from devkit.tail import Tail
+from devkit.waiting import wait_until
 from tests.helpers.api import api_client, database_to_repair, seeded_database
-from tests.helpers.broker import REPO, Mosquitto
-from tests.helpers.mqtt_peer import Peer, paho_client
-from tests.helpers.tail import Tail
+from tests.helpers.mqtt_peer import Peer
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.config import Settings
 from tracker_contract import limits
 
@@ -249,11 +250,12 @@ def test_every_broker_configuration_takes_its_size_limits_from_the_largest_messa
     assert int(settings["message_size_limit"]) == limits.largest_message(max_data)
     assert int(settings["max_packet_size"]) == limits.largest_packet(max_data)
     # Every broker the project starts loads that directory: production (and compose,
-    # which mounts it there), make run, the tests and the benchmark (tests' helper).
+    # which mounts it there), make run, the tests and the benchmark (devkit's broker).
     assert "include_dir /mosquitto/config/conf.d" in (REPO / "mqtt/mosquitto.conf").read_text()
     assert "./mqtt/conf.d:/mosquitto/config/conf.d" in (REPO / "docker-compose.yml").read_text()
     assert "include_dir {REPO / 'mqtt' / 'conf.d'}" in (REPO / "scripts/devstack.py").read_text()
-    assert "from tests.helpers.broker import" in (REPO / "bench/__main__.py").read_text()
+    assert "include_dir {SHARED_CONF_DIR}" in (REPO / "devkit/broker.py").read_text()
+    assert "from devkit.broker import" in (REPO / "bench/stack.py").read_text()
 
 
 def test_qos0_device_messages_are_dropped_and_counted_while_the_database_is_down(

@@ -9,11 +9,11 @@ import httpx2 as httpx
 import orjson
 import pytest
 
+from devkit.broker import Mosquitto
+from devkit.tail import Tail
+from devkit.waiting import wait_until
 from tests.helpers.api import database_to_repair
-from tests.helpers.broker import Mosquitto
-from tests.helpers.tail import Tail
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 
 from .test_ingest import Device
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
+from devkit.postgres import PostgresCluster
+from tests.helpers.postgres import throwaway_postgres
 from tracker_api.consumers.lease import FileLease, PostgresLease, lease_for, lock_key
 
 

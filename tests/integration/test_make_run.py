@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.helpers.metrics import value
-from tests.helpers.mqtt_peer import Peer, paho_client
-from tests.helpers.net import free_port, port_open
-from tests.helpers.waiting import wait_until
+from devkit.metrics import value
+from devkit.mqtt_client import paho_client
+from devkit.net import free_port, port_open
+from devkit.waiting import wait_until
+from tests.helpers.mqtt_peer import Peer
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER_PIDFILE, API_PIDFILE = "mqtt/mosquitto.pid", "api.pid"
@@ -45,7 +46,8 @@ class DevStack:
         self.offset = self.output.stat().st_size if self.output.exists() else 0
         with open(self.output, "ab") as out:
             return subprocess.Popen(
-                command or [sys.executable, str(REPO / "scripts" / "devstack.py")],
+                command or [sys.executable, "-m", "scripts.devstack"],
+                cwd=REPO,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

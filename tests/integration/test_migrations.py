@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import Engine, inspect
 from sqlmodel import Session, select
 
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
+from devkit.postgres import PostgresCluster
+from tests.helpers.postgres import throwaway_postgres
 from tracker_api.storage.db import make_engine, migrate
 from tracker_api.storage.models import Account, ArchivedEvent
 

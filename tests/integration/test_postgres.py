@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from devkit.postgres import PostgresCluster
+from devkit.waiting import wait_until
 from tests.helpers.fakes import FakePublisher
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
-from tests.helpers.waiting import wait_until
+from tests.helpers.postgres import throwaway_postgres
 from tracker_api.app import create_app
 from tracker_api.config import load_settings
 

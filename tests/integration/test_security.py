@@ -11,12 +11,13 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from data.seed import upsert
+from devkit.broker import REPO, Mosquitto
+from devkit.metrics import value
+from devkit.mqtt_client import paho_client
+from devkit.waiting import wait_until
 from tests.helpers.accounts import seeded_sqlite
 from tests.helpers.api import api_client
-from tests.helpers.broker import REPO, Mosquitto
-from tests.helpers.metrics import value
-from tests.helpers.mqtt_peer import Peer, paho_client
-from tests.helpers.waiting import wait_until
+from tests.helpers.mqtt_peer import Peer
 from tracker_api.errors import InvalidRequest
 from tracker_api.passwords import PasswordFile
 from tracker_api.service.broker import STATUS_TOPIC

@@ -12,11 +12,12 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
+from devkit.broker import Mosquitto
+from devkit.tail import Publisher, Tail, event
 from subscriber.cli import EXIT_REFUSED, EXIT_TIMEOUT, default_client_id, refusal_hint, tail
 from subscriber.render import TEMPLATE_FIELDS
 from subscriber.session import ConnectOptions, Refused
-from tests.helpers.broker import Mosquitto
-from tests.helpers.tail import Publisher, Tail, assert_exactly_once, event
+from tests.helpers.tail import assert_exactly_once
 
 FAST = ["--keepalive", "1", "--reconnect-min", "0.05", "--reconnect-max", "0.2"]
 

@@ -10,12 +10,13 @@ import orjson
 import pytest
 from sqlmodel import Session
 
+from devkit.broker import Mosquitto
+from devkit.tail import TAIL, Publisher, Tail, event
+from devkit.waiting import wait_until
 from subscriber.cli import EXIT_REFUSED
 from tests.helpers.accounts import seeded_sqlite
 from tests.helpers.api import api_client
-from tests.helpers.broker import Mosquitto
-from tests.helpers.tail import TAIL, Publisher, Tail, assert_exactly_once, event
-from tests.helpers.waiting import wait_until
+from tests.helpers.tail import assert_exactly_once
 from tracker_api.storage.models import Account
 
 

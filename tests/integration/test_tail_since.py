@@ -15,13 +15,14 @@ import httpx2 as httpx
 import orjson
 import pytest
 
+from devkit.broker import Mosquitto
+from devkit.tail import Tail
+from devkit.waiting import wait_until
 from tests.helpers.accounts import migrated
-from tests.helpers.broker import Mosquitto
 from tests.helpers.history_stub import HistoryStub
 from tests.helpers.proxy import Proxy
-from tests.helpers.tail import Tail, assert_exactly_once
+from tests.helpers.tail import assert_exactly_once
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.passwords import PasswordFile
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from devkit.broker import Mosquitto
+from devkit.net import free_port
+from devkit.tail import Tail
 from tests.helpers.api import api_client
-from tests.helpers.broker import Mosquitto
 from tests.helpers.history_stub import HistoryStub
-from tests.helpers.net import free_port
-from tests.helpers.tail import Tail
 from tests.helpers.tls import Certificates, make_certificates
 
 

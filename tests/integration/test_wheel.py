@@ -81,7 +81,8 @@ def test_the_wheel_holds_every_package_and_its_data_and_nothing_of_the_tests(whe
     assert packages_in_checkout <= packages_in_wheel
     assert "tracker_api/storage/migrations/script.py.mako" in names
     assert any(n.startswith("tracker_api/storage/migrations/versions/") for n in names)
-    assert not [n for n in names if n.startswith(("tests/", "bench/", "scripts/", "data/"))]
+    tools = ("devkit/", "tests/", "bench/", "scripts/", "data/")
+    assert not [n for n in names if n.startswith(tools)]
 
 
 def test_every_module_imports_from_the_installed_wheel(installed: Path, tmp_path: Path) -> None:

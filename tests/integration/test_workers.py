@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from devkit.broker import Mosquitto
+from devkit.waiting import wait_until
 from tests.helpers.accounts import seeded_sqlite
-from tests.helpers.broker import Mosquitto
 from tests.helpers.mqtt_peer import Peer
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture

@@ -24,11 +24,12 @@ import orjson
 import pytest
 from sqlalchemy import Engine, text
 
+from devkit.broker import Mosquitto
+from devkit.postgres import PostgresCluster
+from devkit.waiting import wait_until
 from tests.helpers.accounts import migrated
-from tests.helpers.broker import Mosquitto
-from tests.helpers.postgres import PostgresCluster, throwaway_postgres
+from tests.helpers.postgres import throwaway_postgres
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.passwords import PasswordFile
 from tracker_api.storage import event_store
 

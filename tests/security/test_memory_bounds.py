@@ -19,11 +19,11 @@ import httpx2 as httpx
 import orjson
 import pytest
 
+from devkit.broker import Mosquitto
+from devkit.waiting import wait_until
 from tests.helpers.accounts import seeded_sqlite
-from tests.helpers.broker import Mosquitto
 from tests.helpers.memory import Memory
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.http.batch import NDJSON, max_body_bytes
 from tracker_api.passwords import PasswordFile
 

@@ -22,12 +22,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import text
 
+from devkit.broker import REPO, Mosquitto
+from devkit.tail import Tail
+from devkit.waiting import wait_until
 from tests.helpers.accounts import migrated, seeded_sqlite
-from tests.helpers.broker import REPO, Mosquitto
 from tests.helpers.mqtt_peer import Peer
-from tests.helpers.tail import Tail, assert_exactly_once
+from tests.helpers.tail import assert_exactly_once
 from tests.helpers.tracker import TrackerProcess
-from tests.helpers.waiting import wait_until
 from tracker_api.passwords import PasswordFile
 from tracker_api.storage.db import make_engine
 from tracker_contract.ids import client_id_allowed

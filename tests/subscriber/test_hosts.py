@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from devkit.broker import Mosquitto
+from devkit.net import free_port
+from devkit.tail import Publisher, Tail, event
 from subscriber.cli import tail
-from tests.helpers.broker import Mosquitto
-from tests.helpers.net import free_port
-from tests.helpers.tail import Publisher, Tail, event
 
 # A wait between hosts would last 2.5 s or more: subscribing within 2 s proves there was none.
 SLOW_BACKOFF = ["--reconnect-min", "5", "--reconnect-max", "5"]

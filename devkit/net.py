@@ -1,4 +1,4 @@
-"""Ports and sockets for tests: chosen below the ephemeral range (``tracker_api.ops.ports``)."""
+"""Ports for the tools: chosen below the ephemeral range (``tracker_api.ops.ports``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""A real Mosquitto broker for tests: own port, own config, own data directory.
+"""A real Mosquitto broker for tests and the benchmark: own port, own config, own data
+directory.
 
-The broker loads the project's shared settings (``mqtt/conf.d``) so tests exercise the
-same durability limits as production. Anonymous access is allowed only here, unless a
-test passes a password file and an ACL.
+The broker loads the project's shared settings (``mqtt/conf.d``) so tests and benchmarks
+exercise the same durability limits as production. Anonymous access is allowed only here,
+unless the caller passes a password file and an ACL.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from .net import free_port, port_open
 from .waiting import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHARED_CONF_DIR = REPO / "mqtt" / "conf.d"
 PLUGIN_DIR = REPO / ".venv" / "mosquitto-plugin"
 
