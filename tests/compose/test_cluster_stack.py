@@ -98,6 +98,50 @@ def test_both_trackers_answer_a_device_login_through_haproxy(cluster: Cluster) -
     assert request(f"{cluster.api}/1", event={"data": "x"})[0] == 401  # a login is needed here too
 
 
+# Run inside a tracker container (the image has paho): login 1 asks for the archive's
+# client id on the node the archive consumes from; prints the CONNACK's reason.
+TAKEOVER = """
+import sys, threading
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+answered = threading.Event()
+client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tracker:archive", clean_session=False)
+client.username_pw_set("1", sys.argv[2])
+client.on_connect = lambda c, u, f, code, p: (print(code), answered.set())
+client.connect(sys.argv[1], 1883)
+client.loop_start()
+answered.wait(15)
+client.loop_stop()
+"""
+
+
+def test_a_device_login_cannot_take_the_archives_session_nor_close_its_connection(
+    cluster: Cluster,
+) -> None:
+    """The nodes run the session owner plugin (deploy/rabbitmq/Dockerfile): login 1 is
+    refused the id tracker:archive at login, and the archive's connection stays."""
+    stack = cluster.stack
+    node = archive_node(stack)
+    connects = sum(
+        stack.logs(c.name, 500).count("as tracker:archive")
+        for c in stack.containers_of("cluster-tracker")
+    )
+    tracker = stack.container("cluster-tracker")
+    for _ in range(3):
+        done = stack.podman(
+            "exec", tracker, "python", "-c", TAKEOVER, node, stack.secrets.device, timeout=60
+        )
+        assert done.stdout.strip() == "Not authorized", done.stdout + done.stderr
+    after = sum(
+        stack.logs(c.name, 500).count("as tracker:archive")
+        for c in stack.containers_of("cluster-tracker")
+    )
+    assert after == connects, "the archive reconnected: an attempt closed its connection"
+    assert "session_owner: refused login 1 with client id tracker:archive" in stack.logs(
+        stack.container(node), 200
+    )
+
+
 def archive_node(stack: Stack) -> str:
     """The node the archive (one leader over the trackers) consumes track/# from."""
     pattern = re.compile(r"connected to broker (rabbit-\d):1883 as tracker:archive")
