@@ -11,6 +11,10 @@ unacknowledged, so the broker redelivers them.
 Speed (ADR 4): reading goes on packet after packet while packets keep coming, without a
 select() in between, and the PUBACKs of a batch leave in one ``loop_write`` with the
 socket corked, so the broker gets them in a few segments instead of one per message.
+
+Where a session is (connecting, live, holding messages back for a catch-up, stopping...)
+is one ``State``; ``TRANSITIONS`` lists the moves between states, and the callbacks and
+the loop make them in one place, ``Session._become``.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
@@ -74,6 +79,74 @@ class Refused(Exception):
         self.kind = kind
 
 
+class State(Enum):
+    """Where a session is. ``Session._become`` alone moves it, along ``TRANSITIONS``."""
+
+    WIPING = "wiping"
+    """``--clean``: this connection discards the stored session and ends, unsubscribed."""
+    CONNECTING = "connecting"
+    """No connection the broker accepted: connecting, or waiting to try again."""
+    SUBSCRIBING = "subscribing"
+    """CONNACK accepted and SUBSCRIBE sent; messages (a resumed session's) are shown."""
+    HOLDING = "holding"
+    """As SUBSCRIBING, but a catch-up is due: messages are left unacknowledged (the broker
+    sends them again), so none is shown before the history it follows."""
+    HANDING_OVER = "handing-over"
+    """SUBACK in while holding: the broker queues every live message for the session from
+    now on; at the end of the batch the session leaves to catch up, even if the connection
+    was lost in that batch."""
+    CATCHING_UP = "catching-up"
+    """DISCONNECT (the broker keeps the session, queueing), then the catch-up runs; a new
+    connection follows."""
+    LIVE = "live"
+    """Subscribed: messages are shown, and acknowledged once their batch is flushed."""
+    STOPPING = "stopping"
+    """``stop()`` came true: what was shown is acknowledged, then DISCONNECT. The end."""
+    REFUSED = "refused"
+    """The broker said no for good (``Refused``); ``run`` raises it, or stops if asked to
+    first. Nothing more is shown."""
+
+    def may_become(self, other: State) -> bool:
+        """Whether ``TRANSITIONS`` has the move from this state to ``other``."""
+        return other in TRANSITIONS[self]
+
+
+TRANSITIONS: Mapping[State, frozenset[State]] = {
+    # The clean connection ended (however it ended), the CONNACK refused it, Ctrl-C.
+    State.WIPING: frozenset({State.CONNECTING, State.REFUSED, State.STOPPING}),
+    # CONNACK accepted (a catch-up due or not), refused for good, Ctrl-C.
+    State.CONNECTING: frozenset({State.SUBSCRIBING, State.HOLDING, State.REFUSED, State.STOPPING}),
+    # SUBACK, connection lost, SUBACK refused or taken over, Ctrl-C.
+    State.SUBSCRIBING: frozenset({State.LIVE, State.CONNECTING, State.REFUSED, State.STOPPING}),
+    # As SUBSCRIBING, the SUBACK starting the hand-over to the catch-up.
+    State.HOLDING: frozenset({State.HANDING_OVER, State.CONNECTING, State.REFUSED, State.STOPPING}),
+    # The catch-up follows the SUBACK even if the connection is lost in the same batch.
+    State.HANDING_OVER: frozenset({State.CATCHING_UP, State.REFUSED}),
+    # Done, or stopped early: back to connecting (the loop then stops if asked to).
+    State.CATCHING_UP: frozenset({State.CONNECTING}),
+    # Connection lost, taken over, Ctrl-C (or --count, --timeout, a closed pipe).
+    State.LIVE: frozenset({State.CONNECTING, State.REFUSED, State.STOPPING}),
+    State.STOPPING: frozenset(),
+    # A stop request seen before the refusal is raised wins: a clean DISCONNECT, no error.
+    State.REFUSED: frozenset({State.STOPPING}),
+}
+"""Every legal move of a session; any other is a bug (``IllegalTransition``)."""
+
+_ACCEPTED = frozenset({State.SUBSCRIBING, State.HOLDING, State.HANDING_OVER, State.LIVE})
+"""The broker accepted the connection: a close the session did not ask for is a loss."""
+_SHOWING = frozenset({State.SUBSCRIBING, State.LIVE})
+"""Messages go to the handler; in any other state they stay unacknowledged."""
+
+
+class IllegalTransition(RuntimeError):
+    """A move ``TRANSITIONS`` does not have: a bug in the session, not the broker's doing."""
+
+    def __init__(self, current: State, wanted: State) -> None:
+        super().__init__(f"a session cannot go from {current.value} to {wanted.value}")
+        self.current = current
+        self.wanted = wanted
+
+
 class Handler(Protocol):
     def on_message(self, topic: str, payload: bytes | bytearray) -> bool:
         """Process one message; False leaves it unacknowledged (the broker keeps it)."""
@@ -117,7 +190,9 @@ class Session:
     """Keeps a persistent MQTT session alive and feeds its messages to a handler.
 
     ``run(stop)`` returns when ``stop()`` is true, after a clean DISCONNECT (the broker
-    keeps the session), or raises ``Refused``.
+    keeps the session), or raises ``Refused``. ``state`` says where it is (``State``);
+    what is not a state (connections made, the node, the closes counted for a takeover)
+    is plain data beside it.
     """
 
     def __init__(
@@ -126,18 +201,14 @@ class Session:
         self.options = options
         self.handler = handler
         self.catch_up = catch_up
-        # Set from CONNACK to the catch-up: live messages are left unacknowledged (the
-        # broker sends them again), so none is shown before the history it follows.
-        self._holding = False
-        self._catch_up_now = False
+        self._state = State.WIPING if options.clean else State.CONNECTING
         self.rotation = Rotation(
             options.nodes, Backoff(options.reconnect_min, options.reconnect_max)
         )
-        self.connected = False
+        # True from the first SUBACK on: the topics are logged once, not at each reconnection.
         self.subscribed = False
         self.connections = 0
-        self._wipe = options.clean
-        self._refused: Refused | None = None
+        self._refusal: Refused | None = None
         self._pending: list[int] = []
         self._reported_down: set[tuple[str, int]] = set()
         self._received = 0
@@ -147,7 +218,24 @@ class Session:
         self._last_error = _LastError()
         self._paho_log = logging.Logger(f"{__name__}.paho", logging.ERROR)
         self._paho_log.addHandler(self._last_error)
-        self._client = self._new_client(clean=self._wipe)
+        self._client = self._new_client(clean=options.clean)
+
+    @property
+    def state(self) -> State:
+        """Where the session is now."""
+        return self._state
+
+    def _become(self, state: State) -> None:
+        """The one place a session changes state; a move not in ``TRANSITIONS`` raises."""
+        if not self._state.may_become(state):
+            raise IllegalTransition(self._state, state)
+        logger.debug("state %s -> %s", self._state.value, state.value)
+        self._state = state
+
+    def _refuse(self, refusal: Refused) -> None:
+        """To REFUSED, keeping what ``run`` raises."""
+        self._become(State.REFUSED)
+        self._refusal = refusal
 
     def _new_client(self, *, clean: bool) -> mqtt.Client:
         options = self.options
@@ -185,18 +273,17 @@ class Session:
         if reason.is_failure:
             if reason.value in _REFUSED:
                 said, kind = _REFUSED[reason.value]
-                self._refused = Refused(f"connection refused: {said}", kind)
+                self._refuse(Refused(f"connection refused: {said}", kind))
             else:
                 logger.warning("connection refused by the broker: %s; retrying", reason)
             return
         self.rotation.connected()
         self._reported_down.clear()
         where = self._where()
-        if self._wipe:
+        if self._state is State.WIPING:
             logger.info("connected to %s; discarding the stored session (--clean)", where)
             client.disconnect()
             return
-        self.connected = True
         self.connections += 1
         if flags.session_present:
             logger.info("connected to %s as %s, session resumed", where, self.options.client_id)
@@ -209,9 +296,10 @@ class Session:
                 where,
                 self.options.client_id,
             )
-        self._holding = self.catch_up is not None and self.catch_up.due(
+        due = self.catch_up is not None and self.catch_up.due(
             first=self.connections == 1, session_present=bool(flags.session_present)
         )
+        self._become(State.HOLDING if due else State.SUBSCRIBING)
         client.subscribe([(topic, 1) for topic in self.options.topics])
 
     def _on_subscribe(
@@ -224,15 +312,15 @@ class Session:
     ) -> None:
         for topic, reason in zip(self.options.topics, reasons, strict=False):
             if reason.is_failure:
-                self._refused = Refused(
-                    f"subscription to {topic} refused by the broker (ACL?)", "subscription"
+                self._refuse(
+                    Refused(f"subscription to {topic} refused by the broker (ACL?)", "subscription")
                 )
                 return
         if not self.subscribed:
             logger.info("subscribed to %s", ", ".join(self.options.topics))
         self.subscribed = True
         # From the SUBACK on, the broker queues every live message for the session.
-        self._catch_up_now = self._holding
+        self._become(State.HANDING_OVER if self._state is State.HOLDING else State.LIVE)
 
     def _on_disconnect(
         self,
@@ -242,21 +330,28 @@ class Session:
         reason: ReasonCode,
         properties: Any,
     ) -> None:
-        if self.connected and not self._stopping:
-            lost = self._lost(reason)
-            if self._taken_over(lost):
-                self._refused = Refused(
+        if self._state in _ACCEPTED:
+            self._connection_lost(self._lost(reason))
+        # PUBACKs for this connection's messages must not go out on the next one: the
+        # broker redelivers them and the deduplicator drops the copies.
+        self._pending.clear()
+
+    def _connection_lost(self, lost: str) -> None:
+        """A connection the broker had accepted closed unasked: say how and reconnect, or
+        leave the client id to the client that keeps taking it."""
+        if self._taken_over(lost):
+            self._refuse(
+                Refused(
                     f"client id {self.options.client_id} is in use by another client: the "
                     f"broker closed this connection {TAKEOVER_CLOSES} times as the other one "
                     "connected; leaving the session to it",
                     "taken-over",
                 )
-            else:
-                logger.warning("%s; reconnecting", lost)
-        self.connected = False
-        # PUBACKs for this connection's messages must not go out on the next one: the
-        # broker redelivers them and the deduplicator drops the copies.
-        self._pending.clear()
+            )
+            return
+        logger.warning("%s; reconnecting", lost)
+        if self._state is not State.HANDING_OVER:  # subscribed: the catch-up comes first
+            self._become(State.CONNECTING)
 
     def _taken_over(self, lost: str) -> bool:
         if lost != CLOSED_BY_BROKER:
@@ -281,23 +376,22 @@ class Session:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._received += 1
-        if self._holding:
+        if self._state not in _SHOWING:
             return
         if self.handler.on_message(message.topic, message.payload) and message.qos:
             self._pending.append(message.mid)
 
     # -- the loop ----------------------------------------------------------------------
 
-    _stopping = False
-
     def run(self, stop: Callable[[], bool]) -> None:
         next_attempt = 0.0
         while not stop():
             now = time.monotonic()
             self.handler.on_tick(time.time())
-            if self._refused:
+            if self._state is State.REFUSED:
                 self._close()
-                raise self._refused
+                assert self._refusal is not None
+                raise self._refusal
             sock = self._client.socket()
             if sock is None:
                 if now < next_attempt:
@@ -310,18 +404,19 @@ class Session:
                 logger.debug("next connection attempt in %.1f s", delay)
                 continue
             self._service(sock)
-            if self._catch_up_now and self.catch_up is not None:
+            if self._state is State.HANDING_OVER and self.catch_up is not None:
                 self._pause_for(self.catch_up, stop)
                 next_attempt = 0.0
                 continue
             if self._client.socket() is None:
-                if self._wipe and not self._refused:
+                if self._state is State.WIPING:
                     # The clean-session connection ended: from now on, a persistent one.
-                    self._wipe = False
                     self._client = self._new_client(clean=False)
+                    self._become(State.CONNECTING)
                     next_attempt = 0.0
                 else:
                     next_attempt = time.monotonic() + self.rotation.failed()
+        self._become(State.STOPPING)
         self._shutdown()
 
     def _where(self) -> str:
@@ -387,15 +482,14 @@ class Session:
     def _pause_for(self, catch_up: CatchUp, stop: Callable[[], bool]) -> None:
         """Leave the broker (the session keeps queueing live messages, unacknowledged and
         so bounded by the broker's limits, not our memory), catch up, then come back."""
+        self._become(State.CATCHING_UP)
         self._shutdown()
-        self._holding = self._catch_up_now = self.connected = False
         catch_up.run(stop)
-        self._stopping = False
         self._client = self._new_client(clean=False)
+        self._become(State.CONNECTING)
 
     def _shutdown(self) -> None:
         """Acknowledge what was shown, then DISCONNECT: the broker keeps the session."""
-        self._stopping = True
         client = self._client
         sock = client.socket()
         self._end_batch()
@@ -410,7 +504,6 @@ class Session:
         self._close()
 
     def _close(self) -> None:
-        self._stopping = True
         sock = self._client.socket()
         if sock is not None:
             sock.close()
