@@ -61,7 +61,7 @@ def broker(stack: ExitStack, workdir: Path) -> int:
         "max_inflight_messages 0\nmax_queued_messages 0\n"
     )
     stack.enter_context(process([mosquitto_binary(), "-c", str(conf)], workdir / "mosquitto.log"))
-    wait_until(lambda: port_open(port), 10, "mosquitto", error=click.ClickException)
+    wait_until(lambda: port_open(port), 10, message="mosquitto", error=click.ClickException)
     return port
 
 
@@ -87,7 +87,7 @@ def peak(tree: Path, database_url: str, mqtt_port: int, log: Path, seconds: floa
             except httpx.HTTPError:
                 return False
 
-        wait_until(answers, 30, f"the tracker ({log})", interval=0.2, error=click.ClickException)
+        wait_until(answers, 30, 0.2, f"the tracker ({log})", error=click.ClickException)
         wrk(url, 2, 64)  # warm-up
         return float(wrk(url, seconds, 64)["rps"])
 
