@@ -123,7 +123,7 @@ class Settings(BaseSettings):
         None,
         pattern=CLIENT_ID_PATTERN,
         description="leader mode: the one cluster-wide client id of the ingest session; "
-        "default <login>-ingest",
+        "default <login>:ingest",
     )
     fast_path: bool = Field(True, description="serve the event routes with the lean ASGI path")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -177,7 +177,7 @@ class Settings(BaseSettings):
         None,
         pattern=CLIENT_ID_PATTERN,
         description="the one MQTT client id (persistent session) the archive consumes as; "
-        "default <login>-archive",
+        "default <login>:archive",
     )
     cors_origins: str = Field(
         "", description="comma-separated origins browsers may send events from (* = any)"
