@@ -296,14 +296,18 @@ def measure_catch_up(stack: Stack, backlog: int) -> dict[str, Any]:
     except FileNotFoundError as error:
         say(f"catch-up on PostgreSQL: skipped ({error})")
         return result
+    # A broker of its own: the first one may still be saving the SQLite run's backlog.
+    broker = stack.new_broker("broker-catchup-postgres")
     database.start()
+    broker.start()
     try:
         seed(database.url)
+        env = {**base_env, "TRACKER_MQTT_URL": f"mqtt://tracker:{password}@127.0.0.1:{broker.port}"}
         result["postgres"] = catchup.catch_up(
-            say, base_env, stack.broker.port, password, database.url, stack.workdir, backlog,
-            "PostgreSQL",
-        )  # fmt: skip
+            say, env, broker.port, password, database.url, stack.workdir, backlog, "PostgreSQL"
+        )
     finally:
+        broker.stop()
         database.destroy()
     return result
 

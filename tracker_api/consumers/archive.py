@@ -28,6 +28,7 @@ import asyncio
 import logging
 import secrets
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 
 import orjson
@@ -156,10 +157,10 @@ class Archiver:
                 await self._arrived.wait()
             if len(self._pending) < self.batch_size:
                 self._full.clear()
-                try:  # a moment for the batch to fill: one commit for many messages
-                    await asyncio.wait_for(self._full.wait(), self.linger)
-                except TimeoutError:
-                    pass
+                # A moment for the batch to fill: one commit for many messages.
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(self.linger):
+                        await self._full.wait()
             batch = self._pending[: self.batch_size]
             rows = [item for _, item in batch if isinstance(item, Row)]
             marks = [item for _, item in batch if isinstance(item, Mark)]

@@ -420,11 +420,11 @@ class MqttClient:
         last_ping = last_tick = time.monotonic()
         skipped_late = False
         while True:
-            try:
-                await asyncio.wait_for(asyncio.shield(link.closed), tick)
+            # asyncio.wait, not wait_for: it leaves link.closed alone and never swallows
+            # our own cancellation (stop() cancels this task).
+            closed, _ = await asyncio.wait({link.closed}, timeout=tick)
+            if closed:
                 return
-            except TimeoutError:
-                pass
             now = time.monotonic()
             late, last_tick = now - last_tick > tick * 2 + 0.1, now
             # Overdue publishes fail even when our loop runs late: their callers must get
