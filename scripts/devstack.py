@@ -252,6 +252,12 @@ def stop_leftover(pidfile: Path, name: str) -> None:
         stop_pid(pid, signal.SIGTERM, timeout=10.0)
 
 
+def is_make_run(command: list[str]) -> bool:
+    """Whether a command line is `make run`'s: ``python -m scripts.devstack`` (or the
+    script run as a file)."""
+    return "scripts.devstack" in command or any(arg.endswith("devstack.py") for arg in command)
+
+
 def free_port_or_exit(port: int, name: str, variable: str) -> None:
     """Stop a leftover of an earlier `make run` here; refuse with who holds it otherwise."""
     if port_free(port):
@@ -260,7 +266,7 @@ def free_port_or_exit(port: int, name: str, variable: str) -> None:
         if not ours(pid):
             continue
         parent = parent_of(pid)
-        if parent and "devstack.py" in " ".join(command_line(parent) or []):
+        if parent and is_make_run(command_line(parent) or []):
             sys.exit(
                 f"[make run] port {port} ({name}) is served by another `make run` of this "
                 f"checkout (pid {parent}): stop it with Ctrl-C in its terminal, or: kill {parent}"
@@ -340,6 +346,9 @@ class Stack:
         make_state_dir(VAR)
         env = {**os.environ, **load_credentials()}
         env.setdefault("TRACKER_DATABASE_URL", f"sqlite:///{VAR / 'tracker.db'}")
+        # The leases and client id slots beside the rest of this run's state, wherever
+        # VAR_DIR puts it (not in the working directory's var/).
+        env.setdefault("TRACKER_STATE_DIR", str(VAR))
         # The broker needs logins, so the history does too: an account's login reads only
         # its own events there, as on the broker.
         env.setdefault("TRACKER_PASSWORD_FILE", str(PASSWD))
