@@ -103,12 +103,20 @@ def test_no_login_may_connect_without_a_client_id_of_its_own(rabbit: Provisioned
     login's id), are refused; so is an empty client id, for which the broker would make one
     up that no login owns."""
     port = rabbit.layout.nodes[0].mqtt_port
-    for client_id in ("1x", "10", "reader", "tracker:api-x"):
-        attacker = Client(port, "1", rabbit.passwords["1"], client_id=client_id, clean=True)
-        try:
-            assert str(attacker.connect()) == "Not authorized", client_id
-        finally:
-            attacker.close()
+    system_ids = (  # every id the system's own connections use, and a reader's tails
+        "tracker:api-vm-0",
+        "tracker:ingest",
+        "tracker:archive",
+        "reader:mqtt-tail-root-vm-a318c242",
+        "reader:mine",
+    )
+    for client_id in ("1x", "10", "reader", *system_ids):
+        for clean in (True, False):
+            attacker = Client(port, "1", rabbit.passwords["1"], client_id=client_id, clean=clean)
+            try:
+                assert str(attacker.connect()) == "Not authorized", (client_id, clean)
+            finally:
+                attacker.close()
     answers: list[str] = []
     anonymous = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv311)
     anonymous.username_pw_set("1", rabbit.passwords["1"])
