@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi.testclient import TestClient
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine
@@ -9,6 +11,9 @@ from sqlalchemy import Engine
 from tests.helpers.fakes import FakePublisher
 from tracker_api import metrics
 from tracker_api.errors import RETRY_AFTER_SECONDS
+from tracker_api.http.runtime import runtime_of
+from tracker_api.storage import event_store
+from tracker_api.storage.event_store import Watermark
 
 
 def test_healthz_is_ok(client: TestClient) -> None:
@@ -26,6 +31,7 @@ def test_readyz_is_ready_with_broker_and_database(client: TestClient) -> None:
         "database": True,
         "ingest": "off",  # the caller's publisher: nothing consumes device messages
         "archive": "off",  # nor track/#
+        "archive_lag_s": None,  # never marked
     }
 
 
@@ -43,6 +49,7 @@ def test_readyz_is_503_without_the_broker(client: TestClient, publisher: FakePub
         "database": True,
         "ingest": "off",
         "archive": "off",
+        "archive_lag_s": None,
     }
 
 
@@ -109,3 +116,18 @@ def test_readyz_documents_the_retry_after_it_sends(
     description = spec["paths"]["/readyz"]["get"]["responses"]["503"]["description"]
     assert not_ready.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
     assert f"Retry-After: {RETRY_AFTER_SECONDS}" in description
+
+
+def test_readyz_reports_how_far_the_archives_watermark_trails(
+    client: TestClient, database: tuple[str, Engine]
+) -> None:
+    """However the archive runs (here: as another process would, writing the watermark it
+    reached 42 s ago), the tracker reports its lag from the database."""
+    session = runtime_of(client.app.api).archive_reader.session  # type: ignore[attr-defined]
+    event_store.insert(database[1], [], Watermark(session, int((time.time() - 42) * 1000)))
+
+    lag = client.get("/readyz").json()["archive_lag_s"]
+
+    assert 42 <= lag < 52
+    event_store.insert(database[1], [], Watermark(session, int(time.time() * 1000)))
+    assert client.get("/readyz").json()["archive_lag_s"] < 10

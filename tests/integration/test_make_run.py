@@ -455,6 +455,8 @@ def test_the_archive_runs_on_its_own_and_is_restarted_when_it_dies_losing_nothin
         # figures the API's /metrics shows.
         health = httpx.get(f"{base}/readyz").json()
         assert health["archive"] == "off"
+        # Its lag, though, from the watermark it stores: caught up, under a few seconds.
+        wait_until(lambda: (httpx.get(f"{base}/readyz").json()["archive_lag_s"] or 99) < 5)
         assert value(httpx.get(f"{base}/metrics").text, "tracker_archived_total") >= 1
     finally:
         os.killpg(process.pid, signal.SIGINT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tracker_api import metrics
 from tracker_api.errors import RETRY_AFTER, describe_headers
-from tracker_api.http.runtime import runtime
+from tracker_api.http.runtime import Runtime, runtime
 from tracker_api.storage import db
 
 router = APIRouter(tags=["operations"])
@@ -38,7 +39,10 @@ async def readyz(request: Request) -> JSONResponse:
     (consuming here), ``follower``, ``off``, ``behind: database unavailable`` (not
     acknowledging until the database is back) or ``refused: <why>``. A refused ingest or a
     late archive leaves the answer 200: events over HTTP still work, and a balancer taking
-    this tracker out would bring neither back."""
+    this tracker out would bring neither back. ``archive_lag_s`` is how far the archive's
+    watermark trails now, wherever the archive runs (this tracker or `tracker-api archive`
+    on the same database): about 0.5 s when it keeps up, growing while it catches up on a
+    backlog; ``null`` when it never marked (or the database did not answer in time)."""
     running = runtime(request)
     publisher = running.service.publisher
     broker = publisher.connected
@@ -58,10 +62,22 @@ async def readyz(request: Request) -> JSONResponse:
             "database": database,
             "ingest": running.ingest_status(),
             "archive": running.archive_status(),
+            "archive_lag_s": await archive_lag(running) if database else None,
         },
         status_code=200 if ready else 503,
         headers=None if ready else RETRY_AFTER,
     )
+
+
+async def archive_lag(running: Runtime) -> float | None:
+    """Seconds from the archive's watermark to now (read on the history's own threads)."""
+    try:
+        state = await asyncio.wait_for(running.archive_reader.state(), 2.0)
+    except (TimeoutError, SQLAlchemyError):
+        return None
+    if state.watermark is None:
+        return None
+    return round(max(0.0, time.time() - state.watermark / 1000), 1)
 
 
 @router.get("/metrics", response_class=Response)
