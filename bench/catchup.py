@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ import httpx2 as httpx
 import orjson
 
 from bench import archive
+from bench.stack import ARCHIVE_PROCESS, tracker_process
 from devkit.waiting import wait_until
 from tracker_api.mqtt import BrokerAddress, MqttClient
 from tracker_api.service.events import Clock, EventIds
@@ -79,6 +81,39 @@ def rows_now(database_url: str) -> int:
     return archive.archived(database_url)[0]
 
 
+class LagWatch:
+    """``/readyz``'s ``archive_lag_s`` sampled twice a second in a thread: what an operator
+    sees of a catch-up."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.samples: list[float | None] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LagWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self.samples.append(
+                    httpx.get(self.base_url + "/readyz", timeout=5).json()["archive_lag_s"]
+                )
+            except (httpx.HTTPError, ValueError, KeyError):
+                self.samples.append(None)
+
+    def summary(self) -> dict[str, Any]:
+        seen = [lag for lag in self.samples if lag is not None]
+        return {"lag_max_s": max(seen, default=None), "lag_last_s": seen[-1] if seen else None,
+                "lag_samples": len(self.samples)}  # fmt: skip
+
+
 def wait_rows(database_url: str, target: int, stall: float) -> tuple[int, float]:
     """Poll the table until it holds ``target`` rows or stops growing; (rows, seconds)."""
     started = time.monotonic()
@@ -124,11 +159,18 @@ def catch_up(
     say(f"catch-up on {label}: {count:,} events acknowledged while the archive is stopped")
     published_s = asyncio.run(publish_envelopes(broker_port, tracker_password, count))
     say(f"  published in {published_s:.1f} s; now `tracker-api archive` alone")
-    second = run_archive(env, log)
-    try:
-        rows, seconds = wait_rows(database_url, before + count, archive.STALL_S)
-    finally:
-        stop(second)
+    # A tracker beside it, as make run has one: its /readyz shows the lag meanwhile.
+    api_env = {**env, "TRACKER_ARCHIVE": "false", ARCHIVE_PROCESS: "false"}
+    with tracker_process(api_env, workdir / f"tracker-{label}.log"):
+        second = run_archive(env, log)
+        try:
+            with LagWatch(f"http://127.0.0.1:{env['TRACKER_PORT']}") as watch:
+                rows, seconds = wait_rows(database_url, before + count, archive.STALL_S)
+                # Caught up: the next marks come back at once.
+                wait_until(lambda: (watch.samples[-1:] or [None])[0] is not None
+                           and watch.samples[-1] < 5, 15, 0.2)  # type: ignore[operator]  # fmt: skip
+        finally:
+            stop(second)
     stored = rows - before
     rate = stored / seconds if seconds else 0.0
     result = {
@@ -138,9 +180,11 @@ def catch_up(
         "duplicates": max(0, stored - count),
         "seconds": round(seconds, 2),
         "events_per_s": round(rate),
+        **watch.summary(),
     }
     say(f"  stored {stored:,} in {seconds:.1f} s: {rate:,.0f} events/s "
-        f"(lost {result['lost']}, duplicated {result['duplicates']})")  # fmt: skip
+        f"(lost {result['lost']}, duplicated {result['duplicates']}); /readyz archive_lag_s "
+        f"up to {result['lag_max_s']} s meanwhile, {result['lag_last_s']} s after")  # fmt: skip
     return result
 
 
