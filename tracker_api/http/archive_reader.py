@@ -34,8 +34,10 @@ PAGE_BYTES = 4 * MiB
 """Most envelope bytes in one JSON page: a page of large events ends early, with a next."""
 CHUNK_BYTES = 1 * MiB
 """Most envelope bytes fetched at once (an NDJSON stream writes each chunk as it comes)."""
-STREAM_PLAN = 1000
-"""Events planned at a time while an NDJSON stream runs through a range."""
+STREAM_PLAN = 5000
+"""Events planned at a time while an NDJSON stream runs through a range (a plan row is a
+timestamp, a sequence and a size: about 0.5 MB for 5,000). Each plan costs a query and a
+thread hop: 5,000 streamed 300,000 events at 118-206k events/s where 1,000 gave 59-79k."""
 FIRST_PLAN = 100
 """Events a JSON page plans first; then as many as its remaining budget seems to need."""
 

@@ -258,9 +258,12 @@ def plan(
     if accounts is not None:
         query = query.where(columns.account_id.in_(accounts))
     if after is not None:
-        # Spelled out rather than a row comparison, which SQLite plans as a scan.
+        # Spelled out rather than a row comparison, which SQLite plans as a scan; the
+        # redundant ts >= bound lets both databases start the index range at the cursor
+        # instead of at ``since`` (a stream through a long range was quadratic without it).
         query = query.where(
-            or_(columns.ts > after[0], and_(columns.ts == after[0], columns.seq > after[1]))
+            columns.ts >= after[0],
+            or_(columns.ts > after[0], and_(columns.ts == after[0], columns.seq > after[1])),
         )
     if stored_after is not None:
         query = query.where(columns.seq > stored_after)
