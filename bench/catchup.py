@@ -148,7 +148,7 @@ def catch_up(
     first = run_archive(env, log)  # subscribes its session: the broker queues from here
     try:
         wait_until(
-            lambda: "leader, consuming" in log.read_text(errors="replace"),
+            lambda: "subscribed to " in log.read_text(errors="replace"),
             30,
             interval=0.1,
             message=f"the archive did not start consuming (see {log})",

@@ -329,7 +329,7 @@ def tracker_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen
             wait_until(
                 lambda: any(
                     said in archive_log.read_text(errors="replace")
-                    for said in ("leader, consuming", "as a follower")
+                    for said in ("subscribed to ", "as a follower")
                 ),
                 30,
                 message=f"timed out waiting for the archive ({archive_log})",

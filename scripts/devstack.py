@@ -411,7 +411,7 @@ class Stack:
         def consuming() -> bool:
             with open(ARCHIVE_LOG, "rb") as log:
                 log.seek(start)
-                return b"leader, consuming" in log.read()
+                return b"subscribed to " in log.read()
 
         if not wait_for(consuming, archive, 30):
             say(f"the archive did not start: see {shown(ARCHIVE_LOG)}")

@@ -381,6 +381,7 @@ class MqttClient:
             if self.subscriptions:
                 # SUBSCRIBE shares the packet-id space: its id is held until the SUBACK.
                 subscribed = loop.create_future()
+                subscribed.add_done_callback(self._log_subscribed)
                 mid = self._window.add(subscribed, timed=False)
                 link.write(encode_subscribe(mid, self.subscriptions))
             self.stats.connects += 1
@@ -410,6 +411,13 @@ class MqttClient:
             if was_connected and not self._stopping:
                 self.stats.disconnects += 1
                 logger.warning("disconnected from broker %s:%s", address.host, address.port)
+
+    def _log_subscribed(self, suback: asyncio.Future[None]) -> None:
+        """From here on the broker keeps for this session what it is subscribed to: the
+        line a supervisor waits for before it lets anything be acknowledged."""
+        if not suback.cancelled() and suback.exception() is None:
+            topics = ", ".join(topic for topic, _ in self.subscriptions)
+            logger.info("subscribed to %s as %s", topics, self.client_id)
 
     async def _keep_alive(self, link: Link) -> None:
         """Return when the connection must go: closed by the peer, silent for 1.5 x
