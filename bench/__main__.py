@@ -36,6 +36,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -234,8 +236,12 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             say(f"  hello at {row['achieved_rps']:,} req/s: p50 {row['p50_ms']} ms, "
                 f"p99 {row['p99_ms']} ms, p99.9 {row['p999_ms']} ms")  # fmt: skip
         if stack.archive:
-            result["archive_cost"] = measure_archive_cost(stack, seconds, connections, logs)
-            result["catch_up"] = measure_catch_up(stack, options["backlog"])
+            # Each on a broker of its own: the one above still queues, for the sessions of
+            # the counter and the archives it ran, every event sent since they stopped.
+            with fresh_broker(stack, "broker-archive-cost"):
+                result["archive_cost"] = measure_archive_cost(stack, seconds, connections, logs)
+            with fresh_broker(stack, "broker-catchup-sqlite"):
+                result["catch_up"] = measure_catch_up(stack, options["backlog"])
     finally:
         stack.broker.stop()
     if stack.archive:
@@ -246,6 +252,18 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         result["cluster"] = measure_cluster(stack, seconds, connections)
     result["logs"] = str(workdir)
     return result
+
+
+@contextmanager
+def fresh_broker(stack: Stack, name: str) -> Iterator[None]:
+    """``stack.broker`` replaced by a new one (the same logins and settings) meanwhile."""
+    before, stack.broker = stack.broker, stack.new_broker(name)
+    stack.broker.start()
+    try:
+        yield
+    finally:
+        stack.broker.stop()
+        stack.broker = before
 
 
 def measure_archive_cost(
@@ -283,6 +301,9 @@ def measure_catch_up(stack: Stack, backlog: int) -> dict[str, Any]:
     result["sqlite"] = catchup.catch_up(
         say, base_env, stack.broker.port, password, sqlite_url, stack.workdir, backlog, "SQLite"
     )
+    if not result["sqlite"]["stored"]:
+        say("replay: skipped (nothing was stored)")
+        return result
     port = free_port()
     env = {**stack.serve_env(port, database_url=sqlite_url), ARCHIVE_PROCESS: "false",
            "TRACKER_PASSWORD_FILE": str(stack.workdir / "passwd")}  # fmt: skip
@@ -296,18 +317,16 @@ def measure_catch_up(stack: Stack, backlog: int) -> dict[str, Any]:
     except FileNotFoundError as error:
         say(f"catch-up on PostgreSQL: skipped ({error})")
         return result
-    # A broker of its own: the first one may still be saving the SQLite run's backlog.
-    broker = stack.new_broker("broker-catchup-postgres")
     database.start()
-    broker.start()
     try:
         seed(database.url)
-        env = {**base_env, "TRACKER_MQTT_URL": f"mqtt://tracker:{password}@127.0.0.1:{broker.port}"}
-        result["postgres"] = catchup.catch_up(
-            say, env, broker.port, password, database.url, stack.workdir, backlog, "PostgreSQL"
-        )
+        # A broker of its own: the first one may still be saving the SQLite run's backlog.
+        with fresh_broker(stack, "broker-catchup-postgres"):
+            result["postgres"] = catchup.catch_up(
+                say, stack.serve_env(free_port()), stack.broker.port, password, database.url,
+                stack.workdir, backlog, "PostgreSQL",
+            )  # fmt: skip
     finally:
-        broker.stop()
         database.destroy()
     return result
 
