@@ -73,7 +73,10 @@ def test_a_cancellation_of_the_caller_is_not_swallowed(monkeypatch: pytest.Monke
         task = asyncio.get_running_loop().create_task(stubborn())
         await asyncio.sleep(0)
         stopper = asyncio.get_running_loop().create_task(tasks.cancel(task))
-        await asyncio.sleep(0.05)  # several rounds of cancel() against the stubborn task
+        deadline = asyncio.get_running_loop().time() + 5
+        while task.cancelling() < 2:  # cancel() has come back to it at least once
+            assert asyncio.get_running_loop().time() < deadline, "cancel() gave up on it"
+            await asyncio.sleep(0.001)
         stopper.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stopper
