@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from tracker_api.errors import (
     MalformedLogin,
     RateLimited,
 )
+from tracker_api.http import auth as auth_module
 from tracker_api.http.auth import HttpAuth, basic_header
 from tracker_api.http.batch import NDJSON
 from tracker_api.http.runtime import runtime_of
@@ -221,6 +223,60 @@ def test_only_the_usual_spelling_of_a_login_is_cached(password_file: Path) -> No
     auth.login(usual)
     auth.login(usual)
     assert (auth.cached, auth.derivations) == (1, 13)
+
+
+def test_first_logins_checked_on_several_threads_at_once_all_pass(
+    password_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history checks logins on threads: while one of them reads the password file,
+    the others wait for it rather than look at the entries not yet read."""
+
+    class SlowFile(auth_module.PasswordFile):
+        def __init__(self, path: Path) -> None:
+            time.sleep(0.2)  # widens the window in which the file is being read
+            super().__init__(path)
+
+    monkeypatch.setattr(auth_module, "PasswordFile", SlowFile)
+    auth = HttpAuth(password_file, ttl=60)
+    header = basic_header("1", "one-secret")
+    start = threading.Barrier(8)
+    results: list[str | BaseException] = []
+
+    def login() -> None:
+        start.wait()
+        try:
+            results.append(auth.login(header))
+        except Exception as error:  # noqa: BLE001 - the outcome under test
+            results.append(error)
+
+    threads = [threading.Thread(target=login) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == ["1"] * 8
+
+
+def test_a_login_verified_while_the_file_changed_is_not_cached(
+    password_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [0.0]
+    auth = HttpAuth(password_file, ttl=60, clock=lambda: now[0])
+    header = basic_header("1", "one-secret")
+    verify = auth_module.verify_password
+    removed = []
+
+    def verify_while_removed(password: str, hashed: str) -> bool:
+        if not removed:  # meanwhile, on another thread: the login goes, the file is read
+            removed.append(users("remove", "1", "--password-file", str(password_file)))
+            now[0] += 2 * auth_module.STAT_INTERVAL
+            auth.login(basic_header("2", "two-secret"))
+        return verify(password, hashed)
+
+    monkeypatch.setattr(auth_module, "verify_password", verify_while_removed)
+    assert auth.login(header) == "1"  # it was right when it was checked
+    with pytest.raises(LoginRequired):
+        auth.login(header)  # but not kept: the file read meanwhile no longer has it
 
 
 def test_an_unknown_user_costs_the_same_key_derivation_as_a_known_one(

@@ -21,6 +21,11 @@ Nothing cached means a guesser pays nothing for a failure, so failures are throt
 instead (``throttle.LoginThrottle``: per login name and per client address, 429 with
 ``Retry-After``), before the password is looked at. An unknown user is checked against a
 dummy hash of the file's own cost, so it is answered in the time a known one is.
+
+Logins are checked on the event loop and on the history's threads at once, so the shared
+state (the file's entries, the cache, the throttle) is read and changed under one lock;
+the key derivation, the only slow part, runs outside it, and its result is cached only if
+the file was not read again meanwhile.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import base64
 import binascii
 import os
 import secrets
+import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -91,6 +97,8 @@ class HttpAuth:
         # entry lives ``ttl`` from its insertion, so the oldest is always first.
         self._verified: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._dummy = hash_password(secrets.token_urlsafe(16))
+        self._lock = threading.Lock()
+        self._generation = 0  # how many times the file was read
         self.derivations = 0  # key derivations done: what the cache saves
 
     @property
@@ -110,6 +118,7 @@ class HttpAuth:
             signature = None
         if signature != self._signature or signature is None:
             self._signature = signature
+            self._generation += 1
             self._verified.clear()
             try:
                 self._entries = PasswordFile(self.password_file).entries
@@ -129,30 +138,31 @@ class HttpAuth:
         a ``LoginRequired`` (401) or ``LoginThrottled`` (429) otherwise."""
         if authorization is None:
             raise LoginRequired()
-        now = self._clock()
-        self._refresh(now)
-        cached = self._verified.get(authorization)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        credentials = decode_basic(authorization)
-        if credentials is None:
-            raise MalformedLogin()  # no key derivation: nothing to throttle
-        user, password = credentials
-        if self.throttle is not None:
-            self.throttle.check(user, address, now)
-        if self._verify(user, password):
-            self._remember(authorization, user, password, now)
+        with self._lock:
+            now = self._clock()
+            self._refresh(now)
+            cached = self._verified.get(authorization)
+            if cached is not None and cached[0] > now:
+                return cached[1]
+            credentials = decode_basic(authorization)
+            if credentials is None:
+                raise MalformedLogin()  # no key derivation: nothing to throttle
+            user, password = credentials
+            if self.throttle is not None:
+                self.throttle.check(user, address, now)
+            hashed = self._entries.get(user)
+            dummy, generation = self._dummy, self._generation
+            self.derivations += 1
+        # An unknown user costs the same derivation as a known one: timing tells nothing.
+        if verify_password(password, dummy if hashed is None else hashed) and hashed is not None:
+            with self._lock:
+                if generation == self._generation:
+                    self._remember(authorization, user, password, now)
             return user
         if self.throttle is not None:
-            self.throttle.failed(user, address, now)
+            with self._lock:
+                self.throttle.failed(user, address, now)
         raise LoginRefused()
-
-    def _verify(self, user: str, password: str) -> bool:
-        hashed = self._entries.get(user)
-        self.derivations += 1
-        # An unknown user costs the same derivation as a known one: timing tells nothing.
-        matches = verify_password(password, self._dummy if hashed is None else hashed)
-        return matches and hashed is not None
 
     def _remember(self, authorization: str, user: str, password: str, now: float) -> None:
         if self.ttl <= 0 or authorization != basic_header(user, password):
