@@ -335,7 +335,7 @@ def archive_whole_run(database_url: str, status: Path) -> dict[str, int]:
     """Every event that reached the broker in the whole run (all phases, both trackers),
     in the archive once: the table's rows against the counter's unique eventIds."""
     delivered = int(read_status(status)["unique"])
-    rows, _ = drain(lambda: archive.archived(database_url)[0], delivered, archive.STALL_S)
+    rows, _ = archive.wait_rows(database_url, delivered)
     whole = {
         "delivered": delivered,
         "archived": rows,

@@ -114,20 +114,6 @@ class LagWatch:
                 "lag_samples": len(self.samples)}  # fmt: skip
 
 
-def wait_rows(database_url: str, target: int, stall: float) -> tuple[int, float]:
-    """Poll the table until it holds ``target`` rows or stops growing; (rows, seconds)."""
-    started = time.monotonic()
-    last, changed = -1, started
-    while True:
-        rows = rows_now(database_url)
-        now = time.monotonic()
-        if rows >= target or now - changed > stall:
-            return rows, now - started
-        if rows != last:
-            last, changed = rows, now
-        time.sleep(0.1)
-
-
 def catch_up(
     say: Callable[[str], None],
     base_env: dict[str, str],
@@ -165,7 +151,7 @@ def catch_up(
         second = run_archive(env, log)
         try:
             with LagWatch(f"http://127.0.0.1:{env['TRACKER_PORT']}") as watch:
-                rows, seconds = wait_rows(database_url, before + count, archive.STALL_S)
+                rows, seconds = archive.wait_rows(database_url, before + count)
                 # Caught up: the next marks come back at once.
                 wait_until(lambda: (watch.samples[-1:] or [None])[0] is not None
                            and watch.samples[-1] < 5, 15, 0.2)  # type: ignore[operator]  # fmt: skip

@@ -368,9 +368,7 @@ def settle(
         f"p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms; "
         f"acknowledged {acknowledged:,}, delivered {delivered:,}, lost {load['lost']}")  # fmt: skip
     if database_url is not None:
-        rows, catch_up_s = drain(
-            lambda: archive.archived(database_url)[0], delivered, archive.STALL_S
-        )
+        rows, catch_up_s = archive.wait_rows(database_url, delivered)
         load["archive"] = archive.figures(
             rows,
             archive.archived(database_url),
