@@ -4,6 +4,9 @@ conditions that end a run (--count, --timeout, a signal, a closed pipe)."""
 from __future__ import annotations
 
 import logging
+import os
+import select
+import stat
 import time
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
@@ -30,6 +33,8 @@ from tracker_contract import topics
 logger = logging.getLogger(__name__)
 
 MAX_RAW_WARNINGS = 20
+# How often a pipe on stdout is looked at for a reader that went away.
+READER_CHECK_EVERY = 0.25
 
 
 class AggregateView(Protocol):
@@ -46,6 +51,17 @@ class Output:
         self.stream = stream
         self.escape = escape
         self._parts: list[bytes] = []
+        self._pipe = _pipe_fd(stream)
+
+    def reader_gone(self) -> bool:
+        """Whether stdout is a pipe nobody reads any more (``mqtt-tail | head -n 1`` after
+        head exited). A write would say so too, but only the next one, which may not come
+        for a long time when the stream is quiet; like ``tail -f``, we ask the pipe."""
+        if self._pipe is None:
+            return False
+        poller = select.poll()
+        poller.register(self._pipe, 0)  # no events asked: only errors and hang-ups are told
+        return any(events & select.POLLERR for _, events in poller.poll(0))
 
     def write(self, data: bytes) -> None:
         self._parts.append(data)
@@ -60,6 +76,17 @@ class Output:
             data = self.escape(data)
         self.stream.write(data)
         self.stream.flush()
+
+
+def _pipe_fd(stream: BinaryIO) -> int | None:
+    """The descriptor of ``stream`` when it is a pipe that can be polled, else None."""
+    if not hasattr(select, "poll"):
+        return None  # pragma: no cover - Windows
+    try:
+        fd = stream.fileno()
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError):
+        return None  # not a file (a test's buffer) or already closed
 
 
 class TextView:
@@ -121,6 +148,7 @@ class Pipeline:
         self.last_timestamp = ""
         """The latest ``timestamp`` shown: where a gap after a lost session begins."""
         self.last_arrival = time.monotonic()
+        self._next_reader_check = 0.0
 
     def on_message(self, topic: str, payload: bytes | bytearray) -> bool:
         """A message from the broker, of the account its topic names."""
@@ -191,9 +219,14 @@ class Pipeline:
         if aggregator is not None and self.view is not None and aggregator.window is not None:
             if aggregator.due(now):
                 self.view.show(aggregator.snapshot(now))
+        monotonic = time.monotonic()
         if self.timeout is not None and self.stop_reason is None:
-            if time.monotonic() - self.last_arrival >= self.timeout:
+            if monotonic - self.last_arrival >= self.timeout:
                 self.stop_reason = "timeout"
+        if self.stop_reason is None and monotonic >= self._next_reader_check:
+            self._next_reader_check = monotonic + READER_CHECK_EVERY
+            if self.output.reader_gone():
+                self.stop_reason = "broken-pipe"
 
     def finish(self) -> None:
         """The final summary: a report on stdout with --aggregate, a line on stderr always."""

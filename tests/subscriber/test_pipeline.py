@@ -1,5 +1,7 @@
 import io
 import logging
+import os
+from pathlib import Path
 
 import orjson
 import pytest
@@ -75,6 +77,24 @@ def test_a_closed_pipe_stops_without_acknowledging() -> None:
     assert pipeline.stop_reason == "broken-pipe"
     assert pipeline.on_batch_end() is False
     pipeline.finish()
+
+
+def test_a_pipe_whose_reader_went_away_stops_the_tail_before_any_write() -> None:
+    read_end, write_end = os.pipe()
+    with open(write_end, "wb") as stream:
+        pipeline = Pipeline(Output(stream), renderer=PlainRenderer())
+        pipeline.on_tick(0.0)
+        assert pipeline.stop_reason is None  # read by someone: carry on
+        os.close(read_end)
+        pipeline._next_reader_check = 0.0  # the next look, without waiting for its time
+        pipeline.on_tick(0.0)
+        assert pipeline.stop_reason == "broken-pipe"
+
+
+def test_only_a_pipe_is_asked_for_its_reader(tmp_path: Path) -> None:
+    with open(tmp_path / "out", "wb") as file:
+        assert Output(file).reader_gone() is False
+    assert Output(io.BytesIO()).reader_gone() is False
 
 
 def test_raw_payloads_are_warned_about_a_bounded_number_of_times(
