@@ -171,8 +171,9 @@ def node_config(node: Node, default_pass: str) -> str:
             # Each persistent session (clean_session=False) is a Raft-replicated queue: a
             # QoS-1 PUBACK comes after a majority of the nodes has the message.
             "mqtt.durable_queue_type = quorum",
-            # The default (10) caps a subscriber at about 2k msg/s here.
-            "mqtt.prefetch = 1000",
+            # The default (10) caps a subscriber at about 2k msg/s here; the archive commits
+            # 2,000 at a time and needs room for the next batch meanwhile.
+            "mqtt.prefetch = 5000",
             # Every login is limited by its permissions, not by where it connects from.
             "loopback_users = none",
             # The first boot creates this administrator; the roles' provisioning deletes it,
