@@ -542,7 +542,7 @@ def write_docs(result: dict[str, Any]) -> None:
         replayed = catch_up.get("replay", {})
         text = add_row(text, ARCHIVE_MARK, (
             f"| {result['date']} | {result['machine']['cores']} | {cost['on_rps']:,} "
-            f"| {cost['off_rps']:,} | **{cost['ratio']:.2f}** "
+            f"| {cost['off_rps']:,} | **{cost['ratio']:.2f}** | {cost['subscriber_ratio']:.2f} "
             f"| {cost['on_rps'] / result['ceiling']['rps']:.2f} "
             f"| {rate('sqlite')} | {rate('postgres')} "
             f"| {replayed.get('tail_events_per_s', 0):,} | {replayed.get('ndjson_events_per_s', 0):,} |"

@@ -4,6 +4,7 @@ rows against the acknowledged events, on a real SQLite file."""
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 from bench import archive
@@ -44,3 +45,27 @@ def test_a_missing_row_is_lost_and_rows_beyond_the_delivered_are_duplicates(
     assert figures["lost"] == 1
     assert figures["duplicates"] == 1 + 1
     assert math.isnan(figures["lag_p50_s"])
+
+
+def test_waiting_for_rows_ends_at_the_target_or_when_they_stop_coming(tmp_path: Path) -> None:
+    url, _ = seeded_sqlite(tmp_path / "t.db")
+    engine = make_engine(url)
+    insert(engine, [Row("1", f"old{n}", 0, "{}") for n in range(5)])
+    written = threading.Event()
+
+    def write_later() -> None:
+        for batch in range(3):
+            insert(engine, [Row("1", f"new{batch}-{n}", 0, "{}") for n in range(10)])
+        written.set()
+
+    writer = threading.Thread(target=write_later)
+    writer.start()
+    rows, seconds = archive.wait_rows(url, 5 + 30, stall=5, poll=0.01)
+    writer.join(10)
+    assert (rows, written.is_set()) == (35, True)
+    assert 0 <= seconds < 5
+
+    # Nothing more comes: the stall ends the wait with what is there.
+    rows, seconds = archive.wait_rows(url, 36, stall=0.2, poll=0.01)
+    assert rows == 35
+    assert seconds >= 0.2
