@@ -181,8 +181,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 f"{abs(change):.0%} {'below' if change < 0 else 'above'} the peak without "
                 "(the two runs are back to back; runs vary by ±15 % here)")  # fmt: skip
 
-            # Last: the tails leave persistent sessions behind, for which the broker keeps
-            # queueing (and saving) every later event, which would slow the phases above.
+            # Last: each tail's persistent session is ended after it, but until then the
+            # broker queues every event for it, which would slow the phases above.
             result["tail"] = {}
             for mode, extra in (
                 ("json", ["--json"]),
@@ -211,6 +211,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                     }  # fmt: skip
                     say(f"  {load['rps']:,.0f} req/s; acknowledged {sent:,}, shown {shown:,}, "
                         f"drained {drain_s} s after the load stopped")  # fmt: skip
+                # Its session ended: the broker would queue (and save) the soak's events
+                # for it, which would slow the soak and whatever runs beside this broker.
+                forget_session(stack, f"reader:bench-tail-{mode}")
 
             if archive_url is not None:
                 result["archive_run"] = archive_whole_run(archive_url, status)
@@ -267,9 +270,11 @@ def fresh_broker(stack: Stack, name: str) -> Iterator[None]:
 
 
 def mosquitto_sub(stack: Stack, client_id: str, *options: str) -> list[str]:
-    """``mosquitto_sub`` on ``track/#`` with the tracker's login under ``client_id``."""
-    return ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(stack.broker.port), "-u", "tracker",
-            "-P", stack.passwords["tracker"], "-q", "1", "-i", client_id, "-t", "track/#",
+    """``mosquitto_sub`` on ``track/#`` under ``client_id``, with the login it belongs to
+    (``<login>:…``)."""
+    user = client_id.partition(":")[0]
+    return ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(stack.broker.port), "-u", user,
+            "-P", stack.passwords[user], "-q", "1", "-i", client_id, "-t", "track/#",
             *options]  # fmt: skip
 
 
