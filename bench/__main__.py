@@ -224,7 +224,14 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
                 if name.startswith("worker")
             }
             if options["soak"]:
-                result["soak"] = soak(url, peak["rps"] / 2, options["soak"], worker_pids)
+                # The workers, and `tracker-api archive` beside them when it runs.
+                archives = [
+                    pid for pid in children(os.getpid())
+                    if b"tracker_api\x00archive" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                ]  # fmt: skip
+                watched = {f"worker{i + 1}": pid for i, pid in enumerate(worker_pids)}
+                watched |= {f"archive{i + 1}": pid for i, pid in enumerate(archives)}
+                result["soak"] = soak(url, peak["rps"] / 2, options["soak"], watched)
 
         rates = [row["achieved_rps"] * 1.0 for row in result["latency"]]
         say(f"ceiling: bare ASGI hello, {workers} worker(s), wrk -c{connections} {seconds:.0f}s, "
@@ -473,8 +480,11 @@ def aggregate_total(path: Path) -> int:
     return 0
 
 
-def soak(url: str, rate: float, seconds: int, worker_pids: list[int]) -> dict[str, Any]:
-    say(f"soak: {seconds}s at {rate:,.0f} req/s, sampling worker RSS every 10 s")
+def soak(url: str, rate: float, seconds: int, pids: dict[str, int]) -> dict[str, Any]:
+    """``seconds`` at ``rate`` req/s, sampling the resident memory of each of ``pids``
+    (name -> pid) every 10 s: flat when none grew by 10 % or more."""
+    say(f"soak: {seconds}s at {rate:,.0f} req/s, sampling the RSS of {', '.join(pids)} "
+        "every 10 s")  # fmt: skip
     proc = subprocess.Popen(
         ["wrk", "-t2", "-c32", f"-d{seconds}s", "-s", str(REPO / "bench" / "paced.lua"), url],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -482,14 +492,15 @@ def soak(url: str, rate: float, seconds: int, worker_pids: list[int]) -> dict[st
     )  # fmt: skip
     samples: list[list[float]] = []
     while proc.poll() is None:
-        samples.append([round(rss_mib(pid), 1) for pid in worker_pids])
+        samples.append([round(rss_mib(pid), 1) for pid in pids.values()])
         time.sleep(10)
     first, last = samples[min(1, len(samples) - 1)], samples[-1]  # skip the warm-up sample
     growth = max((b - a) / a for a, b in zip(first, last, strict=True))
-    say(f"  RSS per worker {first} -> {last} MiB (growth {growth:.1%})")
+    say(f"  RSS ({', '.join(pids)}) {first} -> {last} MiB (growth {growth:.1%})")
     return {
         "seconds": seconds,
         "rate": round(rate),
+        "processes": list(pids),
         "rss_samples_mib": samples,
         "growth": round(growth, 3),
         "flat": growth < 0.10,
@@ -733,7 +744,7 @@ def main(
             cluster_run["node_kill"]["lost"] == 0
         )
     if soak:
-        checks["worker RSS flat over the soak (< 10 % growth)"] = result["soak"]["flat"]
+        checks["worker and archive RSS flat over the soak (< 10 % growth)"] = result["soak"]["flat"]
     for name, ok in checks.items():
         say(f"{'PASS' if ok else 'MISS'}  {name}")
     # Archived twice is wrong too, though nothing was lost: it fails the run as a loss does.

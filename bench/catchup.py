@@ -148,10 +148,10 @@ def catch_up(
     # A tracker beside it, as make run has one: its /readyz shows the lag meanwhile.
     api_env = {**env, "TRACKER_ARCHIVE": "false", ARCHIVE_PROCESS: "false"}
     with tracker_process(api_env, workdir / f"tracker-{label}.log"):
-        second = run_archive(env, log)
+        second, started = run_archive(env, log), time.monotonic()
         try:
             with LagWatch(f"http://127.0.0.1:{env['TRACKER_PORT']}") as watch:
-                rows, seconds = archive.wait_rows(database_url, before + count)
+                rows, seconds = archive.wait_rows(database_url, before + count, started=started)
                 # Caught up: the next marks come back at once.
                 wait_until(lambda: (watch.samples[-1:] or [None])[0] is not None
                            and watch.samples[-1] < 5, 15, 0.2)  # type: ignore[operator]  # fmt: skip

@@ -56,12 +56,15 @@ class Output:
     def reader_gone(self) -> bool:
         """Whether stdout is a pipe nobody reads any more (``mqtt-tail | head -n 1`` after
         head exited). A write would say so too, but only the next one, which may not come
-        for a long time when the stream is quiet; like ``tail -f``, we ask the pipe."""
+        for a long time when the stream is quiet; like ``tail -f``, we ask the pipe: Linux
+        reports its write end as POLLERR then, the BSDs as POLLHUP. Elsewhere, and for a
+        socket or a file on stdout, the next failed write ends the tail."""
         if self._pipe is None:
             return False
         poller = select.poll()
         poller.register(self._pipe, 0)  # no events asked: only errors and hang-ups are told
-        return any(events & select.POLLERR for _, events in poller.poll(0))
+        gone = select.POLLERR | select.POLLHUP
+        return any(events & gone for _, events in poller.poll(0))
 
     def write(self, data: bytes) -> None:
         self._parts.append(data)

@@ -257,6 +257,49 @@ def test_first_logins_checked_on_several_threads_at_once_all_pass(
     assert results == ["1"] * 8
 
 
+def test_guesses_checked_at_once_on_several_threads_pass_the_throttle_no_more_than_its_budget(
+    password_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verify = auth_module.verify_password
+
+    def slow_verify(password: str, hashed: str) -> bool:
+        time.sleep(0.1)  # widens the window in which the other threads check
+        return verify(password, hashed)
+
+    monkeypatch.setattr(auth_module, "verify_password", slow_verify)
+    auth = HttpAuth(password_file, ttl=60, throttle=LoginThrottle(per_login=3, per_address=0))
+    start = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def guess(n: int) -> None:
+        start.wait()
+        try:
+            auth.login(basic_header("1", f"guess-{n}"))
+        except LoginThrottled:
+            outcomes.append("throttled")
+        except LoginRequired:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(outcomes) == ["refused"] * 3 + ["throttled"] * 5
+    assert auth.derivations == 3
+
+
+def test_a_right_password_gives_back_what_its_check_spent(password_file: Path) -> None:
+    # No cache: every login is checked; a budget of one failure a minute.
+    auth = HttpAuth(password_file, ttl=0, throttle=LoginThrottle(per_login=1, per_address=1))
+    for _ in range(3):
+        assert auth.login(basic_header("1", "one-secret"), "10.0.0.1") == "1"
+    with pytest.raises(LoginRequired):
+        auth.login(basic_header("1", "wrong"), "10.0.0.1")
+    with pytest.raises(LoginThrottled):
+        auth.login(basic_header("1", "one-secret"), "10.0.0.1")
+
+
 def test_a_login_verified_while_the_file_changed_is_not_cached(
     password_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,9 @@ dummy hash of the file's own cost, so it is answered in the time a known one is.
 Logins are checked on the event loop and on the history's threads at once, so the shared
 state (the file's entries, the cache, the throttle) is read and changed under one lock;
 the key derivation, the only slow part, runs outside it, and its result is cached only if
-the file was not read again meanwhile.
+the file was not read again meanwhile. A check counts as a failure from its start and is
+given back if the password was right, so however many threads check at once, no more
+guesses pass the throttle than its budget.
 """
 
 from __future__ import annotations
@@ -150,18 +152,18 @@ class HttpAuth:
             user, password = credentials
             if self.throttle is not None:
                 self.throttle.check(user, address, now)
+                self.throttle.failed(user, address, now)  # until it proves right
             hashed = self._entries.get(user)
             dummy, generation = self._dummy, self._generation
             self.derivations += 1
         # An unknown user costs the same derivation as a known one: timing tells nothing.
         if verify_password(password, dummy if hashed is None else hashed) and hashed is not None:
             with self._lock:
+                if self.throttle is not None:
+                    self.throttle.succeeded(user, address, now)
                 if generation == self._generation:
                     self._remember(authorization, user, password, now)
             return user
-        if self.throttle is not None:
-            with self._lock:
-                self.throttle.failed(user, address, now)
         raise LoginRefused()
 
     def _remember(self, authorization: str, user: str, password: str, now: float) -> None:

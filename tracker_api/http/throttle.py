@@ -54,6 +54,11 @@ class FailureBuckets:
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
 
+    def refund(self, key: Hashable, now: float) -> None:
+        """Give back a failure spent ahead of a check that then succeeded."""
+        if key in self._buckets:
+            self._buckets[key] = (min(self.burst, self._tokens(key, now) + 1), now)
+
 
 class LoginThrottle:
     """``per_login`` and ``per_address`` failures per minute over ``workers`` processes;
@@ -78,3 +83,12 @@ class LoginThrottle:
             self.logins.spend(hash(user), now)
         if self.addresses is not None:
             self.addresses.spend(address, now)
+
+    def succeeded(self, user: str, address: str, now: float) -> None:
+        """Undo ``failed`` for a login that turned out right: failures are counted before
+        the password is checked, so that guesses checked at once on several threads
+        cannot all pass ``check`` before the first of them is counted."""
+        if self.logins is not None:
+            self.logins.refund(hash(user), now)
+        if self.addresses is not None:
+            self.addresses.refund(address, now)
