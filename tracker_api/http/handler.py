@@ -45,6 +45,7 @@ from tracker_api.http.batch import (
 )
 from tracker_api.http.request import RequestHeaders, account_of, read_event_request
 from tracker_api.http.tracing import RequestIds, check_request_id, log_failure, trace_id
+from tracker_api.http.trim import Trimmer
 from tracker_api.service.events import EventService
 from tracker_api.service.validation import check_account_id, check_event_id
 
@@ -83,6 +84,7 @@ class HttpEvents:
         self.auth = auth if settings.http_auth else None
         self.limiter = service.limiter  # shared with device events (ingest)
         self.request_ids = RequestIds()
+        self.trimmer = Trimmer()
 
     # -- the two requests ----------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class HttpEvents:
         headers = RequestHeaders(scope["headers"])
         request_id = headers.request_id
         account_id = ""
+        size = 0  # of the body read: a big one's memory is given back afterwards (trim.py)
         try:
             extra = self._context(headers)
             account_id = account_of(scope)
@@ -122,10 +125,9 @@ class HttpEvents:
                 if media_type(headers.content_type) not in LOGIN_MEDIA_TYPES:
                     raise LoginNeedsJson()  # a form or text/plain: sent without a preflight
                 self.auth.check(account_id, headers.authorization, client_address(scope))
-            body = await self._parse(
-                await read_body(receive, _content_length(headers), self.max_body),
-                headers.content_type,
-            )
+            raw = await read_body(receive, _content_length(headers), self.max_body)
+            size = len(raw)
+            body = await self._parse(raw, headers.content_type)
             key = headers.idempotency_key
             if body.single and body.items[0].event_id is None and key is not None:
                 check_event_id(key)  # it becomes the eventId (_one)
@@ -134,10 +136,14 @@ class HttpEvents:
                 self.limiter.take(account_id, len(body.items))
         except TrackerError as error:
             self.service.count("http", error.outcome)
+            self.trimmer.after(size)
             return self._refusal(error, request_id, account_id)
-        if body.single:
-            return await self._one(account_id, body, headers, extra, request_id)
-        return await self._batch(account_id, body, extra, request_id)
+        try:
+            if body.single:
+                return await self._one(account_id, body, headers, extra, request_id)
+            return await self._batch(account_id, body, extra, request_id)
+        finally:
+            self.trimmer.after(size)
 
     # -- pieces --------------------------------------------------------------------------
 
