@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 
 BATCH_MAX = 2000
 """Messages handled before a flush and an acknowledgement, at most. The broker's own
-window (``max_inflight_messages``, 5,000 in ours) may be larger; paho's 65,535 message ids are not
-at risk because nothing is held for longer than one batch."""
+window (``max_inflight_messages``, 5,000 in ours) may be larger; paho's 65,535 message
+ids are not at risk because nothing is held for longer than one batch."""
 POLL_INTERVAL = 0.2
 """Longest wait in select(): how quickly a stop request or a timer is noticed."""
 SHUTDOWN_WAIT = 2.0
