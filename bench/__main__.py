@@ -51,7 +51,7 @@ from bench.stack import (
     CpuMeter,
     Stack,
     accepted,
-    children,
+    children_running,
     counter_process,
     drain,
     metrics_text,
@@ -130,10 +130,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             tracker_process(stack.serve_env(port), logs / "tracker.log") as tracker,
         ):
             # uvicorn's workers, not multiprocessing's resource tracker
-            worker_pids = [
-                pid for pid in children(tracker.pid)
-                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            ]  # fmt: skip
+            worker_pids = children_running(tracker.pid, b"spawn_main")
             wrk(url, 2, connections)  # warm-up: caches, JIT-free but allocators settle
 
             pids = {f"worker{i + 1}": pid for i, pid in enumerate(worker_pids)}
@@ -225,10 +222,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             }
             if options["soak"]:
                 # The workers, and `tracker-api archive` beside them when it runs.
-                archives = [
-                    pid for pid in children(os.getpid())
-                    if b"tracker_api\x00archive" in Path(f"/proc/{pid}/cmdline").read_bytes()
-                ]  # fmt: skip
+                archives = children_running(os.getpid(), b"tracker_api\x00archive")
                 watched = {f"worker{i + 1}": pid for i, pid in enumerate(worker_pids)}
                 watched |= {f"archive{i + 1}": pid for i, pid in enumerate(archives)}
                 result["soak"] = soak(url, peak["rps"] / 2, options["soak"], watched)

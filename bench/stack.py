@@ -74,6 +74,18 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def children_running(pid: int, marker: bytes) -> list[int]:
+    """The children of ``pid`` whose command line (NUL-separated) contains ``marker``."""
+    found = []
+    for child in children(pid):
+        try:
+            if marker in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
 @contextmanager
 def process(
     args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
